@@ -1,0 +1,219 @@
+"""The ``kdclaims`` command line. Every subcommand has ``--help``.
+
+Errors a user can fix are one line on stderr and exit code 2; ``kdclaims --debug ...`` shows the
+traceback underneath.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from kdclaims.errors import KdclaimsError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Group(click.Group):
+    """Turns a KdclaimsError into one line and a non-zero exit, unless --debug."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KdclaimsError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"kdclaims: error: {exc}", err=True)
+            if exc.__cause__ is not None and not (ctx.obj and ctx.obj.get("debug")):
+                click.echo("  (run with --debug for the underlying cause)", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="show tracebacks for errors")
+@click.pass_context
+def main(ctx, debug):
+    """Reproduce 'Knowledge Distillation: The Functional Perspective' as hypothesis tests."""
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+# ---------------------------------------------------------------------------------------------
+# run / train
+# ---------------------------------------------------------------------------------------------
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--profile", default="paper", show_default=True, help="paper or smoke")
+@click.option("--seeds", default=None, help="override the profile's seeds: 5, 1-385, 1,4,7-9")
+@click.option("-n", "workers", default=None, help="pytest-xdist workers (e.g. 2, or auto)")
+@click.option("--cache-dir", default=None, help="member cache directory")
+@click.option("--evidence", type=click.Choice(["trained", "paper"]), default="trained", show_default=True)
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def run(profile, seeds, workers, cache_dir, evidence, pytest_args):
+    """Evaluate the claims (runs `pytest claims/` with these options; extra args go to pytest)."""
+    import pytest
+
+    args = [str(REPO_ROOT / "claims"), "--profile", profile, "--evidence", evidence]
+    if seeds:
+        args += ["--seeds", seeds]
+    if workers:
+        args += ["-n", str(workers)]
+    if cache_dir:
+        args += ["--cache-dir", cache_dir]
+    sys.exit(pytest.main(args + list(pytest_args)))
+
+
+@main.command()
+@click.option("--profile", default="paper", show_default=True, help="paper or smoke")
+@click.option("--arch", required=True, help="resnet18, vgg16_bn or vit")
+@click.option("--setup", "setup_name", required=True, help="independent, kd, uniform_kd or gaussian_kd")
+@click.option("--alpha", type=float, default=None, help="teacher weight of loss (1), in [0, 1]")
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--seeds", default=None, help="override the profile's seeds")
+@click.option("--cache-dir", default=None)
+@click.option("--data-dir", default=None)
+@click.option("--device", default="auto", show_default=True)
+def train(profile, arch, setup_name, alpha, temperature, seeds, cache_dir, data_dir, device):
+    """Train (or load from the cache) one population and print its accuracy."""
+    from kdclaims.config import PopulationSpec, get_profile, parse_seeds
+    from kdclaims.population import Workbench
+
+    prof = get_profile(profile)
+    if seeds:
+        prof = prof.with_seeds(parse_seeds(seeds))
+    spec = PopulationSpec(arch, setup_name, alpha, temperature)
+    bench = Workbench(prof, cache_dir, data_dir, device)
+    bench.check_data()
+    pop = bench.population(spec)
+    acc = pop.test_accuracy
+    click.echo(f"{spec.name}: {pop.n} members ({pop.trained_now} trained now), test accuracy "
+               f"{acc.mean():.4f} ± {acc.std():.4f}; cache {bench.cache.root}")
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["markdown"]), default="markdown", show_default=True)
+@click.option("--evaluation", type=click.Path(dir_okay=False), default=None,
+              help="evaluation JSON (default: latest.json in the results dir)")
+@click.option("--results-dir", default=None, help="default $KDCLAIMS_RESULTS_DIR or <cache>/evaluations")
+@click.option("--cache-dir", default=None, help="cache whose evaluations to read")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="output file (default reports/<profile>-<evidence>.md; '-' for stdout)")
+def report(fmt, evaluation, results_dir, cache_dir, output):
+    """Write the reproduction report from the last evaluation (trains nothing)."""
+    from kdclaims.report import markdown_report
+    from kdclaims.results import default_results_dir, load_evaluation
+
+    payload = load_evaluation(evaluation, results_dir or default_results_dir(cache_dir))
+    text = markdown_report(payload)
+    if output == "-":
+        click.echo(text)
+        return
+    path = Path(output) if output else Path("reports") / f"{payload['profile']['name']}-{payload['evidence']}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    click.echo(f"wrote {path} ({len(payload['results'])} claims, from {payload['_path']})")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+@main.group()
+def data():
+    """Get, verify or generate CIFAR-100 archives."""
+
+
+@data.command()
+@click.option("--data-dir", default=None, help="default $KDCLAIMS_DATA_DIR or <cache>/data")
+def fetch(data_dir):
+    """Download CIFAR-100 (python version) from its official address and verify its MD5."""
+    from kdclaims import data as datamod
+    from kdclaims.config import default_data_dir
+
+    target = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    path = datamod.fetch(target)
+    click.echo(f"CIFAR-100 ready at {path}")
+
+
+@data.command()
+@click.argument("path", type=click.Path())
+@click.option("--md5", default=None, help="expected archive MD5 (default: a .md5 file beside it, else the official one)")
+def verify(path, md5):
+    """Load an archive or extracted folder through the reader and print what it holds."""
+    from kdclaims import data as datamod
+
+    summary = datamod.verify(path, expected_md5=md5)
+    for key, value in summary.items():
+        click.echo(f"{key}: {value}")
+
+
+@data.command()
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--num-classes", default=10, show_default=True)
+@click.option("--train-per-class", default=160, show_default=True)
+@click.option("--test-per-class", default=40, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def synth(dest, num_classes, train_per_class, test_per_class, seed):
+    """Write a synthetic dataset in CIFAR-100's exact on-disk format (as the smoke profile uses)."""
+    from kdclaims import data as datamod
+
+    path = datamod.write_synthetic_cifar100(dest, num_classes=num_classes, train_per_class=train_per_class,
+                                            test_per_class=test_per_class, seed=seed)
+    click.echo(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# claims
+# ---------------------------------------------------------------------------------------------
+
+
+@main.group()
+def claims():
+    """List or validate the declarative claims."""
+
+
+@claims.command("list")
+@click.option("--arch", default=None, help="only this architecture")
+@click.option("--kind", default=None, help="only this claim kind")
+@click.option("--group", default=None, help="only this group")
+def list_claims(arch, kind, group):
+    """Show the claims (filtered by architecture, kind or group)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from kdclaims.claims import load_claims
+
+    selected = [c for c in load_claims()
+                if (arch is None or c.arch == arch) and (kind is None or c.kind == kind)
+                and (group is None or c.group == group)]
+    table = Table(title=f"{len(selected)} claims")
+    for column in ("id", "arch", "kind", "group", "source", "paper", "sentence"):
+        table.add_column(column, overflow="fold")
+    for c in selected:
+        table.add_row(c.id, c.arch, c.kind, c.group, c.source, c.paper.outcome, c.sentence)
+    Console().print(table)
+
+
+@claims.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+def validate_claims(paths):
+    """Parse and check every claim without training anything."""
+    from kdclaims.claims import load_claims
+
+    loaded = load_claims(list(paths) or None)
+    groups = sorted({c.group for c in loaded})
+    click.echo(f"{len(loaded)} claims in {len(groups)} groups are valid")
+
+
+if __name__ == "__main__":
+    main()

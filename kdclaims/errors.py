@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Every error a researcher can cause (bad input, missing data, a malformed claim, an unusable cache)
+is a ``KdclaimsError`` whose message is one line naming the thing and how to fix it. The CLI and the
+pytest plugin print that line instead of a traceback; ``--debug`` shows the cause underneath.
+"""
+
+
+class KdclaimsError(Exception):
+    """A problem the user can fix; the message says what and how."""
+
+
+class DataError(KdclaimsError):
+    """A dataset that is missing, malformed, tampered with or unsafe."""
+
+
+class ConfigError(KdclaimsError):
+    """An unknown architecture, setup, metric or profile, or an invalid value such as alpha."""
+
+
+class ClaimError(KdclaimsError):
+    """A claim file that does not parse or does not validate."""
+
+
+class CacheError(KdclaimsError):
+    """A cache directory that cannot be used (read-only, full) or an entry that is corrupt."""

@@ -1,0 +1,315 @@
+"""The pytest plugin: every claim in a ``claims/`` YAML file is a test item.
+
+Registered through the ``pytest11`` entry point, so ``pytest claims/`` finds it once kdclaims is
+installed. Following pytest's non-Python test example, a ``ClaimFile`` collects one ``ClaimItem``
+per claim; its ``runtest`` evaluates the claim and ``repr_failure`` shows the numbers rather than a
+traceback. Claims of one architecture share an ``xdist_group`` so that under ``-n N --dist
+loadgroup`` (set automatically when ``-n`` is given) their populations are built by one worker;
+across workers the cache's per-member locks make sure no member is trained twice.
+
+Every result travels to the controlling process in ``user_properties`` (which pytest-xdist
+forwards), and the controller saves the whole evaluation as one JSON file when the session ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from kdclaims.claims import Claim, load_claim_file
+from kdclaims.config import get_profile, parse_seeds
+from kdclaims.errors import ClaimError, KdclaimsError
+
+RESULT_PROPERTY = "kdclaims_result"
+POPULATION_PROPERTY = "kdclaims_populations"
+STATE = pytest.StashKey["HarnessState"]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("kdclaims", "kdclaims: the paper's claims as hypothesis tests")
+    group.addoption("--profile", default=None,
+                    help="paper (default: CIFAR-100, full models, 385 seeds) or smoke (synthetic data, small models)")
+    group.addoption("--seeds", default=None, help="override the profile's student seeds: 5, 1-385 or 1,4,7-9")
+    group.addoption("--cache-dir", default=None, help="member cache (default $KDCLAIMS_CACHE_DIR or ~/.cache/kdclaims)")
+    group.addoption("--data-dir", default=None, help="where CIFAR-100 is (default $KDCLAIMS_DATA_DIR or <cache>/data)")
+    group.addoption("--results-dir", default=None,
+                    help="where evaluations are saved (default $KDCLAIMS_RESULTS_DIR or <cache>/evaluations)")
+    group.addoption("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    group.addoption("--evidence", default="trained", choices=("trained", "paper"),
+                    help="trained: train/load populations (the reproduction); paper: the paper's own tables")
+
+
+class HarnessState:
+    """Per-process state: the profile, a lazily built workbench, and (on the controller) the results."""
+
+    def __init__(self, config):
+        from kdclaims.config import default_cache_dir
+        from kdclaims.results import default_results_dir
+
+        opt = config.getoption
+        self.config = config
+        self.profile = get_profile(opt("--profile") or "paper")
+        if opt("--seeds"):
+            self.profile = self.profile.with_seeds(parse_seeds(opt("--seeds")))
+        self.cache_dir = Path(opt("--cache-dir") or default_cache_dir()).expanduser()
+        self.data_dir = opt("--data-dir")
+        self.results_dir = Path(opt("--results-dir") or default_results_dir(self.cache_dir)).expanduser()
+        self.device = opt("--device")
+        self.evidence_name = opt("--evidence")
+        self.results: dict[str, dict] = {}
+        self.populations: dict[str, dict] = {}
+        self.started = time.time()
+        self._workbench = None
+        self._evidence = None
+
+    @property
+    def workbench(self):
+        if self._workbench is None:
+            from kdclaims.population import Workbench
+
+            self._workbench = Workbench(self.profile, self.cache_dir, self.data_dir, self.device,
+                                        progress=not hasattr(self.config, "workerinput"))
+        return self._workbench
+
+    @property
+    def evidence(self):
+        if self._evidence is None:
+            from kdclaims.evaluate import PaperEvidence, TrainedEvidence
+
+            self._evidence = PaperEvidence() if self.evidence_name == "paper" else TrainedEvidence(self.workbench)
+        return self._evidence
+
+    def evaluate(self, claim: Claim):
+        from kdclaims.evaluate import evaluate_claim
+
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:  # let the training progress bar reach the terminal
+            with capture.global_and_fixture_disabled():
+                return evaluate_claim(claim, self.evidence)
+        return evaluate_claim(claim, self.evidence)
+
+    def population_records(self, claim: Claim) -> list[dict]:
+        """Provenance of the populations a trained claim used (cache keys, seeds, training time)."""
+        if self.evidence_name != "trained":
+            return []
+        wb = self.workbench
+        records = []
+        for spec in claim.populations():
+            pop = wb.population(spec)
+            records.append({
+                "name": spec.name, **spec.as_dict(), "label": spec.label, "n": pop.n,
+                "seeds": [int(s) for s in pop.seeds], "keys": list(pop.keys),
+                "teacher_key": wb.teacher(spec.arch).key, "trained_now": pop.trained_now,
+                "wall_time_s": pop.wall_time_s,
+                "devices": sorted({m.get("device", "?") for m in pop.members_meta}),
+                "test_accuracy": [float(x) for x in pop.test_accuracy],
+                "test_loss": [float(x) for x in pop.test_loss],
+            })
+        return records
+
+
+def _is_controller(config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    config.addinivalue_line("markers", "resnet18: claims about ResNet-18")
+    config.addinivalue_line("markers", "vgg16_bn: claims about VGG-16-BN")
+    config.addinivalue_line("markers", "vit: claims about the ViT")
+    config.addinivalue_line("markers", "claim: a kdclaims claim item")
+    # Claims of one architecture share populations: keep them on one worker.
+    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") in ("load", "no"):
+        config.option.dist = "loadgroup"
+    try:
+        config.stash[STATE] = HarnessState(config)
+    except KdclaimsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if _is_controller(config):
+        config.pluginmanager.register(ResultCollector(config.stash[STATE]), "kdclaims-results")
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:  # share the cores among the xdist workers
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1))))
+
+
+def _requests_claims(config) -> bool:
+    """Whether this session will run claims (so the data check applies), judged from its arguments."""
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0])
+        if path.is_file() and _is_claim_file(path):
+            return True
+        if path.is_dir() and any(_is_claim_file(p) for p in path.rglob("*.y*ml")):
+            return True
+    return False
+
+
+def _is_claim_file(path: Path) -> bool:
+    return path.suffix in (".yaml", ".yml") and "claims" in path.parent.parts
+
+
+def pytest_sessionstart(session):
+    config = session.config
+    state = config.stash[STATE]
+    if _is_controller(config) and state.evidence_name == "trained" and _requests_claims(config):
+        try:
+            state.workbench.check_data()  # stop before any training when the data is not there
+        except KdclaimsError as exc:
+            pytest.exit(f"kdclaims: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if _is_claim_file(file_path):
+        return ClaimFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ClaimFile(pytest.File):
+    def collect(self):
+        try:
+            claims = load_claim_file(self.path)
+        except ClaimError as exc:
+            raise self.CollectError(f"malformed claim file: {exc}") from None
+        text = self.path.read_text().splitlines()
+        for claim in claims:
+            item = ClaimItem.from_parent(self, name=claim.id, claim=claim, line=_line_of(text, claim.id))
+            for marker in claim.markers:
+                item.add_marker(marker)
+                self.config.addinivalue_line("markers", f"{marker}: kdclaims claims marker")
+            item.add_marker("claim")
+            item.add_marker(pytest.mark.xdist_group(claim.arch))
+            yield item
+
+
+def _line_of(lines: list[str], claim_id: str) -> int | None:
+    for number, line in enumerate(lines):
+        if line.strip().lstrip("- ").replace('"', "").replace("'", "") == f"id: {claim_id}":
+            return number
+    return None
+
+
+class ClaimNotReproduced(Exception):
+    def __init__(self, result: dict):
+        super().__init__(result["id"])
+        self.result = result
+
+
+class ClaimNotEvaluated(Exception):
+    pass
+
+
+class ClaimItem(pytest.Item):
+    def __init__(self, *, claim: Claim, line: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.claim = claim
+        self.line = line
+
+    def runtest(self):
+        from kdclaims.results import jsonable
+
+        state = self.config.stash[STATE]
+        try:
+            result = state.evaluate(self.claim).to_dict()
+            self.user_properties.append((POPULATION_PROPERTY, json.dumps(jsonable(state.population_records(self.claim)))))
+        except KdclaimsError as exc:
+            result = {**self.claim.as_dict(), "evidence": state.evidence_name, "verdict": "error",
+                      "reason": f"not evaluated: {exc}", "observed_outcome": None, "details": {}, "error": str(exc)}
+            self.user_properties.append((RESULT_PROPERTY, json.dumps(jsonable(result))))
+            raise ClaimNotEvaluated(str(exc)) from exc
+        self.user_properties.append((RESULT_PROPERTY, json.dumps(jsonable(result))))
+        # A smoke run (synthetic data) records every verdict but is not a reproduction: it passes once
+        # the claim was evaluated. In a reproduction, the pytest outcome is the verdict.
+        if state.profile.is_reproduction or state.evidence_name == "paper":
+            if result["verdict"] != "reproduced":
+                raise ClaimNotReproduced(result)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, ClaimNotReproduced):
+            from kdclaims.report import describe_result
+
+            return describe_result(excinfo.value.result)
+        if isinstance(excinfo.value, ClaimNotEvaluated):
+            return f"claim {self.claim.id} could not be evaluated: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, self.line, f"claim {self.claim.id}: {self.claim.sentence}"
+
+
+class ResultCollector:
+    """Registered on the controller (or a run without xdist): gathers every claim's result as it arrives."""
+
+    def __init__(self, state: HarnessState):
+        self.state = state
+
+    def pytest_runtest_logreport(self, report):
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == RESULT_PROPERTY:
+                result = json.loads(value)
+                self.state.results[result["id"]] = result
+            elif name == POPULATION_PROPERTY:
+                for record in json.loads(value):
+                    self.state.populations[record["name"]] = record
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if not _is_controller(config):
+        return
+    state = config.stash.get(STATE, None)
+    if state is None or not state.results:
+        return
+    from kdclaims.results import save_evaluation
+
+    payload = build_payload(state, int(exitstatus))
+    path = save_evaluation(payload, state.results_dir)
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if reporter is not None:
+        counts = payload["summary"]["verdicts"]
+        reporter.write_sep("-", "kdclaims")
+        reporter.write_line(f"profile {state.profile.name} ({payload['profile']['n_seeds']} seeds), evidence "
+                            f"{state.evidence_name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        if not state.profile.is_reproduction and state.evidence_name == "trained":
+            reporter.write_line("smoke profile on synthetic data: verdicts are recorded, not a reproduction")
+        reporter.write_line(f"evaluation saved to {path}; write the report with `kdclaims report --format markdown`")
+
+
+def build_payload(state: HarnessState, exitstatus: int) -> dict:
+    import platform
+
+    import torch
+
+    import kdclaims
+    from kdclaims.results import EVALUATION_SCHEMA_VERSION, git_revision
+
+    results = [state.results[k] for k in sorted(state.results)]
+    verdicts: dict[str, int] = {}
+    for r in results:
+        verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
+    dataset = None
+    if state.evidence_name == "trained" and state._workbench is not None and "dataset" in state._workbench.__dict__:
+        dataset = state._workbench.dataset.summary()
+    return {
+        "schema_version": EVALUATION_SCHEMA_VERSION,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "evidence": state.evidence_name,
+        "profile": state.profile.as_dict(),
+        "dataset": dataset,
+        "cache_dir": str(state.cache_dir),
+        "provenance": {
+            "git": git_revision(), "kdclaims": kdclaims.__version__, "torch": torch.__version__,
+            "python": platform.python_version(), "device": state.device,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "host": platform.node(), "duration_s": time.time() - state.started, "pytest_exitstatus": exitstatus,
+        },
+        "summary": {"claims": len(results), "verdicts": verdicts},
+        "populations": [state.populations[k] for k in sorted(state.populations)],
+        "results": results,
+    }

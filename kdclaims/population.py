@@ -1,0 +1,275 @@
+"""Populations: load every member of one setup from the cache, training only the missing ones.
+
+A ``Workbench`` is one profile on one device with one cache. It owns the dataset (the real
+CIFAR-100, or the smoke profile's synthetic copy in the same format, read through the same reader),
+the shared initialisation M_0 of each architecture, the teacher of each architecture, and the keys
+of every member. ``Workbench.population(spec)`` returns a ``Population``: the members' test logits
+stacked as (S, N, C), with accuracy, loss and the metadata of each member.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+import kdclaims
+from kdclaims import metrics
+from kdclaims.cache import Cache, MemberRecord
+from kdclaims.config import (CACHE_SCHEMA, INIT_SEED, NOISE_SEED, TEACHER_SEED, PopulationSpec, Profile,
+                             default_cache_dir, default_data_dir, get_setup, hash_config, teacher_spec)
+from kdclaims.data import ARCHIVE_NAME, Dataset, find_cifar100, load_cifar100, write_synthetic_cifar100
+from kdclaims.errors import ConfigError, DataError
+from kdclaims.models import build_model
+from kdclaims.training import PreparedData, noise_teacher_logits, train_member
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available: use --device cpu")
+    return device
+
+
+def versions() -> dict:
+    return {"kdclaims": kdclaims.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+@dataclass
+class Population:
+    spec: PopulationSpec
+    seeds: tuple[int, ...]
+    keys: tuple[str, ...]
+    test_logits: torch.Tensor  # (S, N_test, C) float32
+    test_accuracy: torch.Tensor  # (S,) float64
+    test_loss: torch.Tensor  # (S,) float64
+    members_meta: list[dict] = field(repr=False)
+    trained_now: int = 0  # members this call had to train (0 when the cache was warm)
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    def values(self, metric: str, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One value per member (S,) of ``metric``, against the teacher's test logits where it compares."""
+        return metrics.evaluate_metric(metric, self.test_logits, teacher_logits, labels)
+
+    @property
+    def wall_time_s(self) -> float:
+        return float(sum(m.get("wall_time_s", 0.0) for m in self.members_meta))
+
+
+class Workbench:
+    def __init__(self, profile: Profile, cache_dir: Path | str | None = None, data_dir: Path | str | None = None,
+                 device: str | None = None, progress: bool = True, console=None):
+        self.profile = profile
+        self.cache = Cache(cache_dir or default_cache_dir())
+        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir(self.cache.root)
+        self.device = resolve_device(device)
+        self.progress = progress
+        self.console = console
+        self._teachers: dict[str, MemberRecord] = {}
+        self._initial_models: dict[str, torch.nn.Module] = {}
+        self._populations: dict[PopulationSpec, Population] = {}
+
+    # -- data ------------------------------------------------------------------------------------
+
+    def dataset_path(self) -> Path:
+        """Where this profile's dataset is; for the synthetic one, generated there on first use."""
+        spec = self.profile.dataset
+        if spec.kind == "cifar100":
+            found = find_cifar100(self.data_dir)
+            if found is None:
+                raise DataError(
+                    f"CIFAR-100 not found in {self.data_dir}: run `kdclaims data fetch --data-dir {self.data_dir}` "
+                    f"(or place {ARCHIVE_NAME} there, or set KDCLAIMS_DATA_DIR), "
+                    "or run the smoke profile instead (`--profile smoke`)"
+                )
+            return found
+        if spec.kind == "synthetic":
+            folder = self.cache.root / "data" / f"synthetic-{hash_config(dict(spec.synthetic))[:12]}"
+            archive = folder / ARCHIVE_NAME
+            if not archive.is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                with FileLock(str(folder / ".lock")):  # one writer among xdist workers
+                    if not archive.is_file():
+                        write_synthetic_cifar100(folder, **spec.synthetic)
+            return archive
+        raise ConfigError(f"unknown dataset kind {spec.kind!r} in profile {self.profile.name!r}")
+
+    def check_data(self) -> Path:
+        """Fail fast, before any training, when the profile's data is not there."""
+        return self.dataset_path()
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        return load_cifar100(self.dataset_path())
+
+    @cached_property
+    def data(self) -> PreparedData:
+        return PreparedData.from_dataset(self.dataset, self.profile.dataset.image_size, self.device)
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    def soft_target_config(self, spec: PopulationSpec) -> dict | None:
+        teacher = get_setup(spec.setup).teacher
+        if teacher is None:
+            return None
+        if teacher == "trained":
+            return {"kind": "teacher", "teacher_key": self.member_key(teacher_spec(spec.arch), TEACHER_SEED)}
+        return {"kind": teacher, "seed": NOISE_SEED}
+
+    def member_config(self, spec: PopulationSpec, seed: int) -> dict:
+        """Everything that changes what a member computes; its hash is the cache key."""
+        return {
+            "schema": CACHE_SCHEMA,
+            "arch": spec.arch,
+            "model": self.profile.model_config(spec.arch, self.dataset.num_classes),
+            "recipe": dataclasses.asdict(self.profile.recipe(spec.arch)),
+            "setup": spec.setup,
+            "alpha": spec.alpha,
+            "temperature": spec.temperature,
+            "soft_targets": self.soft_target_config(spec),
+            "data": {"fingerprint": self.dataset.fingerprint, "image_size": self.profile.dataset.image_size},
+            "init_seed": INIT_SEED,
+            "seed": seed,
+            "precision": self.profile.precision,
+        }
+
+    def member_key(self, spec: PopulationSpec, seed: int) -> str:
+        return hash_config(self.member_config(spec, seed))
+
+    # -- training --------------------------------------------------------------------------------
+
+    def initial_model(self, arch: str) -> torch.nn.Module:
+        """M_0: the architecture initialised from seed 0, shared by the teacher and every student."""
+        if arch not in self._initial_models:
+            torch.manual_seed(INIT_SEED)
+            config = self.profile.model_config(arch, self.dataset.num_classes)
+            self._initial_models[arch] = build_model(arch, **config)
+        return self._initial_models[arch]
+
+    def teacher(self, arch: str) -> MemberRecord:
+        if arch not in self._teachers:
+            self._teachers[arch] = self.ensure_member(teacher_spec(arch), TEACHER_SEED)
+        return self._teachers[arch]
+
+    def soft_logits(self, spec: PopulationSpec) -> torch.Tensor | None:
+        teacher = get_setup(spec.setup).teacher
+        if teacher is None:
+            return None
+        if teacher == "trained":
+            return self.teacher(spec.arch).train_logits
+        return noise_teacher_logits(teacher, self.dataset.train_labels.shape[0], self.dataset.num_classes)
+
+    def ensure_member(self, spec: PopulationSpec, seed: int, on_epoch=None) -> MemberRecord:
+        """The cached member, trained first if missing. The lock makes that happen once across processes."""
+        key = self.member_key(spec, seed)
+        record = self.cache.load(key)
+        if record is not None:
+            return record
+        soft = self.soft_logits(spec)  # before taking this member's lock: the teacher has its own
+        with self.cache.member_lock(key):
+            record = self.cache.load(key)  # another process may have trained it while we waited
+            if record is not None:
+                return record
+            model = copy.deepcopy(self.initial_model(spec.arch)).to(self.device)
+            trained = train_member(model, self.data, self.profile.recipe(spec.arch), seed, soft, spec.alpha or 0.0,
+                                   spec.temperature, keep_train_logits=(seed == TEACHER_SEED), on_epoch=on_epoch)
+            tensors = {"test_logits": trained.test_logits}
+            if trained.train_logits is not None:
+                tensors["train_logits"] = trained.train_logits
+            meta = {
+                "config": self.member_config(spec, seed),
+                "population": spec.name,
+                "seed": seed,
+                "profile": self.profile.name,
+                "test_accuracy": trained.test_accuracy,
+                "test_loss": trained.test_loss,
+                "wall_time_s": trained.wall_time_s,
+                "device": str(self.device),
+                "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
+                "torch_threads": torch.get_num_threads(),
+                "versions": versions(),
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            return self.cache.store(key, tensors, meta)
+
+    def missing_seeds(self, spec: PopulationSpec) -> list[int]:
+        return [s for s in self.profile.seeds if not self.cache.has(self.member_key(spec, s))]
+
+    def population(self, spec: PopulationSpec) -> Population:
+        if spec in self._populations:
+            return self._populations[spec]
+        if not self.profile.seeds:
+            raise ConfigError("the population is empty: give at least two seeds (--seeds 2 or more)")
+        missing = set(self.missing_seeds(spec))
+        if TEACHER_SEED in missing:
+            raise ConfigError("seed 0 is the teacher and cannot be a student seed")
+        records: list[MemberRecord] = []
+        with self._progress(spec, len(missing)) as advance:
+            for seed in self.profile.seeds:
+                records.append(self.ensure_member(spec, seed, on_epoch=advance.epoch if seed in missing else None))
+                if seed in missing:
+                    advance.member(seed)
+        population = Population(
+            spec=spec,
+            seeds=tuple(self.profile.seeds),
+            keys=tuple(r.key for r in records),
+            test_logits=torch.stack([r.test_logits for r in records]),
+            test_accuracy=torch.tensor([r.meta["test_accuracy"] for r in records], dtype=torch.float64),
+            test_loss=torch.tensor([r.meta["test_loss"] for r in records], dtype=torch.float64),
+            members_meta=[r.meta for r in records],
+            trained_now=len(missing),
+        )
+        self._populations[spec] = population
+        return population
+
+    def _progress(self, spec: PopulationSpec, to_train: int):
+        return _MemberProgress(spec.name, to_train, enabled=self.progress and to_train > 0, console=self.console)
+
+
+class _MemberProgress:
+    """A rich progress bar over the members a population still has to train (epochs shown within)."""
+
+    def __init__(self, name: str, total: int, enabled: bool, console=None):
+        self.name, self.total, self.enabled, self.console = name, total, enabled, console
+        self._progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            console = self.console or Console(file=sys.__stderr__)
+            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
+            self._progress.start()
+            self._task = self._progress.add_task(f"training {self.name}", total=self.total, status="")
+        return self
+
+    def epoch(self, epoch: int, epochs: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, status=f"epoch {epoch}/{epochs}")
+
+    def member(self, seed: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, status=f"seed {seed} done")
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.stop()
+        return False
