@@ -1,0 +1,152 @@
+"""The paper's own numbers as data: Tables 1-3 (means and stds) and Tables 4-8 (p-values).
+
+``fixtures/paper/tables.csv`` -- columns arch, source, metric, setup, alpha, mean, std, note: one
+row per (architecture, metric, setup, alpha) cell of Tables 1-3, mean +- std over 385 students;
+alpha is NaN for the independent setup; mean/std are NaN where the paper's cell is unusable (the
+ViT test-loss row is garbled in the source).
+
+``fixtures/paper/pvalues.csv`` -- columns arch, source, treatment, treatment_alpha, baseline,
+baseline_alpha, metric, p_reported: the p-values printed in Tables 4-8. The treatment is always
+"kd" at treatment_alpha; the baseline is "independent" (baseline_alpha empty) or "uniform_kd" at
+baseline_alpha.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from kdclaims.errors import ConfigError, DataError
+from kdclaims.metrics import more_similar_direction
+from kdclaims.stats import ALPHA, Summary, z_test
+
+__all__ = [
+    "PAPER_DIR",
+    "PAPER_N",
+    "AGREE_TOL",
+    "load_tables",
+    "load_pvalues",
+    "paper_summary",
+    "recompute_pvalues",
+]
+
+PAPER_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "paper"
+PAPER_N = 385  # students per setup in every table
+AGREE_TOL = 0.015  # recomputed vs printed p-values agree within this (the paper rounds to 3 dp)
+
+_TABLE_COLUMNS = ["arch", "source", "metric", "setup", "alpha", "mean", "std", "note"]
+_PVALUE_COLUMNS = [
+    "arch", "source", "treatment", "treatment_alpha", "baseline", "baseline_alpha", "metric", "p_reported",
+]
+
+
+def _read(name: str, columns: list[str]) -> pd.DataFrame:
+    path = PAPER_DIR / name
+    if not path.is_file():
+        raise DataError(f"paper data file {path} is missing; reinstall kdclaims from its source tree")
+    df = pd.read_csv(path)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"paper data file {path} lacks columns {missing}; expected {columns}")
+    return df
+
+
+@lru_cache(maxsize=None)
+def _tables() -> pd.DataFrame:
+    df = _read("tables.csv", _TABLE_COLUMNS)
+    for col in ("alpha", "mean", "std"):
+        df[col] = pd.to_numeric(df[col], errors="raise").astype("float64")
+    df["note"] = df["note"].astype("object").where(df["note"].notna(), None)
+    return df
+
+
+@lru_cache(maxsize=None)
+def _pvalues() -> pd.DataFrame:
+    df = _read("pvalues.csv", _PVALUE_COLUMNS)
+    for col in ("treatment_alpha", "baseline_alpha", "p_reported"):
+        df[col] = pd.to_numeric(df[col], errors="raise").astype("float64")
+    return df
+
+
+def load_tables() -> pd.DataFrame:
+    """Tables 1-3 as a DataFrame (a fresh copy; alpha NaN for independent)."""
+    return _tables().copy()
+
+
+def load_pvalues() -> pd.DataFrame:
+    """Tables 4-8 as a DataFrame (a fresh copy; baseline_alpha NaN for the independent baseline)."""
+    return _pvalues().copy()
+
+
+def _choices(values) -> str:
+    return ", ".join(sorted(str(v) for v in set(values)))
+
+
+def paper_summary(arch: str, metric: str, setup: str, alpha: float | None = None) -> Summary | None:
+    """The paper's mean +- std (n = 385) for one cell of Tables 1-3, or None where the cell is
+    empty (the ViT test-loss row, garbled in the source).
+
+    ``alpha`` is required for the KD/noise-KD setups and must be None for "independent".
+    """
+    df = _tables()
+    for what, value, col in (("architecture", arch, "arch"), ("metric", metric, "metric"), ("setup", setup, "setup")):
+        if value not in set(df[col]):
+            raise ConfigError(f"unknown {what} {value!r}; valid: {_choices(df[col])}")
+    rows = df[(df["arch"] == arch) & (df["metric"] == metric) & (df["setup"] == setup)]
+    alphas = sorted(float(a) for a in rows["alpha"].dropna().unique())
+    if not alphas:  # independent: no alpha
+        if alpha is not None and not (isinstance(alpha, float) and math.isnan(alpha)):
+            raise ConfigError(f"setup {setup!r} has no alpha; pass alpha=None")
+        match = rows
+    else:
+        try:
+            a = float(alpha) if alpha is not None else math.nan
+        except (TypeError, ValueError):
+            a = math.nan
+        if math.isnan(a):
+            raise ConfigError(f"setup {setup!r} needs alpha; valid: {', '.join(map(str, alphas))}")
+        match = rows[(rows["alpha"] - a).abs() < 1e-9]
+        if match.empty:
+            raise ConfigError(f"no alpha {alpha!r} for setup {setup!r}; valid: {', '.join(map(str, alphas))}")
+    if len(match) != 1:
+        raise DataError(f"tables.csv has {len(match)} rows for {arch}/{metric}/{setup}/alpha={alpha}; expected 1")
+    row = match.iloc[0]
+    if pd.isna(row["mean"]) or pd.isna(row["std"]):
+        return None
+    return Summary(mean=float(row["mean"]), std=float(row["std"]), n=PAPER_N)
+
+
+def recompute_pvalues(alpha: float = ALPHA) -> pd.DataFrame:
+    """Recompute every p-value of Tables 4-8 from Tables 1-3 with n = 385 per group.
+
+    Columns: those of pvalues.csv, then p_recomputed, z, diff (mean_kd - mean_baseline), agrees
+    (|p_recomputed - p_reported| <= AGREE_TOL and the same reject/retain at ``alpha``), then se,
+    reject_reported, reject_recomputed. Rows whose cells are empty get NaN and agrees = False.
+    """
+    out = load_pvalues()
+    p_rec, zs, diffs, ses, rej_rec = [], [], [], [], []
+    for row in out.itertuples(index=False):
+        treat = paper_summary(row.arch, row.metric, row.treatment, row.treatment_alpha)
+        base_alpha = None if pd.isna(row.baseline_alpha) else row.baseline_alpha
+        base = paper_summary(row.arch, row.metric, row.baseline, base_alpha)
+        if treat is None or base is None:
+            p_rec.append(math.nan); zs.append(math.nan); diffs.append(math.nan); ses.append(math.nan)
+            rej_rec.append(False)
+            continue
+        res = z_test(treat, base, more_similar_direction(row.metric), alpha=alpha)
+        p_rec.append(res.p_value); zs.append(res.z); diffs.append(res.diff); ses.append(res.se)
+        rej_rec.append(res.reject)
+    out["p_recomputed"] = p_rec
+    out["z"] = zs
+    out["diff"] = diffs
+    rej_rep = out["p_reported"] < alpha
+    rej_rec_s = pd.Series(rej_rec, index=out.index, dtype=bool)
+    close = (out["p_recomputed"] - out["p_reported"]).abs() <= AGREE_TOL
+    out["agrees"] = (close & (rej_rep == rej_rec_s)).astype(bool)
+    out["se"] = ses
+    out["reject_reported"] = rej_rep.astype(bool)
+    out["reject_recomputed"] = rej_rec_s
+    return out
