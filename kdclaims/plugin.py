@@ -14,7 +14,6 @@ forwards), and the controller saves the whole evaluation as one JSON file when t
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -131,11 +130,6 @@ def pytest_configure(config):
         raise pytest.UsageError(str(exc)) from None
     if _is_controller(config):
         config.pluginmanager.register(ResultCollector(config.stash[STATE]), "kdclaims-results")
-    worker = getattr(config, "workerinput", None)
-    if worker is not None:  # share the cores among the xdist workers
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1))))
 
 
 def _requests_claims(config) -> bool:
@@ -179,8 +173,8 @@ class ClaimFile(pytest.File):
         for claim in claims:
             item = ClaimItem.from_parent(self, name=claim.id, claim=claim, line=_line_of(text, claim.id))
             for marker in claim.markers:
-                item.add_marker(marker)
                 self.config.addinivalue_line("markers", f"{marker}: kdclaims claims marker")
+                item.add_marker(marker)
             item.add_marker("claim")
             item.add_marker(pytest.mark.xdist_group(claim.arch))
             yield item

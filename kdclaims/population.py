@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import platform
 import sys
 import time
@@ -42,6 +43,19 @@ def resolve_device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available: use --device cpu")
     return device
+
+
+def cpu_threads() -> int:
+    """Threads per training process on the CPU: ``$KDCLAIMS_CPU_THREADS``, default 1.
+
+    Small models gain little from intra-op threads, and oversubscribed OpenMP threads (two xdist
+    workers, or any other busy process, on two cores) made one ResNet member 60x slower in our
+    measurements. Parallelism comes from training members in parallel processes instead.
+    """
+    try:
+        return max(1, int(os.environ.get("KDCLAIMS_CPU_THREADS", "1")))
+    except ValueError:
+        raise ConfigError("KDCLAIMS_CPU_THREADS must be a positive integer") from None
 
 
 def versions() -> dict:
@@ -79,6 +93,8 @@ class Workbench:
         self.cache = Cache(cache_dir or default_cache_dir())
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir(self.cache.root)
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cpu_threads())
         self.progress = progress
         self.console = console
         self._teachers: dict[str, MemberRecord] = {}

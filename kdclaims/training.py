@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from kdclaims import metrics
 from kdclaims.config import NOISE_SEED, Recipe
 from kdclaims.data import Dataset
 from kdclaims.errors import ConfigError
@@ -155,7 +156,7 @@ def train_member(model: torch.nn.Module, data: PreparedData, recipe: Recipe, see
     train_model(model, data, recipe, seed, soft_logits, alpha or 0.0, temperature, on_epoch=on_epoch)
     test_logits = predict(model, data, data.test_images)
     labels = data.test_labels.cpu()
-    accuracy = (test_logits.argmax(dim=-1) == labels).double().mean().item()
-    loss = F.cross_entropy(test_logits.double(), labels).item()
+    accuracy = metrics.test_accuracy(test_logits, labels).item()
+    loss = metrics.test_loss(test_logits, labels).item()
     train_logits = predict(model, data, data.train_images) if keep_train_logits else None
     return TrainedMember(test_logits, train_logits, accuracy, loss, time.perf_counter() - started)
