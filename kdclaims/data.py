@@ -1,0 +1,931 @@
+"""CIFAR-100: find, download, verify and read it safely; and write synthetic data in its exact format.
+
+The official archive (``cifar-100-python.tar.gz``) is a gzip tar holding three Python-2 pickles,
+``cifar-100-python/{train,test,meta}``. Each split is a dict with bytes keys::
+
+    b'filenames'     list of bytes          b'batch_label'   bytes
+    b'fine_labels'   list of int in 0..99   b'coarse_labels' list of int in 0..19
+    b'data'          numpy uint8 (N, 3072): per row 1024 R, then 1024 G, then 1024 B, each a row-major 32x32
+
+and ``meta`` holds ``b'fine_label_names'`` (100 names) and ``b'coarse_label_names'`` (20).
+
+Pickles run code on load, and an archive from the internet (or a shared drive) is untrusted. So this
+module never calls ``pickle.load``: a restricted unpickler accepts only the handful of globals a numpy
+array needs, and tar members are read into memory by exact name, never extracted to disk. Everything a
+user can get wrong (missing, truncated, tampered, malformed, malicious) surfaces as a one-line
+``DataError`` that names the file and says how to fix it.
+
+The synthetic generator writes the same format byte-for-byte-deterministically, so the smoke profile
+exercises exactly the code path the real dataset takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import http.client
+import io
+import math
+import numbers
+import os
+import pickle
+import pickletools
+import re
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdclaims.errors import DataError
+
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+ARCHIVE_NAME = "cifar-100-python.tar.gz"
+
+FOLDER_NAME = "cifar-100-python"  # the single top-level folder inside the archive
+SPLIT_FILES = ("train", "test", "meta")
+NUM_FINE = 100  # CIFAR-100's fine classes: meta always lists this many names
+NUM_COARSE = 20
+IMAGE_SHAPE = (3, 32, 32)
+ROW_LEN = 3 * 32 * 32
+
+# The real train pickle is ~155 MB; a member far beyond that is not CIFAR-100 and reading it into
+# memory would only let a hostile archive (a gzip bomb) exhaust RAM.
+_MAX_MEMBER_BYTES = 1 << 30
+
+_FETCH_HINT = "re-download it with `kdclaims data fetch`"
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset as the rest of kdclaims sees it
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: tensors do not compare to a single bool
+class Dataset:
+    train_images: torch.Tensor  # uint8, (N_train, 3, 32, 32)
+    train_labels: torch.Tensor  # int64, (N_train,) fine labels
+    test_images: torch.Tensor  # uint8, (N_test, 3, 32, 32)
+    test_labels: torch.Tensor  # int64, (N_test,)
+    class_names: tuple[str, ...]  # fine_label_names from meta (100 for CIFAR-100)
+    source: str  # path it was read from
+    archive_md5: str | None  # md5 of the .tar.gz when read from an archive, else None
+    fingerprint: str  # sha256 over the content; identical for an archive and its extracted folder
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def summary(self) -> dict:
+        """Plain-JSON description: where it came from, what it holds, and how to recognise it again."""
+
+        def split(images: torch.Tensor, labels: torch.Tensor) -> dict:
+            return {
+                "count": int(labels.shape[0]),
+                "images_shape": [int(s) for s in images.shape],
+                "images_dtype": str(images.dtype).replace("torch.", ""),
+                "labels_dtype": str(labels.dtype).replace("torch.", ""),
+                "label_range": [int(labels.min()), int(labels.max())] if labels.numel() else None,
+                "classes_present": int(torch.unique(labels).numel()),
+            }
+
+        return {
+            "source": self.source,
+            "archive_md5": self.archive_md5,
+            "fingerprint": self.fingerprint,
+            "num_classes": self.num_classes,
+            "train": split(self.train_images, self.train_labels),
+            "test": split(self.test_images, self.test_labels),
+        }
+
+
+def _fingerprint(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
+                 test_labels: np.ndarray, class_names: tuple[str, ...]) -> str:
+    """sha256 over content only (never paths or container bytes), so an archive and its extracted
+    folder, or two copies anywhere, fingerprint the same."""
+    h = hashlib.sha256()
+    for images, labels in ((train_images, train_labels), (test_images, test_labels)):
+        h.update(np.ascontiguousarray(images, dtype=np.uint8).reshape(-1).data)
+        h.update(np.ascontiguousarray(labels, dtype="<i8").reshape(-1).data)
+    h.update("\n".join(class_names).encode("utf-8"))
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding it
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_extracted_folder(folder: Path) -> bool:
+    return folder.is_dir() and all((folder / name).is_file() for name in SPLIT_FILES)
+
+
+def find_cifar100(data_dir) -> Path | None:
+    """The archive or extracted folder in ``data_dir`` (or ``data_dir`` itself being one); None if absent.
+
+    The archive wins over a folder beside it because only the archive's MD5 can be checked.
+    """
+    if data_dir is None:
+        return None
+    data_dir = Path(data_dir).expanduser()
+    if data_dir.is_file():
+        return data_dir if data_dir.name.endswith(".tar.gz") else None
+    if not data_dir.is_dir():
+        return None
+    if (data_dir / ARCHIVE_NAME).is_file():
+        return data_dir / ARCHIVE_NAME
+    if _is_extracted_folder(data_dir / FOLDER_NAME):
+        return data_dir / FOLDER_NAME
+    if _is_extracted_folder(data_dir):
+        return data_dir
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# MD5: of files, of sidecars, of user input
+# ---------------------------------------------------------------------------------------------
+
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}; check the file's permissions") from e
+    return h.hexdigest()
+
+
+def _normalize_md5(value: str, what: str) -> str:
+    md5 = str(value).strip().lower()
+    if not _MD5_RE.match(md5):
+        raise DataError(f"{what} {value!r} is not an MD5: give 32 hexadecimal digits")
+    return md5
+
+
+def _sidecar(archive: Path) -> Path:
+    return archive.with_name(archive.name + ".md5")
+
+
+def _read_sidecar(archive: Path) -> str | None:
+    """The MD5 in ``<archive>.md5`` (first token of the first line, as md5sum writes it), or None."""
+    sidecar = _sidecar(archive)
+    if not sidecar.is_file():
+        return None
+    try:
+        first = sidecar.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
+    except OSError as e:
+        raise DataError(f"cannot read {sidecar}: {e.strerror or e}; fix its permissions or delete it") from e
+    token = first[0].split()[0] if first and first[0].split() else ""
+    if not _MD5_RE.match(token.lower()):
+        raise DataError(f"{sidecar} does not hold an MD5 (32 hex digits on its first line): fix it or delete it")
+    return token.lower()
+
+
+def _write_atomically(target: Path, payload: bytes) -> None:
+    """Write via a temp file in the same folder + os.replace, so readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe unpickling
+# ---------------------------------------------------------------------------------------------
+# numpy pickles an array (protocol 2) as
+#     a = _reconstruct(numpy.ndarray, (0,), b'b');  a.__setstate__((1, shape, dtype, fortran, raw_bytes))
+# with dtype = numpy.dtype('u1', False, True) followed by dtype.__setstate__((3, '|', None, ...)), and
+# Python 3 spells every bytes object _codecs.encode('<latin-1 text>', 'latin1'). Those four globals
+# are all CIFAR needs, so find_class hands out stand-ins for exactly those four and refuses the rest.
+#
+# The stand-ins never pass pickle-controlled state to numpy: numpy's own __setstate__ methods accept
+# far too much (a pickle can flag a 'u1' dtype as holding Python objects, or give it object fields).
+# Instead, _reconstruct returns an _ArrayStub whose __setstate__ validates shape, dtype and byte
+# count and builds the array with np.frombuffer; numpy.dtype returns a _DtypeStub that only accepts
+# the state numpy writes for a plain numeric dtype. Stubs are swapped for their arrays after loading.
+
+
+def _short(value) -> str:
+    """A repr fit for a one-line message, however large the hostile value."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _as_text(value) -> str | None:
+    if isinstance(value, bytes):  # Python-2 pickles loaded with encoding="bytes"
+        return value.decode("latin-1")
+    return value if isinstance(value, str) else None
+
+
+def _malicious(what: str) -> DataError:
+    return DataError(f"{what}: the file may be malicious")
+
+
+# Plain numeric dtypes only: never object ('O'), void/structured, strings or datetimes.
+_SAFE_DTYPES = frozenset({"b1", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8"})
+
+
+class _Global:
+    """Base of what find_class hands out. No __dict__, and a pickle's BUILD opcode on it (which would
+    otherwise set attributes such as __defaults__ on a function) is refused."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        raise _malicious(f"pickle tries to modify {self!r}")
+
+
+class _NdarrayClass(_Global):
+    """Stands in for ``numpy.ndarray``: valid only as _reconstruct's first argument, not callable."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
+
+class _DtypeStub:
+    """What ``numpy.dtype(name, align, copy)`` gives: a plain numeric dtype, byte order set by its state."""
+
+    __slots__ = ("dtype", "built")
+
+    def __init__(self, name: str):
+        self.dtype, self.built = np.dtype(name), False
+
+    def __setstate__(self, state):
+        # numpy writes (3, byteorder, None, None, None, -1, -1, 0) for every plain numeric dtype
+        # (version 4 appends metadata); anything else describes a structured/subarray/object dtype.
+        if (self.built or not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4)
+                or _as_text(state[1]) not in ("<", ">", "|", "=") or state[2:8] != (None, None, None, -1, -1, 0)
+                or (len(state) == 9 and state[8] not in (None, {}))):
+            raise _malicious(f"pickle gives numpy dtype {self.dtype} the state {_short(state)}")
+        order = _as_text(state[1])
+        self.dtype, self.built = self.dtype.newbyteorder(order) if order in "<>" else self.dtype, True
+
+
+class _ArrayStub:
+    """What ``_reconstruct`` gives; its __setstate__ builds the real array from validated parts."""
+
+    __slots__ = ("array",)
+
+    def __init__(self):
+        self.array = None
+
+    def __setstate__(self, state):
+        if self.array is not None or not isinstance(state, tuple) or len(state) != 5 or state[0] != 1:
+            raise _malicious(f"pickle gives a numpy array the state {_short(state)}")
+        _, shape, dtype, fortran, raw = state
+        if not isinstance(dtype, _DtypeStub):
+            raise _malicious(f"pickle gives a numpy array the dtype {_short(dtype)}")
+        if (not isinstance(shape, tuple) or len(shape) > 32
+                or not all(type(s) is int and s >= 0 for s in shape)):
+            raise _malicious(f"pickle gives a numpy array the shape {_short(shape)}")
+        if not isinstance(raw, bytes) or fortran not in (0, 1):
+            raise _malicious(f"pickle gives a numpy array data of type {type(raw).__name__}")
+        if len(raw) != math.prod(shape) * dtype.dtype.itemsize:
+            raise DataError(f"pickle gives a numpy array of shape {shape} and dtype {dtype.dtype} {len(raw)} bytes "
+                            "of data, which do not match: the file is corrupt")
+        self.array = np.frombuffer(raw, dtype=dtype.dtype).reshape(shape, order="F" if fortran else "C")
+
+
+class _Reconstruct(_Global):
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "numpy _reconstruct"
+
+    def __call__(self, subtype, shape, dtype):
+        # numpy always writes _reconstruct(ndarray, (0,), b'b'): an empty placeholder that
+        # __setstate__ then fills; anything else (a subclass, a shape to allocate) is not numpy's doing.
+        if not isinstance(subtype, _NdarrayClass) or shape != (0,) or _as_text(dtype) != "b":
+            raise _malicious(f"pickle calls _reconstruct{_short((subtype, shape, dtype))}")
+        return _ArrayStub()
+
+
+class _Dtype(_Global):
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "numpy.dtype"
+
+    def __call__(self, spec, align=False, copy=True):
+        name = _as_text(spec)
+        if name not in _SAFE_DTYPES or align not in (0, 1) or copy not in (0, 1):
+            raise _malicious(f"pickle asks for numpy dtype {_short(spec)}, but only plain numeric dtypes are allowed")
+        return _DtypeStub(name)
+
+
+class _Encode(_Global):
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "_codecs.encode"
+
+    def __call__(self, obj, encoding="utf-8", errors="strict"):
+        # Python 3 writes bytes under protocol 2 as _codecs.encode(str, 'latin1'); allow nothing else,
+        # because other codecs are looked up (and imported) by name.
+        if not isinstance(obj, str) or _as_text(encoding) not in ("latin1", "latin-1") or errors != "strict":
+            raise _malicious(f"pickle asks _codecs.encode for codec {_short(encoding)}, but only latin1 is allowed")
+        return obj.encode("latin-1")
+
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _Reconstruct(),  # as Python 2 / numpy 1 wrote it
+    ("numpy._core.multiarray", "_reconstruct"): _Reconstruct(),  # as numpy 2 writes it
+    ("numpy", "ndarray"): _NdarrayClass(),
+    ("numpy", "dtype"): _Dtype(),
+    ("_codecs", "encode"): _Encode(),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An Unpickler that resolves only the globals above; every other import is refused.
+
+    ``find_class`` is the single door through which a pickle reaches code (GLOBAL, STACK_GLOBAL, INST,
+    OBJ and the copyreg EXT opcodes all go through it), so closing it closes code execution.
+    """
+
+    def __init__(self, data: bytes, where: str):
+        super().__init__(io.BytesIO(data), encoding="bytes")
+        self.where = where
+
+    def find_class(self, module, name):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            raise DataError(f"{self.where}: the reader refuses to load global {str(module)[:60]}.{str(name)[:60]}: "
+                            f"the file may be malicious; {_FETCH_HINT} from the official address") from None
+
+    def persistent_load(self, pid):
+        raise DataError(f"{self.where}: the reader refuses persistent ids: the file may be malicious; {_FETCH_HINT}")
+
+
+def _check_memo_indices(data: bytes, where: str) -> None:
+    """Refuse memo slots far beyond what the pickle has stored so far.
+
+    Picklers number memo slots 0, 1, 2... (cPickle from 1), one per PUT opcode, so a slot index above
+    the opcode count only serves to make the C unpickler grow (and zero) its memo table to that
+    size: a four-byte LONG_BINPUT could demand tens of GB. This pure-Python scan also rejects
+    structurally broken pickles before any object is built.
+    """
+    for count, (op, arg, _) in enumerate(pickletools.genops(data)):
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > count + 1:
+            raise DataError(f"{where}: pickle memo index {arg} is out of all proportion to its size: the file may "
+                            f"be malicious; {_FETCH_HINT}")
+
+
+def _materialize(obj, where: str):
+    """Swap the array stubs among a CIFAR dict's values for their arrays. Stubs anywhere else stay
+    stubs, and the field validation rejects them as the wrong type."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if isinstance(value, _ArrayStub):
+                if value.array is None:
+                    raise DataError(f"{where}: a numpy array in the pickle never received its data; {_FETCH_HINT}")
+                obj[key] = value.array
+    return obj
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _unpickle(data: bytes, where: str):
+    try:
+        _check_memo_indices(data, where)
+        return _materialize(_RestrictedUnpickler(data, where).load(), where)
+    except DataError as e:
+        if str(e).startswith(where):
+            raise
+        raise DataError(f"{where}: {e}; {_FETCH_HINT}") from e
+    # A malformed pickle can fail with nearly any exception type (UnpicklingError, EOFError, TypeError
+    # from a stub called wrongly, IndexError, MemoryError...); all mean "not a valid file".
+    except Exception as e:
+        raise DataError(f"{where}: not a valid CIFAR-100 pickle ({type(e).__name__}: {_one_line(e)[:200]}); "
+                        f"{_FETCH_HINT}") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Validating what came out of the pickles
+# ---------------------------------------------------------------------------------------------
+
+
+def _field(obj: dict, key: bytes, where: str):
+    if key not in obj:
+        raise DataError(f"{where}: field '{key.decode()}' is missing; {_FETCH_HINT}")
+    return obj[key]
+
+
+def _names(obj: dict, key: bytes, count: int, where: str) -> tuple[str, ...]:
+    raw = _field(obj, key, where)
+    field = key.decode()
+    if not isinstance(raw, (list, tuple)) or len(raw) != count:
+        got = f"{len(raw)} entries" if isinstance(raw, (list, tuple)) else f"a {type(raw).__name__}"
+        raise DataError(f"{where}: field '{field}' should list {count} names but holds {got}; {_FETCH_HINT}")
+    names = []
+    for name in raw:
+        try:
+            text = name.decode("utf-8") if isinstance(name, bytes) else name
+        except UnicodeDecodeError:
+            text = None
+        if not isinstance(text, str):
+            raise DataError(f"{where}: field '{field}' holds a non-text name {_short(name)}; {_FETCH_HINT}")
+        names.append(text)
+    return tuple(names)
+
+
+def _labels(obj: dict, key: bytes, n: int, num_classes: int, where: str) -> np.ndarray:
+    raw = _field(obj, key, where)
+    field = key.decode()
+    if not isinstance(raw, (list, tuple, np.ndarray)):
+        raise DataError(f"{where}: field '{field}' should be a list of ints but is a {type(raw).__name__}; "
+                        f"{_FETCH_HINT}")
+    labels = np.asarray(raw)
+    # A list of Python ints becomes an integer array; floats, bools, strings or ints too large for
+    # int64 come out with another dtype kind and are rejected rather than silently cast.
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{where}: field '{field}' should be a flat list of ints (got dtype {labels.dtype}, "
+                        f"shape {labels.shape}); {_FETCH_HINT}")
+    if labels.shape[0] != n:
+        raise DataError(f"{where}: field '{field}' has {labels.shape[0]} entries but 'data' has {n} rows; "
+                        f"{_FETCH_HINT}")
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{where}: field '{field}' has labels in [{labels.min()}, {labels.max()}] outside "
+                        f"[0, {num_classes}); {_FETCH_HINT}")
+    return labels.astype(np.int64)
+
+
+def _parse_meta(obj, where: str) -> tuple[str, ...]:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: should hold a dict but holds a {type(obj).__name__}; {_FETCH_HINT}")
+    fine = _names(obj, b"fine_label_names", NUM_FINE, where)
+    if b"coarse_label_names" in obj:
+        _names(obj, b"coarse_label_names", NUM_COARSE, where)
+    return fine
+
+
+def _parse_split(obj, num_classes: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: should hold a dict but holds a {type(obj).__name__}; {_FETCH_HINT}")
+    data = _field(obj, b"data", where)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        what = f"dtype {data.dtype}" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"
+        raise DataError(f"{where}: field 'data' should be a uint8 numpy array but is {what}; {_FETCH_HINT}")
+    if data.ndim != 2 or data.shape[1] != ROW_LEN or data.shape[0] == 0:
+        raise DataError(f"{where}: field 'data' has shape {tuple(data.shape)}, expected (N>0, {ROW_LEN}); "
+                        f"{_FETCH_HINT}")
+    n = data.shape[0]
+    labels = _labels(obj, b"fine_labels", n, num_classes, where)
+    if b"coarse_labels" in obj:
+        _labels(obj, b"coarse_labels", n, NUM_COARSE, where)
+    # (N, 3072) rows are R, G, B planes of 32x32 row-major: exactly a C-order (N, 3, 32, 32) view.
+    images = np.require(data.reshape((n,) + IMAGE_SHAPE), dtype=np.uint8, requirements=["C", "W"])
+    return images, labels
+
+
+def _build(raw: dict[str, bytes], where: dict[str, str], source: str, archive_md5: str | None) -> Dataset:
+    meta = _unpickle(raw["meta"], where["meta"])
+    class_names = _parse_meta(meta, where["meta"])
+    del meta
+    splits = {}
+    for name in ("train", "test"):
+        obj = _unpickle(raw[name], where[name])
+        raw[name] = b""  # drop the pickle bytes early: the real train split is ~155 MB
+        splits[name] = _parse_split(obj, len(class_names), where[name])
+        del obj
+    (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
+    return Dataset(
+        train_images=torch.from_numpy(train_x),
+        train_labels=torch.from_numpy(train_y),
+        test_images=torch.from_numpy(test_x),
+        test_labels=torch.from_numpy(test_y),
+        class_names=class_names,
+        source=source,
+        archive_md5=archive_md5,
+        fingerprint=_fingerprint(train_x, train_y, test_x, test_y, class_names),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading an archive or a folder
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_archive_members(archive: Path) -> dict[str, bytes]:
+    """The bytes of exactly cifar-100-python/{train,test,meta}, in one streaming pass.
+
+    Nothing is ever written to disk, so members named ``../../x``, ``/abs/path`` or anything else are
+    simply never looked at; the three wanted names must be regular files (a symlink or hard link
+    named ``cifar-100-python/train`` is refused, not followed).
+    """
+    wanted = {f"{FOLDER_NAME}/{name}": name for name in SPLIT_FILES}
+    found: dict[str, bytes] = {}
+    try:
+        # gzip.open + "r|": one sequential pass, so the gzip stream is decoded once
+        with gzip.open(archive, "rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
+            for member in tar:
+                name = member.name
+                while name.startswith("./"):
+                    name = name[2:]
+                key = wanted.get(name)
+                if key is None:
+                    continue  # file.txt~ in the real archive, or anything odd: ignored, never extracted
+                if key in found:
+                    raise DataError(f"{archive}: member {name} appears twice, so which one is meant is ambiguous; "
+                                    f"the archive may be tampered with, {_FETCH_HINT}")
+                if not member.isfile():
+                    kind = "symlink" if member.issym() else "hard link" if member.islnk() else "non-regular file"
+                    raise DataError(f"{archive}: member {name} is a {kind}, not a regular file: the archive may be "
+                                    f"malicious; {_FETCH_HINT}")
+                if member.size > _MAX_MEMBER_BYTES:
+                    raise DataError(f"{archive}: member {name} claims {member.size} bytes, far more than CIFAR-100 "
+                                    f"holds; {_FETCH_HINT}")
+                payload = tar.extractfile(member).read()
+                if len(payload) != member.size:
+                    raise EOFError(f"member {name} is truncated")
+                found[key] = payload
+            # tar stops at its end-of-archive marker; reading on to EOF makes gzip check its CRC and
+            # length, so corruption is caught even when the caller skipped the MD5 check.
+            while gz.read(1 << 20):
+                pass
+    except DataError:
+        raise
+    # gzip.BadGzipFile and truncated-stream errors are OSError/EOFError; a damaged tar is TarError.
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise DataError(f"{archive}: not a readable gzip tar archive ({type(e).__name__}: {_one_line(e)[:200]}); "
+                        f"{_FETCH_HINT}") from e
+    missing = [f"{FOLDER_NAME}/{name}" for name in SPLIT_FILES if name not in found]
+    if missing:
+        raise DataError(f"{archive}: archive lacks {', '.join(missing)}, so it is not CIFAR-100 (python version); "
+                        f"{_FETCH_HINT}")
+    return found
+
+
+def _read_folder_files(folder: Path) -> dict[str, bytes]:
+    missing = [name for name in SPLIT_FILES if not (folder / name).is_file()]
+    if missing:
+        raise DataError(f"{folder}: the extracted CIFAR-100 folder lacks {', '.join(missing)}; re-extract "
+                        f"{ARCHIVE_NAME} there or {_FETCH_HINT}")
+    found = {}
+    for name in SPLIT_FILES:
+        path = folder / name
+        try:
+            if path.stat().st_size > _MAX_MEMBER_BYTES:
+                raise DataError(f"{path}: {path.stat().st_size} bytes is far more than CIFAR-100 holds; "
+                                f"{_FETCH_HINT}")
+            found[name] = path.read_bytes()
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror or e}; check the file's permissions") from e
+    return found
+
+
+def load_cifar100(path, expected_md5: str | None = None, *, check_md5: bool = True) -> Dataset:
+    """Read CIFAR-100 from its .tar.gz archive or its extracted folder (or the folder containing either).
+
+    For an archive the MD5 is always computed (it lands in ``Dataset.archive_md5``) and, with
+    ``check_md5``, compared with ``expected_md5``, else the sidecar ``<archive>.md5``, else the
+    official CIFAR100_MD5. A folder has no MD5 to check; its fingerprint still identifies the content.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"CIFAR-100 not found at {p}: run `kdclaims data fetch --data-dir DIR` "
+                        f"or place {ARCHIVE_NAME} there")
+    if p.is_dir():
+        found = find_cifar100(p)
+        if found is None:
+            if (p / FOLDER_NAME).is_dir():
+                _read_folder_files(p / FOLDER_NAME)  # raises, naming what is missing
+            if any((p / name).exists() for name in SPLIT_FILES):
+                _read_folder_files(p)  # likewise
+            raise DataError(f"CIFAR-100 not found in {p}: neither {ARCHIVE_NAME} nor a {FOLDER_NAME}/ folder; "
+                            f"run `kdclaims data fetch --data-dir {p}` or place {ARCHIVE_NAME} there")
+        p = found
+    source = os.path.abspath(p)
+
+    if p.is_dir():
+        raw = _read_folder_files(p)
+        where = {name: str(p / name) for name in SPLIT_FILES}
+        return _build(raw, where, source, None)
+
+    actual = _md5_file(p)
+    if check_md5:
+        if expected_md5 is not None:
+            expected, origin = _normalize_md5(expected_md5, "expected MD5"), "as given"
+        elif (sidecar := _read_sidecar(p)) is not None:
+            expected, origin = sidecar, f"from {_sidecar(p).name}"
+        else:
+            expected, origin = CIFAR100_MD5, "the official CIFAR-100 MD5"
+        if actual != expected:
+            raise DataError(f"{p}: MD5 mismatch: file has {actual}, expected {expected} ({origin}); the archive is "
+                            f"corrupt or tampered with, {_FETCH_HINT} (or delete it and any .md5 beside it)")
+    raw = _read_archive_members(p)
+    where = {name: f"{p} member {FOLDER_NAME}/{name}" for name in SPLIT_FILES}
+    return _build(raw, where, source, actual)
+
+
+def verify(path, expected_md5: str | None = None) -> dict:
+    """Load through the full reader (MD5, safe unpickling, validation) and return the summary."""
+    return load_cifar100(path, expected_md5).summary()
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloading
+# ---------------------------------------------------------------------------------------------
+
+
+def _unreachable(url: str, data_dir: Path, err: BaseException) -> DataError:
+    reason = getattr(err, "reason", None) or err
+    return DataError(f"could not reach {url} ({_one_line(reason)[:200]}): place {ARCHIVE_NAME} in {data_dir} by "
+                     "hand (e.g. downloaded on another machine), or use the smoke profile (`--profile smoke`), "
+                     "which needs no download")
+
+
+def _ensure_sidecar(archive: Path, md5: str) -> None:
+    """Make load_cifar100(archive) with defaults accept what fetch just verified: a sidecar is written
+    when ``md5`` is not the official one, and a stale sidecar (e.g. from synthetic data) is replaced."""
+    sidecar = _sidecar(archive)
+    try:
+        current = _read_sidecar(archive)
+    except DataError:
+        current = "invalid"
+    if current == md5 or (current is None and md5 == CIFAR100_MD5):
+        return
+    try:
+        _write_atomically(sidecar, f"{md5}\n".encode())
+    except OSError as e:
+        raise DataError(f"cannot write {sidecar}: {e.strerror or e}; make {archive.parent} writable") from e
+
+
+def _download(url: str, out, data_dir: Path, progress: bool) -> str:
+    """Stream ``url`` into ``out`` with a progress bar; return the MD5 of what was received."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    try:
+        response = urllib.request.urlopen(url, timeout=60)
+    # URLError covers DNS failures, refused connections and HTTP errors; ValueError a malformed URL.
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        raise _unreachable(url, data_dir, e) from e
+    h = hashlib.md5()
+    with response, Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                            TransferSpeedColumn(), TimeRemainingColumn(),
+                            console=Console(stderr=True), disable=not progress) as bar:
+        length = response.headers.get("Content-Length")
+        task = bar.add_task(ARCHIVE_NAME, total=int(length) if length and length.isdigit() else None)
+        while True:
+            try:
+                chunk = response.read(1 << 20)
+            except (http.client.HTTPException, OSError) as e:  # dropped mid-way
+                raise _unreachable(url, data_dir, e) from e
+            if not chunk:
+                break
+            h.update(chunk)
+            try:
+                out.write(chunk)
+            except OSError as e:
+                raise DataError(f"cannot write the download into {data_dir}: {e.strerror or e}; free disk space "
+                                "or choose another --data-dir") from e
+            bar.advance(task, len(chunk))
+    return h.hexdigest()
+
+
+def fetch(data_dir, url: str = CIFAR100_URL, md5: str = CIFAR100_MD5, *, progress: bool = True) -> Path:
+    """Download the archive into ``data_dir`` and verify its MD5; a valid archive already there is kept.
+
+    The download goes to a temp file in ``data_dir`` and is moved into place with os.replace only
+    after its MD5 matched, so an interrupted or corrupt download never leaves a plausible-looking
+    ``cifar-100-python.tar.gz`` behind.
+    """
+    data_dir = Path(data_dir).expanduser()
+    expected = _normalize_md5(md5, "md5")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create data directory {data_dir}: {e.strerror or e}; choose a writable "
+                        "--data-dir") from e
+    target = data_dir / ARCHIVE_NAME
+    if target.is_file() and _md5_file(target) == expected:
+        _ensure_sidecar(target, expected)
+        return target
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{ARCHIVE_NAME}.", suffix=".part")
+    except OSError as e:
+        raise DataError(f"cannot write into {data_dir}: {e.strerror or e}; choose a writable --data-dir") from e
+    try:
+        with os.fdopen(fd, "wb") as out:
+            actual = _download(url, out, data_dir, progress)
+            out.flush()
+            os.fsync(out.fileno())
+        if actual != expected:
+            raise DataError(f"download from {url} has MD5 {actual}, expected {expected}: it is corrupt or not "
+                            f"CIFAR-100; retry `kdclaims data fetch`, or place a good {ARCHIVE_NAME} in {data_dir}")
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _ensure_sidecar(target, expected)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic data in CIFAR-100's exact format
+# ---------------------------------------------------------------------------------------------
+# Each class is a "texture": a few coloured sinusoidal gratings with class-specific frequency,
+# orientation and colour, plus a faint class-specific low-frequency colour layout. Every example
+# draws fresh grating phases (i.e. the pattern is translated), a small rotation/scale jitter and
+# contrast/brightness jitter, and gets nuisance scaled by ``noise``: random gratings drawn from the
+# same distribution as the classes' (so they look like other classes' signal), a smooth random
+# field, and pixel noise.
+#
+# Why this design: the class is identifiable mainly through local, shift-invariant structure, which
+# is what convolutions and patch embeddings learn, while random-phase gratings average out of a class
+# mean; and the look-alike distractors keep the task from becoming trivial, so different seeds learn
+# visibly different functions. Calibrated with noise=0.8 (the default), measured once while writing
+# this module:
+#   - smoke profile (10 classes x 160/40, models at 16x16, 4-6 epochs on CPU): nearest-class-mean on
+#     raw pixels 82% (chance 10%); ResNet-18 (width 8) 80-87% with two seeds agreeing on 71% of test
+#     images; VGG (width 8) 55-66%; the small ViT 31-34% (its 6 epochs are the limit: 40% at noise 0.6).
+#   - 100 classes x 50/10 (the defaults): nearest-class-mean 46% (chance 1%); a 3-layer CNN 83-88%
+#     after 4-6 epochs.
+# noise=1.0 is harder (smoke ResNet ~69%, seeds agreeing on ~49%; nearest-class-mean 75% / 35%).
+
+DEFAULT_NOISE = 0.8
+_SIZE = 32
+_GRATINGS_PER_CLASS = 3
+_DISTRACTORS = 3
+_PIXEL_SCALE = 32.0  # unit signal -> grey levels around 128, so little is clipped at the default noise
+_CHUNK = 2048  # examples generated at a time, bounding memory for large requests
+_TAR_MTIME = 1230768000  # 2009-01-01: any fixed value makes the tar reproducible
+
+
+def _interp_matrix(k: int, n: int = _SIZE) -> np.ndarray:
+    """(n, k) linear-interpolation matrix: upsamples k samples to n with aligned end points."""
+    t = np.linspace(0.0, k - 1.0, n)
+    lo = np.minimum(np.floor(t).astype(int), k - 2)
+    frac = t - lo
+    m = np.zeros((n, k))
+    m[np.arange(n), lo] = 1.0 - frac
+    m[np.arange(n), lo + 1] = frac
+    return m
+
+
+def _smooth_fields(rng: np.random.Generator, n: int, grids=((4, 1.0), (8, 0.5))) -> np.ndarray:
+    """n random low-frequency colour fields (n, 3, 32, 32), each scaled to unit standard deviation."""
+    out = np.zeros((n, 3, _SIZE, _SIZE))
+    for k, weight in grids:
+        m = _interp_matrix(k)
+        out += weight * (m @ rng.standard_normal((n, 3, k, k)) @ m.T)  # bilinear-ish upsampling
+    return out / out.std(axis=(1, 2, 3), keepdims=True)
+
+
+def _random_frequencies(rng: np.random.Generator, shape) -> np.ndarray:
+    """Frequency vectors (..., 2) in cycles/pixel: 1.5-6 cycles per image at a uniform orientation."""
+    magnitude = rng.uniform(1.5, 6.0, shape)
+    angle = rng.uniform(0.0, np.pi, shape)
+    return np.stack([magnitude * np.cos(angle), magnitude * np.sin(angle)], axis=-1) / _SIZE
+
+
+def _random_colours(rng: np.random.Generator, shape) -> np.ndarray:
+    colours = rng.standard_normal(tuple(shape) + (3,))
+    return colours / np.linalg.norm(colours, axis=-1, keepdims=True)
+
+
+def _gratings(freq: np.ndarray, colour: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    """Sum over k of colour[n,k] * cos(2 pi freq[n,k] . (x, y) + phase[n,k]) -> (n, 3, 32, 32), unit power."""
+    yy, xx = np.mgrid[0:_SIZE, 0:_SIZE]
+    arg = 2 * np.pi * (freq[..., 0, None, None] * xx + freq[..., 1, None, None] * yy) + phase[..., None, None]
+    n, k = freq.shape[:2]
+    mixed = np.swapaxes(colour, 1, 2) @ np.cos(arg).reshape(n, k, _SIZE * _SIZE)  # (n, 3, 1024)
+    return mixed.reshape(n, 3, _SIZE, _SIZE) * np.sqrt(2.0 / k)
+
+
+def _synthetic_images(rng, labels, classes, noise) -> np.ndarray:
+    freq, colour, layout = classes
+    images = np.empty((len(labels), 3, _SIZE, _SIZE), dtype=np.uint8)
+    for start in range(0, len(labels), _CHUNK):
+        y = labels[start:start + _CHUNK]
+        n = len(y)
+        # the class's gratings, rotated by up to ~9 degrees and scaled by up to 10%, at random phases
+        rot = rng.uniform(-0.15, 0.15, (n, 1))
+        scale = rng.uniform(0.9, 1.1, (n, 1, 1))
+        f = freq[y]
+        f = np.stack([np.cos(rot) * f[..., 0] - np.sin(rot) * f[..., 1],
+                      np.sin(rot) * f[..., 0] + np.cos(rot) * f[..., 1]], axis=-1) * scale
+        signal = _gratings(f, colour[y], rng.uniform(0, 2 * np.pi, (n, _GRATINGS_PER_CLASS))) + 0.25 * layout[y]
+        contrast = rng.uniform(0.8, 1.2, (n, 1, 1, 1))
+        brightness = rng.normal(0.0, 0.25, (n, 3, 1, 1))
+        distractors = _gratings(_random_frequencies(rng, (n, _DISTRACTORS)), _random_colours(rng, (n, _DISTRACTORS)),
+                                rng.uniform(0, 2 * np.pi, (n, _DISTRACTORS)))
+        nuisance = distractors + 0.5 * _smooth_fields(rng, n) + 0.5 * rng.standard_normal(signal.shape)
+        x = contrast * signal + brightness + noise * nuisance
+        images[start:start + n] = np.clip(np.rint(128.0 + _PIXEL_SCALE * x), 0, 255).astype(np.uint8)
+    return images
+
+
+def _split_pickle(rng, classes, num_classes: int, per_class: int, noise: float, batch_label: bytes,
+                  kind: str) -> bytes:
+    labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))  # shuffled, like the real one
+    images = _synthetic_images(rng, labels, classes, noise)
+    fine = labels.tolist()  # Python ints: numpy scalars would pickle as globals the reader refuses
+    return pickle.dumps({
+        b"filenames": [f"synthetic_{kind}_{i:06d}_class_{c:03d}.png".encode() for i, c in enumerate(fine)],
+        b"batch_label": batch_label,
+        b"fine_labels": fine,
+        b"coarse_labels": [c // (NUM_FINE // NUM_COARSE) for c in fine],
+        b"data": np.ascontiguousarray(images.reshape(len(fine), ROW_LEN)),
+    }, protocol=2)
+
+
+def _tar_info(name: str, size: int | None) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    if size is None:
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+    else:
+        info.size, info.mode = size, 0o644
+    info.mtime, info.uid, info.gid, info.uname, info.gname = _TAR_MTIME, 0, 0, "", ""
+    return info
+
+
+def write_synthetic_cifar100(dest_dir, *, num_classes: int = 100, train_per_class: int = 50,
+                             test_per_class: int = 10, seed: int = 0, noise: float = DEFAULT_NOISE) -> Path:
+    """Write ``dest_dir/cifar-100-python.tar.gz`` (+ ``.md5`` sidecar) in CIFAR-100's exact python format.
+
+    Labels are 0..num_classes-1, balanced; meta always lists 100 fine and 20 coarse names; coarse = fine // 5.
+    Deterministic: the same arguments give a byte-identical archive (fixed tar metadata, gzip mtime 0).
+    """
+    for name, value, low in (("num_classes", num_classes, 1), ("train_per_class", train_per_class, 1),
+                             ("test_per_class", test_per_class, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise DataError(f"synthetic data: {name}={value!r} is invalid; give an integer >= {low}")
+    if num_classes > NUM_FINE:
+        raise DataError(f"synthetic data: num_classes={num_classes} is invalid; CIFAR-100's format has at most "
+                        f"{NUM_FINE} classes")
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not math.isfinite(noise) or noise < 0:
+        raise DataError(f"synthetic data: noise={noise!r} is invalid; give a finite number >= 0")
+    dest = Path(dest_dir).expanduser()
+    target = dest / ARCHIVE_NAME
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create {dest}: {e.strerror or e}; choose a writable folder") from e
+    # Never clobber the real 160 MB download with synthetic data.
+    if target.is_file() and _md5_file(target) == CIFAR100_MD5:
+        raise DataError(f"{target} is the real CIFAR-100 archive; refusing to overwrite it with synthetic data: "
+                        "choose another folder")
+
+    rng = np.random.default_rng(int(seed))
+    # Class parameters first, then train, then test: each draw depends only on the arguments.
+    classes = (
+        _random_frequencies(rng, (num_classes, _GRATINGS_PER_CLASS)),
+        _random_colours(rng, (num_classes, _GRATINGS_PER_CLASS)),
+        _smooth_fields(rng, num_classes, grids=((3, 1.0),)),
+    )
+    members = {
+        "meta": pickle.dumps({
+            b"fine_label_names": [f"class_{i:03d}".encode() for i in range(NUM_FINE)],
+            b"coarse_label_names": [f"superclass_{i:02d}".encode() for i in range(NUM_COARSE)],
+        }, protocol=2),
+        "train": _split_pickle(rng, classes, num_classes, int(train_per_class), float(noise),
+                               b"training batch 1 of 1", "train"),
+        "test": _split_pickle(rng, classes, num_classes, int(test_per_class), float(noise),
+                              b"testing batch 1 of 1", "test"),
+    }
+
+    buf = io.BytesIO()
+    # filename="" and mtime=0 keep the gzip header free of anything that varies between runs; level 1
+    # because noisy pixels hardly compress and the higher levels only cost time.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=1) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            tar.addfile(_tar_info(FOLDER_NAME, None))
+            for name in ("meta", "test", "train"):
+                tar.addfile(_tar_info(f"{FOLDER_NAME}/{name}", len(members[name])), io.BytesIO(members[name]))
+    payload = buf.getvalue()
+    try:
+        # Sidecar first: a crash in between leaves no archive (so callers regenerate), never an
+        # archive whose sidecar is missing or stale.
+        _write_atomically(_sidecar(target), f"{hashlib.md5(payload).hexdigest()}\n".encode())
+        _write_atomically(target, payload)
+    except OSError as e:
+        raise DataError(f"cannot write {target}: {e.strerror or e}; choose a writable folder with free space") from e
+    return target
