@@ -38,8 +38,10 @@ from kdclaims.models import get_architecture
 
 CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-OUTCOMES = ("reject", "retain")  # of H0, as the paper reports it
 DIRECTIONS = ("less", "greater")
+
+# The paper's ten setups of Tables 1-3: what "all setups" means in a ranking.
+PAPER_ALPHAS = (0.1, 0.5, 0.9)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Arm:
 
 @dataclass(frozen=True)
 class PaperOutcome:
-    outcome: str  # "reject" | "retain": what the paper concluded about H0
+    outcome: str  # comparison: "reject" | "retain" (H0); other kinds: "holds" | "fails"
     p: float | None = None  # the p-value the paper prints, when it prints one
 
 
@@ -119,6 +121,7 @@ class ClaimKind:
     required: tuple[str, ...]
     optional: dict = field(default_factory=dict)  # name -> default
     description: str = ""
+    outcomes: tuple[str, ...] = ("holds", "fails")  # what the paper can report for this kind
 
     def parse(self, raw: dict, where: str) -> dict:
         params = {}
@@ -149,6 +152,48 @@ def _parse_arm(value: Any, where: str, name: str) -> Arm:
     return arm
 
 
+def paper_arms() -> list[Arm]:
+    """The ten setups of the paper's tables: independent, then KD, uniform and gaussian KD at 0.1/0.5/0.9."""
+    arms = [Arm("independent")]
+    for setup in ("kd", "uniform_kd", "gaussian_kd"):
+        arms += [Arm(setup, alpha) for alpha in PAPER_ALPHAS]
+    return arms
+
+
+def _parse_arms(value: Any, where: str, name: str, minimum: int = 1) -> list[Arm]:
+    if value == "all":
+        return paper_arms()
+    if not isinstance(value, list) or len(value) < minimum:
+        raise ClaimError(f"{where}: {name} must be 'all' or a list of at least {minimum} mappings like "
+                         f"{{setup: kd, alpha: 0.5}}")
+    arms = [_parse_arm(v, where, f"{name}[{i}]") for i, v in enumerate(value)]
+    if len(set(arms)) != len(arms):
+        raise ClaimError(f"{where}: {name} lists the same setup twice")
+    return arms
+
+
+def _parse_metrics(value: Any, where: str) -> list[str]:
+    metrics = [value] if isinstance(value, str) else value
+    if not isinstance(metrics, list) or not metrics:
+        raise ClaimError(f"{where}: metrics must be a metric name or a non-empty list of them")
+    for metric in metrics:
+        try:
+            get_metric(metric)
+        except ConfigError as exc:
+            raise ClaimError(f"{where}: {exc}") from None
+    return list(metrics)
+
+
+def _positive_number(value: Any, where: str, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0:
+        raise ClaimError(f"{where}: {name} must be a positive number, got {value!r}")
+    return number
+
+
 class ComparisonKind(ClaimKind):
     """Treatment more similar to the teacher (or more accurate) than a baseline: one-tailed z-test."""
 
@@ -169,6 +214,82 @@ class ComparisonKind(ClaimKind):
         return [claim.params["treatment"].population(claim.arch), claim.params["baseline"].population(claim.arch)]
 
 
+class RankingKind(ClaimKind):
+    """Which setup is best on a metric: the observed best must be one of ``expected_best`` and lead
+    every other candidate significantly (z-test of the best expected vs the best of the rest)."""
+
+    def check(self, params: dict, where: str) -> dict:
+        params["metric"] = _parse_metrics(params["metric"], where)[0]
+        params["candidates"] = _parse_arms(params["candidates"], where, "candidates", minimum=2)
+        params["expected_best"] = _parse_arms(params["expected_best"], where, "expected_best")
+        missing = [a for a in params["expected_best"] if a not in params["candidates"]]
+        if missing:
+            raise ClaimError(f"{where}: expected_best {missing[0]} is not among the candidates")
+        if len(params["expected_best"]) == len(params["candidates"]):
+            raise ClaimError(f"{where}: expected_best lists every candidate, so the ranking claims nothing")
+        return params
+
+    def populations(self, claim: Claim) -> list[PopulationSpec]:
+        return [a.population(claim.arch) for a in claim.params["candidates"]]
+
+
+class TrendKind(ClaimKind):
+    """Similarity (or the metric's better direction) improves step by step along ``arms``."""
+
+    def check(self, params: dict, where: str) -> dict:
+        params["metric"] = _parse_metrics(params["metric"], where)[0]
+        params["arms"] = _parse_arms(params["arms"], where, "arms", minimum=2)
+        return params
+
+    def populations(self, claim: Claim) -> list[PopulationSpec]:
+        return [a.population(claim.arch) for a in claim.params["arms"]]
+
+
+class BoundKind(ClaimKind):
+    """An effect is below a size. ``quantity: max_improvement``: every improvement of a treatment over
+    the baseline (in the metric's better direction) is below ``bound``; ``quantity: spread``: the
+    means of ``arms`` differ pairwise by less than ``bound``. Both are intersection-union tests: each
+    one-sided 97.5% upper confidence bound must be below ``bound``."""
+
+    QUANTITIES = ("max_improvement", "spread")
+
+    def check(self, params: dict, where: str) -> dict:
+        if params["quantity"] not in self.QUANTITIES:
+            raise ClaimError(f"{where}: quantity must be one of {', '.join(self.QUANTITIES)}, got {params['quantity']!r}")
+        params["metrics"] = _parse_metrics(params["metrics"], where)
+        params["bound"] = _positive_number(params["bound"], where, "bound")
+        params["arms"] = _parse_arms(params["arms"], where, "arms", minimum=2 if params["quantity"] == "spread" else 1)
+        if params["quantity"] == "max_improvement":
+            if params["baseline"] is None:
+                raise ClaimError(f"{where}: a max_improvement bound needs a baseline")
+            params["baseline"] = _parse_arm(params["baseline"], where, "baseline")
+        elif params["baseline"] is not None or params["only_significant"]:
+            raise ClaimError(f"{where}: a spread bound takes no baseline and no only_significant")
+        return params
+
+    def populations(self, claim: Claim) -> list[PopulationSpec]:
+        arms = list(claim.params["arms"])
+        if claim.params.get("baseline") is not None:
+            arms.append(claim.params["baseline"])
+        return [a.population(claim.arch) for a in arms]
+
+
+class ThresholdKind(ClaimKind):
+    """The compression test (Section 3): no member of ``arms`` reaches ``similarity_at_least`` on every
+    similarity metric at once. Distances are read as similarities: 1 - AD/sqrt(2), 1 - JS/ln 2,
+    1 - prediction dissimilarity; cosine as it is."""
+
+    def check(self, params: dict, where: str) -> dict:
+        params["arms"] = _parse_arms(params["arms"], where, "arms")
+        level = params["similarity_at_least"]
+        if not isinstance(level, (int, float)) or not 0 < level <= 1:
+            raise ClaimError(f"{where}: similarity_at_least must be in (0, 1], got {level!r}")
+        return params
+
+    def populations(self, claim: Claim) -> list[PopulationSpec]:
+        return [a.population(claim.arch) for a in claim.params["arms"]]
+
+
 KINDS: dict[str, ClaimKind] = {}
 
 
@@ -180,6 +301,23 @@ def register_kind(kind: ClaimKind) -> ClaimKind:
 register_kind(ComparisonKind(
     "comparison", required=("metric", "treatment", "baseline", "direction"),
     description="treatment vs baseline on one metric, one-tailed two-sample z-test at 0.025",
+    outcomes=("reject", "retain"),
+))
+register_kind(RankingKind(
+    "ranking", required=("metric", "expected_best"), optional={"candidates": "all"},
+    description="the best setup on a metric is one of expected_best, significantly ahead of the rest",
+))
+register_kind(TrendKind(
+    "trend", required=("metric", "arms"),
+    description="the metric improves monotonically along arms (e.g. with alpha)",
+))
+register_kind(BoundKind(
+    "bound", required=("quantity", "metrics", "arms", "bound"), optional={"baseline": None, "only_significant": False},
+    description="an effect (largest improvement, or spread of means) is below a size",
+))
+register_kind(ThresholdKind(
+    "threshold", required=("arms",), optional={"similarity_at_least": 0.95},
+    description="no member reaches the similarity threshold on every metric (the compression test)",
 ))
 
 COMMON_FIELDS = ("id", "sentence", "source", "arch", "kind", "paper")
@@ -219,9 +357,9 @@ def parse_claim(raw: Any, where: str, group: str = "", file: str = "") -> Claim:
     except ConfigError as exc:
         raise ClaimError(f"{where}: {exc}") from None
     paper = raw["paper"]
-    if not isinstance(paper, dict) or paper.get("outcome") not in OUTCOMES or set(paper) - {"outcome", "p"}:
-        raise ClaimError(f"{where}: paper must be {{outcome: reject|retain, p: <printed p-value, optional>}}, "
-                         f"got {paper!r}")
+    if not isinstance(paper, dict) or paper.get("outcome") not in kind.outcomes or set(paper) - {"outcome", "p"}:
+        raise ClaimError(f"{where}: paper must be {{outcome: {'|'.join(kind.outcomes)}, p: <printed p-value, "
+                         f"optional>}} for a {kind.name} claim, got {paper!r}")
     params = kind.parse(raw, where)
     claim = Claim(
         id=claim_id, sentence=str(raw["sentence"]), source=str(raw["source"]), arch=str(raw["arch"]),

@@ -27,8 +27,9 @@ from kdclaims import paper as paper_tables
 from kdclaims.claims import Claim
 from kdclaims.config import PopulationSpec, seeds_to_text
 from kdclaims.errors import KdclaimsError
-from kdclaims.metrics import get_metric
+from kdclaims.metrics import SIMILARITY_METRICS, SIMILARITY_READINGS, as_similarity, get_metric, more_similar_direction
 from kdclaims.stats import ALPHA, Summary, minimum_detectable_effect, power, z_test
+from scipy.stats import norm
 
 POWER_TARGET = 0.8  # a retained H0 counts as evidence only if the test had at least this power
 VERDICTS = ("reproduced", "not_reproduced", "inconclusive")
@@ -162,11 +163,200 @@ def evaluate_comparison(claim: Claim, evidence) -> ClaimResult:
         "metric": metric, "metric_label": get_metric(metric).label, "direction": direction,
         "treatment": treatment.to_dict(), "baseline": baseline.to_dict(),
         "test": test.to_dict(), "power": achieved, "power_target": POWER_TARGET,
+        "summary": (f"{treatment.label} {treatment.summary.mean:.4g} vs {baseline.label} {baseline.summary.mean:.4g}: "
+                    f"z {test.z:.2f}, p {test.p_value:.3g}"),
     }
     return ClaimResult(claim, evidence.name, verdict, reason, observed, details)
 
 
-EVALUATORS = {"comparison": evaluate_comparison}
+def _held(claim: Claim, evidence, observed: str | None, reason: str, details: dict) -> ClaimResult:
+    """Verdict for kinds whose observed outcome is "holds", "fails" or None (the evidence cannot tell)."""
+    if observed is None:
+        verdict = "inconclusive"
+    else:
+        verdict = "reproduced" if observed == claim.paper.outcome else "not_reproduced"
+    return ClaimResult(claim, evidence.name, verdict, reason, observed, details)
+
+
+def _arm_row(arm: ArmEvidence) -> dict:
+    row = arm.to_dict()
+    row.pop("keys", None)  # provenance lives with the populations, not in every ranking row
+    return row
+
+
+def _better(metric: str) -> float:
+    """+1 when higher is better on ``metric``, -1 when lower is better."""
+    return 1.0 if more_similar_direction(metric) == "greater" else -1.0
+
+
+def evaluate_ranking(claim: Claim, evidence) -> ClaimResult:
+    metric = claim.params["metric"]
+    direction, sign = more_similar_direction(metric), _better(metric)
+    arms = {arm: evidence.arm(arm.population(claim.arch), metric) for arm in claim.params["candidates"]}
+    ordered = sorted(arms, key=lambda a: -sign * arms[a].summary.mean)
+    expected = set(claim.params["expected_best"])
+    best_in = next(a for a in ordered if a in expected)
+    best_out = next(a for a in ordered if a not in expected)
+    top_two = z_test(arms[ordered[0]].summary, arms[ordered[1]].summary, direction)
+    if ordered[0] in expected:
+        lead = z_test(arms[best_in].summary, arms[best_out].summary, direction)
+        observed = "holds" if lead.reject else None
+        reason = (f"{arms[best_in].label} is best and leads the best other setup, {arms[best_out].label}, "
+                  f"by {abs(lead.diff):.4g} (z {lead.z:.2f}, p {lead.p_value:.3g})")
+        if not lead.reject:
+            reason += ": the lead is not significant, so which is best is not established"
+    else:
+        lead = z_test(arms[best_out].summary, arms[best_in].summary, direction)
+        observed = "fails" if lead.reject else None
+        reason = (f"{arms[best_out].label} is best, ahead of the best expected setup {arms[best_in].label} "
+                  f"by {abs(lead.diff):.4g} (z {lead.z:.2f}, p {lead.p_value:.3g})")
+        if not lead.reject:
+            reason += ": not significantly, so the paper's ranking is not refuted either"
+    details = {
+        "metric": metric, "metric_label": get_metric(metric).label, "direction": direction,
+        "ranking": [_arm_row(arms[a]) for a in ordered],
+        "expected_best": [arms[a].population for a in claim.params["expected_best"]],
+        "top_two": {"first": arms[ordered[0]].population, "second": arms[ordered[1]].population,
+                    "gap": abs(top_two.diff), "test": top_two.to_dict()},
+        "lead": {"leader": arms[best_in if ordered[0] in expected else best_out].population,
+                 "rival": arms[best_out if ordered[0] in expected else best_in].population, "test": lead.to_dict()},
+        "summary": reason,
+    }
+    return _held(claim, evidence, observed, reason, details)
+
+
+def evaluate_trend(claim: Claim, evidence) -> ClaimResult:
+    metric = claim.params["metric"]
+    direction = more_similar_direction(metric)
+    arms = [evidence.arm(a.population(claim.arch), metric) for a in claim.params["arms"]]
+    steps = [z_test(b.summary, a.summary, direction) for a, b in zip(arms, arms[1:])]  # H_a: each step improves
+    reversed_ = [z_test(a.summary, b.summary, direction) for a, b in zip(arms, arms[1:])]  # H_a: it got worse
+    ends = z_test(arms[-1].summary, arms[0].summary, direction)
+    monotone = all(step.z > 0 for step in steps)
+    worse = [f"{a.label} → {b.label}" for a, b, r in zip(arms, arms[1:], reversed_) if r.reject]
+    if worse:
+        observed, reason = "fails", f"the metric gets significantly worse at {', '.join(worse)}"
+    elif monotone and ends.reject:
+        observed = "holds"
+        reason = (f"every step improves and {arms[-1].label} is significantly better than {arms[0].label} "
+                  f"(z {ends.z:.2f}, p {ends.p_value:.3g})")
+    elif monotone:
+        observed, reason = None, f"every step improves, but the overall change is not significant (p {ends.p_value:.3g})"
+    else:
+        observed, reason = None, "the means are not monotone, though no step gets significantly worse"
+    details = {
+        "metric": metric, "metric_label": get_metric(metric).label, "direction": direction,
+        "arms": [_arm_row(a) for a in arms],
+        "steps": [{"from": a.population, "to": b.population, "test": t.to_dict(), "reversed_p": r.p_value}
+                  for a, b, t, r in zip(arms, arms[1:], steps, reversed_)],
+        "endpoints": ends.to_dict(), "monotone": monotone, "summary": reason,
+    }
+    return _held(claim, evidence, observed, reason, details)
+
+
+Z_UPPER = float(norm.isf(ALPHA))  # one-sided 97.5% confidence bounds, matching the paper's 0.025
+
+
+def evaluate_bound(claim: Claim, evidence) -> ClaimResult:
+    """Intersection-union test: the bound holds if every cell's one-sided 97.5% upper confidence bound
+    is below it (valid at level 0.025 without a multiplicity correction); it fails if some cell's
+    lower bound is above it; otherwise the evidence cannot tell."""
+    bound, quantity = claim.params["bound"], claim.params["quantity"]
+    cells = []
+    for metric in claim.params["metrics"]:
+        direction, sign = more_similar_direction(metric), _better(metric)
+        arms = [evidence.arm(a.population(claim.arch), metric) for a in claim.params["arms"]]
+        if quantity == "max_improvement":
+            base = evidence.arm(claim.params["baseline"].population(claim.arch), metric)
+            for arm in arms:
+                test = z_test(arm.summary, base.summary, direction)
+                value = sign * test.diff  # the improvement, positive = better than the baseline
+                cells.append({"metric": metric, "population": arm.population, "label": arm.label, "value": value,
+                              "upper": value + Z_UPPER * test.se, "lower": value - Z_UPPER * test.se,
+                              "significant": test.reject, "p_value": test.p_value})
+        else:
+            for i, a in enumerate(arms):
+                for b in arms[i + 1:]:
+                    test = z_test(a.summary, b.summary, direction)
+                    value = abs(test.diff)
+                    cells.append({"metric": metric, "population": f"{a.population} vs {b.population}",
+                                  "label": f"{a.label} vs {b.label}", "value": value,
+                                  "upper": value + Z_UPPER * test.se, "lower": value - Z_UPPER * test.se})
+    considered = [c for c in cells if c.get("significant", True)] if claim.params["only_significant"] else cells
+    what = "improvement" if quantity == "max_improvement" else "difference between means"
+    if not considered:
+        observed, reason, largest = None, "no significant improvement over the baseline, so there is nothing to bound", None
+    else:
+        largest = max(considered, key=lambda c: c["value"])
+        worst_upper = max(c["upper"] for c in considered)
+        head = (f"largest {what} {largest['value']:.4g} ({largest['label']}, {get_metric(largest['metric']).label}); "
+                f"highest 97.5% upper bound {worst_upper:.4g} vs bound {bound:g}")
+        if all(c["upper"] < bound for c in considered):
+            observed, reason = "holds", head
+        elif any(c["lower"] > bound for c in considered):
+            observed, reason = "fails", head + ": some cell is significantly above the bound"
+        else:
+            observed, reason = None, head + ": the estimate is below the bound but the data cannot establish it at 97.5%"
+    details = {"quantity": quantity, "bound": bound, "cells": cells, "considered": len(considered),
+               "largest": largest, "summary": reason}
+    return _held(claim, evidence, observed, reason, details)
+
+
+PAPER_N_FOR_THRESHOLD = paper_tables.PAPER_N  # "no student" is judged for populations of the paper's size
+
+
+def evaluate_threshold(claim: Claim, evidence) -> ClaimResult:
+    """The compression test. A member reaches the threshold if its similarity is at least the level on
+    every metric at once. Trained evidence counts members directly; for both kinds of evidence a
+    normal approximation bounds how many of 385 students would reach it: at most
+    385 * min over metrics of P(similarity >= level)."""
+    level = float(claim.params["similarity_at_least"])
+    rows, reached_total, expected_max = [], 0, 0.0
+    for arm_spec in claim.params["arms"]:
+        spec = arm_spec.population(claim.arch)
+        per_metric = {m: evidence.arm(spec, m) for m in SIMILARITY_METRICS}
+        tails, sims = {}, {}
+        for m, arm in per_metric.items():
+            scale = abs(SIMILARITY_READINGS[m][0])
+            mean, std = float(as_similarity(m, arm.summary.mean)), arm.summary.std * scale
+            sims[m] = {"mean": mean, "std": std}
+            tails[m] = float(norm.sf((level - mean) / std)) if std > 0 else float(mean >= level)
+        expected = PAPER_N_FOR_THRESHOLD * min(tails.values())
+        row = {"population": spec.name, "label": spec.label, "similarity": sims,
+               "expected_reaching_of_385": expected, "n": min(a.summary.n for a in per_metric.values())}
+        values = [per_metric[m].values for m in SIMILARITY_METRICS]
+        if all(v is not None for v in values):
+            member_min = [min(float(as_similarity(m, v[i])) for m, v in zip(SIMILARITY_METRICS, values))
+                          for i in range(len(values[0]))]
+            row["reached"] = sum(x >= level for x in member_min)
+            row["closest_member_min_similarity"] = max(member_min)
+            reached_total += row["reached"]
+        expected_max = max(expected_max, expected)
+        rows.append(row)
+    counted = all("reached" in r for r in rows)
+    if reached_total:
+        observed, reason = "fails", f"{reached_total} member(s) reach {level:.0%} similarity on every metric"
+    elif expected_max < 1:
+        closest = max((r.get("closest_member_min_similarity", -1.0) for r in rows), default=None)
+        observed = "holds"
+        reason = (f"no member reaches {level:.0%} on every metric"
+                  + (f" (closest member: {closest:.3f} on its weakest metric)" if counted else "")
+                  + f"; at most {expected_max:.2g} of 385 students would be expected to")
+    else:
+        observed, reason = None, (f"no member observed above {level:.0%}, but up to {expected_max:.2g} of 385 "
+                                  "students could be expected to: too close to the threshold to tell")
+    details = {"level": level, "readings": {m: SIMILARITY_READINGS[m][2] for m in SIMILARITY_METRICS},
+               "arms": rows, "summary": reason}
+    return _held(claim, evidence, observed, reason, details)
+
+
+EVALUATORS = {
+    "comparison": evaluate_comparison,
+    "ranking": evaluate_ranking,
+    "trend": evaluate_trend,
+    "bound": evaluate_bound,
+    "threshold": evaluate_threshold,
+}
 
 
 def evaluate_claim(claim: Claim, evidence) -> ClaimResult:

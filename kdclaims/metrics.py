@@ -315,3 +315,25 @@ def more_similar_direction(name: str) -> str:
     higher-is-better ones (cosine similarity, test accuracy).
     """
     return "greater" if get_metric(name).higher_is_better else "less"
+
+
+# --------------------------------------------------------------------------------------------
+# reading a metric as a similarity in [0, 1] (the compression threshold of Section 3)
+
+#: The paper asks for "95% or above similarity with the teacher across all similarity metrics" but
+#: does not say how a distance becomes a similarity. Our reading: each distance divided by its
+#: maximum, subtracted from 1; cosine as it is. ``(scale, offset)``: similarity = offset + scale * value.
+SIMILARITY_READINGS: dict[str, tuple[float, float, str]] = {
+    "activation_distance": (-1.0 / SQRT2, 1.0, "1 − AD/√2"),
+    "js_divergence": (-1.0 / LN2, 1.0, "1 − JS/ln 2"),
+    "prediction_dissimilarity": (-1.0, 1.0, "1 − prediction dissimilarity (= agreement)"),
+    "logits_cosine_similarity": (1.0, 0.0, "cosine similarity"),
+}
+
+
+def as_similarity(name: str, value):
+    """``value`` of similarity metric ``name`` read as a similarity (1 = identical to the teacher)."""
+    if name not in SIMILARITY_READINGS:
+        raise ConfigError(f"metric {name!r} has no similarity reading; use one of {', '.join(SIMILARITY_READINGS)}")
+    scale, offset, _ = SIMILARITY_READINGS[name]
+    return offset + scale * value

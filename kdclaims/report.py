@@ -60,6 +60,13 @@ def describe_result(result: dict) -> str:
         ]
         if test.get("note"):
             lines.append(f"  note: {test['note']}")
+    elif d.get("summary"):
+        lines.append(f"  evidence: {d['summary']}")
+        for row in d.get("ranking") or d.get("arms") or []:
+            if "mean" in row:
+                lines.append(f"    {row['population']:<28} mean {_num(row['mean'])}  std {_num(row['std'])}  n {row['n']}")
+    if result.get("note"):
+        lines.append(f"  note: {result['note']}")
     paper = result["paper"]
     p_text = f" (p = {paper['p']})" if paper.get("p") is not None else ""
     lines.append(f"  expected (paper): {_outcome(paper['outcome'])}{p_text} · observed: {_outcome(result.get('observed_outcome'))}")
@@ -111,10 +118,12 @@ def markdown_report(evaluation: dict) -> str:
             "- Family-wise correction: off (each claim at 0.025, as in the paper)", ""]
 
     # Claims
-    out += ["## Claims", "",
+    comparisons = [r for r in results if r["kind"] == "comparison"]
+    others = [r for r in results if r["kind"] != "comparison"]
+    out += ["## Claims", "", "### Comparisons (one-tailed z-tests)", "",
             "| claim | source | metric | treatment | baseline | z | p | d | 95% CI of diff | power | paper | observed | verdict |",
             "|---|---|---|---|---|---:|---:|---:|---|---:|---|---|---|"]
-    for r in results:
+    for r in comparisons:
         d = r.get("details") or {}
         test, pw = d.get("test") or {}, d.get("power") or {}
         paper = r["paper"]
@@ -128,9 +137,19 @@ def markdown_report(evaluation: dict) -> str:
             f"| {_num(pw.get('power'), 2)} | {paper_text} | {_outcome(r.get('observed_outcome'))} "
             f"| {VERDICT_LABEL.get(r['verdict'], r['verdict'])} |")
     out.append("")
+    if others:
+        out += ["### Rankings, trends, bounds and thresholds", "",
+                "| claim | kind | source | evidence | paper | observed | verdict |", "|---|---|---|---|---|---|---|"]
+        for r in others:
+            d = r.get("details") or {}
+            out.append(f"| `{r['id']}` | {r['kind']} | {r['source']} | {d.get('summary') or r['reason']} "
+                       f"| {r['paper']['outcome']} | {r.get('observed_outcome') or 'cannot tell'} "
+                       f"| {VERDICT_LABEL.get(r['verdict'], r['verdict'])} |")
+        out.append("")
     out += ["### Claims in words", ""]
     for r in results:
-        out.append(f"- `{r['id']}` ({r['source']}): {r['sentence']} — **{r['verdict'].replace('_', ' ')}**: {r['reason']}")
+        note = f" *Note: {r['note']}*" if r.get("note") else ""
+        out.append(f"- `{r['id']}` ({r['source']}): {r['sentence']} — **{r['verdict'].replace('_', ' ')}**: {r['reason']}.{note}")
     out.append("")
 
     # Provenance
