@@ -395,3 +395,75 @@ def results_frame(results) -> pd.DataFrame:
             "evidence": r["evidence"],
         })
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Family-wise correction (optional; the paper tests each claim at 0.025 on its own)
+# ---------------------------------------------------------------------------------------------
+
+CORRECTIONS = ("none", "holm", "bh")  # Holm: family-wise error rate; Benjamini-Hochberg: false discovery rate
+FAMILIES = ("all", "group", "arch", "source")
+
+
+def primary_p(result: dict) -> float | None:
+    """The one p-value a claim's observed outcome rests on, if it has one.
+
+    Comparisons: the z-test; rankings: the leader's lead over its rival. Trends, bounds and thresholds
+    combine several tests by design (an intersection-union test needs no correction) and stay out.
+    """
+    d = result.get("details") or {}
+    if result["kind"] == "comparison" and "test" in d:
+        return d["test"]["p_value"]
+    if result["kind"] == "ranking" and "lead" in d:
+        return d["lead"]["test"]["p_value"]
+    return None
+
+
+def apply_correction(results: list[dict], method: str = "none", family: str = "all") -> list[dict]:
+    """Adjust the primary p-values within each family and re-derive the verdicts.
+
+    Returns new result dicts; each corrected one gains ``correction: {method, family, family_id,
+    p_raw, p_adjusted}`` and, where the outcome changes, a verdict and reason that say so.
+    """
+    from kdclaims.stats import benjamini_hochberg, holm
+
+    if method not in CORRECTIONS:
+        raise KdclaimsError(f"unknown correction {method!r}: use one of {', '.join(CORRECTIONS)}")
+    if family not in FAMILIES:
+        raise KdclaimsError(f"unknown family {family!r}: use one of {', '.join(FAMILIES)}")
+    results = [dict(r) for r in results]
+    if method == "none":
+        return results
+    adjust = holm if method == "holm" else benjamini_hochberg
+    families: dict[str, list[int]] = {}
+    for i, r in enumerate(results):
+        p = primary_p(r)
+        if isinstance(p, (int, float)):
+            key = "all" if family == "all" else str(r.get(family))
+            families.setdefault(key, []).append(i)
+    for key, members in families.items():
+        adjusted = adjust([primary_p(results[i]) for i in members])
+        for i, p_adj in zip(members, adjusted):
+            r = results[i]
+            r["correction"] = {"method": method, "family": family, "family_id": key, "family_size": len(members),
+                               "p_raw": primary_p(r), "p_adjusted": p_adj}
+            _redecide(r, p_adj)
+    return results
+
+
+def _redecide(r: dict, p_adjusted: float) -> None:
+    significant = p_adjusted < ALPHA
+    label = f"{r['correction']['method']} over {r['correction']['family']}"
+    if r["kind"] == "comparison":
+        observed = "reject" if significant else "retain"
+        verdict, reason = decide(r["paper"]["outcome"], observed, (r["details"].get("power") or {}).get("power"))
+    else:  # ranking: the lead must stay significant after correction
+        observed = r["observed_outcome"] if significant else None
+        if observed is None:
+            verdict, reason = "inconclusive", f"{r['reason']}; after correction the lead is not significant"
+        else:
+            verdict = "reproduced" if observed == r["paper"]["outcome"] else "not_reproduced"
+            reason = r["reason"]
+    if verdict != r["verdict"]:
+        reason = f"{reason} (adjusted p {p_adjusted:.3g}, {label}; uncorrected: {r['verdict']})"
+    r.update(observed_outcome=observed, verdict=verdict, reason=reason)

@@ -40,6 +40,10 @@ def pytest_addoption(parser):
     group.addoption("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     group.addoption("--evidence", default="trained", choices=("trained", "paper"),
                     help="trained: train/load populations (the reproduction); paper: the paper's own tables")
+    group.addoption("--correction", default="none", choices=("none", "holm", "bh"),
+                    help="family-wise correction of the claims' p-values (default none, as in the paper)")
+    group.addoption("--family", default="group", choices=("all", "group", "arch", "source"),
+                    help="what a family is for --correction (default: a claim group)")
 
 
 class HarnessState:
@@ -59,6 +63,7 @@ class HarnessState:
         self.results_dir = Path(opt("--results-dir") or default_results_dir(self.cache_dir)).expanduser()
         self.device = opt("--device")
         self.evidence_name = opt("--evidence")
+        self.correction = {"method": opt("--correction"), "family": opt("--family")}
         self.results: dict[str, dict] = {}
         self.populations: dict[str, dict] = {}
         self.started = time.time()
@@ -264,6 +269,9 @@ def pytest_sessionfinish(session, exitstatus):
 
     payload = build_payload(state, int(exitstatus))
     path = save_evaluation(payload, state.results_dir)
+    changed = [r for r in payload["results"] if r.get("correction") and r["verdict"] != state.results[r["id"]]["verdict"]]
+    if changed and state.profile.is_reproduction and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a verdict the correction overturned is a failure too
     reporter = config.pluginmanager.getplugin("terminalreporter")
     if reporter is not None:
         counts = payload["summary"]["verdicts"]
@@ -272,6 +280,9 @@ def pytest_sessionfinish(session, exitstatus):
                             f"{state.evidence_name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
         if not state.profile.is_reproduction and state.evidence_name == "trained":
             reporter.write_line("smoke profile on synthetic data: verdicts are recorded, not a reproduction")
+        if state.correction["method"] != "none":
+            reporter.write_line(f"{state.correction['method']} correction over each {state.correction['family']}: "
+                                f"{len(changed)} verdict(s) changed" + "".join(f"\n  {r['id']}: {r['reason']}" for r in changed))
         reporter.write_line(f"evaluation saved to {path}; write the report with `kdclaims report --format markdown`")
 
 
@@ -283,7 +294,9 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
     import kdclaims
     from kdclaims.results import EVALUATION_SCHEMA_VERSION, git_revision
 
-    results = [state.results[k] for k in sorted(state.results)]
+    from kdclaims.evaluate import apply_correction
+
+    results = apply_correction([state.results[k] for k in sorted(state.results)], **state.correction)
     verdicts: dict[str, int] = {}
     for r in results:
         verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
@@ -304,6 +317,7 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
             "host": platform.node(), "duration_s": time.time() - state.started, "pytest_exitstatus": exitstatus,
         },
         "summary": {"claims": len(results), "verdicts": verdicts},
+        "correction": state.correction,
         "populations": [state.populations[k] for k in sorted(state.populations)],
         "results": results,
     }

@@ -115,7 +115,7 @@ def markdown_report(evaluation: dict) -> str:
             "95% CI for the difference of means; d = Cohen's d (pooled sd) in the H_a direction",
             "- Verdict: *reproduced* when our outcome (reject/retain H0) matches the paper's; a retained H0 needs "
             "power ≥ 0.8 to detect the paper's effect at our n, else *inconclusive*",
-            "- Family-wise correction: off (each claim at 0.025, as in the paper)", ""]
+            f"- Family-wise correction: {_correction_text(evaluation.get('correction'))}", ""]
 
     # Claims
     comparisons = [r for r in results if r["kind"] == "comparison"]
@@ -126,6 +126,8 @@ def markdown_report(evaluation: dict) -> str:
     for r in comparisons:
         d = r.get("details") or {}
         test, pw = d.get("test") or {}, d.get("power") or {}
+        if r.get("correction"):
+            test = dict(test, p_value=r["correction"]["p_adjusted"])
         paper = r["paper"]
         paper_text = _outcome(paper["outcome"]) + (f" (p={paper['p']})" if paper.get("p") is not None else "")
         ci = f"[{_num(test.get('ci_low'))}, {_num(test.get('ci_high'))}]" if test else "–"
@@ -173,6 +175,14 @@ def markdown_report(evaluation: dict) -> str:
                        f"| `{p['keys'][0][:12]}` | {p['wall_time_s']:.1f} | {', '.join(p['devices'])} |")
     out.append("")
     return "\n".join(out)
+
+
+def _correction_text(correction: dict | None) -> str:
+    if not correction or correction.get("method", "none") == "none":
+        return "off (each claim tested at 0.025 on its own, as in the paper)"
+    name = {"holm": "Holm (family-wise error rate)", "bh": "Benjamini–Hochberg (false discovery rate)"}[correction["method"]]
+    return (f"**on**: {name} at 0.025 within each {correction['family']}, applied to comparisons and rankings; "
+            "verdicts below use the adjusted p-values")
 
 
 def _seed_text(seeds: list[int]) -> str:

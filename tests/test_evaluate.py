@@ -41,3 +41,39 @@ def test_results_carry_numbers_behind_the_verdict():
     assert d["treatment"]["mean"] == pytest.approx(0.2239) and d["baseline"]["mean"] == pytest.approx(0.2469)
     assert d["test"]["z"] > 100 and d["test"]["p_value"] < 1e-10 and d["treatment"]["n"] == 385
     assert d["test"]["ci_low"] < -0.0230 < d["test"]["ci_high"] < 0
+
+
+def _comparison(id_, p, group="g", paper="reject", power=0.9):
+    return {"id": id_, "kind": "comparison", "group": group, "arch": "vit", "source": "T", "paper": {"outcome": paper},
+            "verdict": "reproduced" if (p < 0.025) == (paper == "reject") else "not_reproduced", "reason": "r",
+            "observed_outcome": "reject" if p < 0.025 else "retain",
+            "details": {"test": {"p_value": p}, "power": {"power": power}}}
+
+
+def test_holm_correction_within_groups_overturns_a_marginal_rejection():
+    from kdclaims.evaluate import apply_correction
+
+    results = [_comparison("a", 0.001), _comparison("b", 0.02), _comparison("c", 0.02, group="h")]
+    corrected = {r["id"]: r for r in apply_correction(results, "holm", "group")}
+    assert corrected["a"]["correction"]["p_adjusted"] == pytest.approx(0.002)
+    assert corrected["b"]["correction"]["p_adjusted"] == pytest.approx(0.02)  # Holm: max(0.002, 1 x 0.02)
+    assert corrected["c"]["correction"]["family_size"] == 1 and corrected["c"]["verdict"] == "reproduced"
+    everything = {r["id"]: r for r in apply_correction(results, "holm", "all")}
+    assert everything["b"]["correction"]["p_adjusted"] == pytest.approx(0.04)
+    assert everything["b"]["verdict"] == "not_reproduced" and "uncorrected: reproduced" in everything["b"]["reason"]
+    assert apply_correction(results, "none", "all") == results
+
+
+def test_correction_runs_under_pytest_and_is_recorded(pytester, tmp_path):
+    import json
+
+    claims_dir = pytester.mkdir("claims")
+    from kdclaims.claims import CLAIMS_DIR
+
+    (claims_dir / "t7.yaml").write_text((CLAIMS_DIR / "vgg16_bn_table7.yaml").read_text())
+    result = pytester.runpytest("claims", "--evidence", "paper", "--correction", "bh", "--family", "all",
+                                "--results-dir", str(tmp_path))
+    evaluation = json.loads((tmp_path / "latest.json").read_text())
+    assert evaluation["correction"] == {"method": "bh", "family": "all"}
+    assert all(r["correction"]["family_size"] == 12 for r in evaluation["results"])
+    assert "bh correction over each all" in result.stdout.str()
