@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 
+from kdclaims.metrics import SIMILARITY_READINGS
+
 VERDICT_LABEL = {
     "reproduced": "✅ reproduced",
     "not_reproduced": "❌ not reproduced",
@@ -115,7 +117,13 @@ def markdown_report(evaluation: dict) -> str:
             "95% CI for the difference of means; d = Cohen's d (pooled sd) in the H_a direction",
             "- Verdict: *reproduced* when our outcome (reject/retain H0) matches the paper's; a retained H0 needs "
             "power ≥ 0.8 to detect the paper's effect at our n, else *inconclusive*",
-            f"- Family-wise correction: {_correction_text(evaluation.get('correction'))}", ""]
+            f"- Family-wise correction: {_correction_text(evaluation.get('correction'))}",
+            "- Compression threshold (Section 3): the paper does not say how a distance becomes a similarity; we read "
+            + ", ".join(f"{reading}" for _, _, reading in SIMILARITY_READINGS.values())
+            + ", and a student reaches 95% only if all four are ≥ 0.95 at once",
+            "- Rankings must lead the best other setup significantly; trends must improve at every step with a "
+            "significant overall change; bounds hold when every cell's one-sided 97.5% upper confidence bound is "
+            "below the bound (an intersection-union test)", ""]
 
     # Claims
     comparisons = [r for r in results if r["kind"] == "comparison"]
