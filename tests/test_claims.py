@@ -40,7 +40,8 @@ def test_shipped_claims_parse_with_unique_ids():
     assert len(table4) == 12 and all(c.paper.outcome == "retain" for c in table4)
     table5 = [c for c in claims if c.source == "Table 5"]
     assert len(table5) == 12 and all(c.paper.outcome == "reject" for c in table5)
-    assert all(c.params["direction"] == "greater" for c in claims if c.metric == "logits_cosine_similarity")
+    assert all(c.params["direction"] == "greater" for c in claims
+               if c.kind == "comparison" and c.metric == "logits_cosine_similarity")
 
 
 def test_a_good_file_parses(tmp_path):
