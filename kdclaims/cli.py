@@ -215,5 +215,35 @@ def validate_claims(paths):
     click.echo(f"{len(loaded)} claims in {len(groups)} groups are valid")
 
 
+# ---------------------------------------------------------------------------------------------
+# audit-paper
+# ---------------------------------------------------------------------------------------------
+
+
+@main.command("audit-paper")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="write the audit to this file (default: stdout)")
+def audit_paper(fmt, output):
+    """Audit the paper against its own numbers (trains nothing): every p-value of Tables 4-8
+    recomputed from Tables 1-3 beside the printed one, and every claim checked against the tables."""
+    import json
+
+    from kdclaims.audit import audit_json, audit_markdown
+
+    if fmt == "json":
+        payload = audit_json()
+        text = json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False)
+    else:
+        text = audit_markdown()
+    if output is None or output == "-":
+        click.echo(text)
+        return
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    click.echo(f"wrote {path} ({fmt})")
+
+
 if __name__ == "__main__":
     main()
