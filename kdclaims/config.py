@@ -1,13 +1,18 @@
-"""Every hyperparameter of the reproduction, in one place.
+"""Every hyperparameter of the reproduction, and the registries that make it extensible, in one place.
 
-Read top to bottom: the training setups of Section 2, the per-architecture recipes of Appendices
-E-G, the profiles (``paper``: the real experiment; ``smoke``: the same pipeline scaled down to run on
-two CPU cores), and the specs that name one population and one member of it.
+Read top to bottom: the training setups of Section 2 (``register_setup``), the recipes (registered with
+each architecture in ``kdclaims/models.py``; ``RECIPES`` and ``get_recipe`` read them from there), the
+dataset kinds (``register_dataset``), the profiles (``paper``: the real experiment; ``smoke``: the same
+pipeline scaled down to run on two CPU cores, each architecture at its registered smoke size), and the
+specs that name one population and one member of it.
 
 A member's *key* is a hash of everything that changes what it computes (architecture and its size,
 recipe, setup, alpha, temperature, data content, seed, the teacher it learnt from, precision).
 Things that only describe the run (profile name, device, versions, wall time) are recorded beside
 the result, not hashed: a population trained on a GPU can be evaluated on a laptop.
+
+This module does not import torch or the models at load time (they are imported where needed), so
+the CLI and the report stay quick to start.
 """
 
 from __future__ import annotations
@@ -17,13 +22,21 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Union
 
-from kdclaims.errors import ConfigError
+from kdclaims.errors import ConfigError, DataError
+from kdclaims.recipe import Recipe
 
-# Bump when a change to training or storage makes old cache entries wrong.
+if TYPE_CHECKING:
+    import torch
+
+    from kdclaims.models import SmokeConfig
+
+# Bump when a change to training or storage makes old cache entries wrong (a noise generator's or a
+# dataset locator's code is not hashed either: changing one in place needs this bump or a new name).
 CACHE_SCHEMA = "kdclaims-member-v1"
 
 TEACHER_SEED = 0  # the teacher M_T: initialisation M_0 from seed 0, trained with seed 0's data order
@@ -31,124 +44,239 @@ INIT_SEED = 0  # every model starts from M_0, the teacher's initialisation (Sect
 NOISE_SEED = 20240101  # the noise "teachers" are generated once from this seed, one row per training example
 
 # ---------------------------------------------------------------------------------------------
-# Setups (Section 2). A setup says where the soft targets of loss (1) come from.
+# Setups (Section 2). A setup says where the soft targets of loss (1) come from:
+#   None       no KD term (cross-entropy only; the setup takes no alpha)
+#   "teacher"  the trained teacher M_T's logits on the training set
+#   a function fn(num_examples, num_classes, generator) -> (N, C) logits: a noise "teacher", drawn once
+#              from torch.Generator().manual_seed(NOISE_SEED), so every member distils from the same rows
 # ---------------------------------------------------------------------------------------------
+
+TEACHER = "teacher"  # the soft_targets that mean: distil from the trained teacher M_T
+NoiseGenerator = Callable[[int, int, "torch.Generator"], "torch.Tensor"]
+SoftTargets = Union[None, str, NoiseGenerator]
 
 
 @dataclass(frozen=True)
 class Setup:
     name: str
-    teacher: str | None  # "trained" (the teacher M_T), "uniform", "gaussian", or None (no KD term)
     label: str
     description: str
+    soft_targets: SoftTargets = None  # None | "teacher" | a NoiseGenerator (see above)
+    # Noise setups only: the name the noise goes by in member keys ({"kind": noise_name, "seed": NOISE_SEED})
+    # and in ``noise_teacher_logits``. Defaults to the setup's name.
+    noise_name: str | None = None
 
     @property
     def uses_alpha(self) -> bool:
-        return self.teacher is not None
+        return self.soft_targets is not None
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.soft_targets == TEACHER
+
+    @property
+    def noise(self) -> NoiseGenerator | None:
+        return self.soft_targets if callable(self.soft_targets) else None
 
 
 SETUPS: dict[str, Setup] = {}
 
 
-def register_setup(name: str, teacher: str | None, label: str, description: str) -> Setup:
-    """Adding a setup is this one call (its teacher kind must be one ``teacher_logits`` knows)."""
-    setup = Setup(name, teacher, label, description)
+def register_setup(name: str, label: str, description: str, soft_targets: SoftTargets = None, *,
+                   noise_name: str | None = None) -> Setup:
+    """Adding a setup is this one call. ``soft_targets``: None, ``"teacher"`` or a noise generator.
+
+    Remove a setup with ``del SETUPS[name]``. The setup's name is part of every member key, so two
+    setups never share cached members.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"setup name {name!r} is invalid; it must be a non-empty string")
+    if name in SETUPS:
+        raise ConfigError(f"setup {name!r} is already registered (delete SETUPS[{name!r}] first to replace it)")
+    if soft_targets is not None and soft_targets != TEACHER and not callable(soft_targets):
+        raise ConfigError(f"soft_targets of setup {name!r} must be None, 'teacher' or a function "
+                          f"(num_examples, num_classes, generator) -> logits, got {soft_targets!r}")
+    if callable(soft_targets):
+        noise_name = noise_name or name
+        taken = [s.name for s in SETUPS.values() if s.noise_name == noise_name]
+        if taken:
+            raise ConfigError(f"noise name {noise_name!r} of setup {name!r} is already used by setup {taken[0]!r}")
+    elif noise_name is not None:
+        raise ConfigError(f"setup {name!r} has no noise generator, so it takes no noise_name")
+    setup = Setup(name, label, description, soft_targets, noise_name)
     SETUPS[name] = setup
     return setup
-
-
-register_setup("independent", None, "Independent",
-               "cross-entropy only, same init M_0 as the teacher; the seed changes only the data order (and dropout)")
-register_setup("kd", "trained", "KD",
-               "loss (1) with the trained teacher's logits as soft targets")
-register_setup("uniform_kd", "uniform", "Uniform Noise KD",
-               "loss (1) with the teacher's logits replaced by a fixed U(0,1) tensor, one row per training example")
-register_setup("gaussian_kd", "gaussian", "Gaussian Noise KD",
-               "loss (1) with the teacher's logits replaced by a fixed N(0,1) tensor, one row per training example")
 
 
 def get_setup(name: str) -> Setup:
     try:
         return SETUPS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ConfigError(f"unknown setup {name!r}: choose one of {', '.join(SETUPS)}") from None
 
 
+def noise_generator(noise_name: str) -> NoiseGenerator:
+    """The generator of the noise setup whose noise goes by ``noise_name`` ("uniform", "gaussian", ...)."""
+    for setup in SETUPS.values():
+        if setup.noise is not None and setup.noise_name == noise_name:
+            return setup.noise
+    known = [s.noise_name for s in SETUPS.values() if s.noise is not None]
+    raise ConfigError(f"unknown noise teacher {noise_name!r}: use one of {', '.join(map(repr, known))}")
+
+
+def uniform_noise(num_examples: int, num_classes: int, generator: "torch.Generator") -> "torch.Tensor":
+    """U(0, 1) logits, one row per training example."""
+    import torch  # here, not at the top: this module stays importable without loading torch
+
+    return torch.rand(num_examples, num_classes, generator=generator)
+
+
+def gaussian_noise(num_examples: int, num_classes: int, generator: "torch.Generator") -> "torch.Tensor":
+    """N(0, 1) logits, one row per training example."""
+    import torch
+
+    return torch.randn(num_examples, num_classes, generator=generator)
+
+
+register_setup("independent", "Independent",
+               "cross-entropy only, same init M_0 as the teacher; the seed changes only the data order (and dropout)")
+register_setup("kd", "KD", "loss (1) with the trained teacher's logits as soft targets", TEACHER)
+# noise_name keeps the names these two had before the registry, and so the cache keys of their members.
+register_setup("uniform_kd", "Uniform Noise KD",
+               "loss (1) with the teacher's logits replaced by a fixed U(0,1) tensor, one row per training example",
+               uniform_noise, noise_name="uniform")
+register_setup("gaussian_kd", "Gaussian Noise KD",
+               "loss (1) with the teacher's logits replaced by a fixed N(0,1) tensor, one row per training example",
+               gaussian_noise, noise_name="gaussian")
+
+
 # ---------------------------------------------------------------------------------------------
-# Recipes (Appendices E, F, G). Batch 128, no augmentation, scored at the last epoch.
+# Recipes (Appendices E, F, G) are part of each architecture's registration in kdclaims/models.py.
+# RECIPES and get_recipe are read-only views onto that registry, for the callers that look them up here.
+# ---------------------------------------------------------------------------------------------
+
+
+class _RecipeView(Mapping):
+    """``RECIPES[arch]``: the recipe registered with ``arch`` (architectures without one are left out)."""
+
+    @staticmethod
+    def _registered() -> dict[str, Recipe]:
+        from kdclaims.models import ARCHITECTURES
+
+        return {name: arch.recipe for name, arch in ARCHITECTURES.items() if arch.recipe is not None}
+
+    def __getitem__(self, arch: str) -> Recipe:
+        return self._registered()[arch]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registered())
+
+    def __len__(self) -> int:
+        return len(self._registered())
+
+    def __repr__(self) -> str:
+        return f"RECIPES({self._registered()!r})"
+
+
+RECIPES: Mapping[str, Recipe] = _RecipeView()
+
+
+def get_recipe(arch: str) -> Recipe:
+    """The recipe registered with ``arch``; a ConfigError for an unknown architecture or one without a recipe."""
+    from kdclaims.models import get_architecture
+
+    recipe = get_architecture(arch).recipe
+    if recipe is None:
+        raise ConfigError(f"no training recipe for architecture {arch!r}: register it with recipe=... "
+                          f"(architectures with one: {', '.join(RECIPES)})")
+    return recipe
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets. Every dataset is read through kdclaims.data.load_cifar100, so it comes in CIFAR-100's
+# format; a dataset kind only says where that archive (or extracted folder) is, or makes it.
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Recipe:
-    optimizer: str  # "sgd" | "adamw"
-    lr: float  # peak learning rate
-    weight_decay: float
-    epochs: int
-    batch_size: int = 128  # examples per step; the last, partial batch of an epoch is kept
-    momentum: float = 0.0  # SGD only
-    schedule: str = "multistep"  # "multistep" | "warmup_cosine"; stepped once per epoch
-    milestones: tuple[int, ...] = ()  # multistep: lr *= gamma after these epochs
-    gamma: float = 1.0
-    warmup_epochs: int = 0  # warmup_cosine: linear warm-up to lr over these epochs ...
-    final_lr: float = 0.0  # ... then cosine decay to final_lr over the remaining epochs
+class DatasetSpec:
+    kind: str  # a key of DATASETS: "cifar100" (the real archive in the data dir) or "synthetic" (generated)
+    image_size: int = 32  # models see images average-pooled down to this size (32 = as stored)
+    synthetic: Mapping[str, Any] = field(default_factory=dict)  # write_synthetic_cifar100 arguments
 
-    def scaled_to(self, epochs: int) -> "Recipe":
-        """The same recipe over fewer epochs: milestones and warm-up keep their place in the run."""
-        if epochs == self.epochs:
-            return self
-        ratio = epochs / self.epochs
-        milestones = tuple(sorted({max(1, round(m * ratio)) for m in self.milestones}))
-        warmup = max(1, round(self.warmup_epochs * ratio)) if self.warmup_epochs else 0
-        return dataclasses.replace(self, epochs=epochs, milestones=milestones, warmup_epochs=min(warmup, epochs - 1))
-
-    def lr_at_epoch(self, epoch: int) -> float:
-        """Learning rate used during ``epoch`` (0-based)."""
-        if self.schedule == "multistep":
-            return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
-        if self.schedule == "warmup_cosine":
-            if epoch < self.warmup_epochs:
-                # Linear warm-up: lr/warmup, 2 lr/warmup, ..., lr (the paper does not give the start).
-                return self.lr * (epoch + 1) / self.warmup_epochs
-            decay_epochs = max(1, self.epochs - self.warmup_epochs - 1)
-            progress = (epoch - self.warmup_epochs) / decay_epochs
-            return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1 + math.cos(math.pi * progress))
-        raise ConfigError(f"unknown schedule {self.schedule!r}: use 'multistep' or 'warmup_cosine'")
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "image_size": self.image_size, "synthetic": dict(self.synthetic)}
 
 
-RECIPES: dict[str, Recipe] = {
-    # Appendix E: SGD, lr 0.1, momentum 0.9, weight decay 5e-4, 100 epochs, x0.2 after epoch 60.
-    "resnet18": Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=100,
-                       schedule="multistep", milestones=(60,), gamma=0.2),
-    # Appendix F: SGD, lr 0.1, momentum 0.9, weight decay 5e-4, 50 epochs, x0.2 after epoch 30.
-    "vgg16_bn": Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=50,
-                       schedule="multistep", milestones=(30,), gamma=0.2),
-    # Appendix G: AdamW, lr 5e-4, weight decay 1e-3, 70 epochs: 10 warm-up, cosine to 1e-5 over 60.
-    "vit": Recipe(optimizer="adamw", lr=5e-4, weight_decay=1e-3, epochs=70,
-                  schedule="warmup_cosine", warmup_epochs=10, final_lr=1e-5),
-}
+# locate(spec, data_dir, cache_root) -> the archive or folder to read
+DatasetLocator = Callable[[DatasetSpec, Path, Path], Path]
+DATASETS: dict[str, DatasetLocator] = {}
 
 
-def get_recipe(arch: str) -> Recipe:
+def register_dataset(kind: str, locate: DatasetLocator) -> DatasetLocator:
+    """Adding a dataset kind is this one call; a profile then names it in ``DatasetSpec(kind=...)``.
+
+    ``locate(spec, data_dir, cache_root)`` returns the path ``load_cifar100`` reads, or raises a
+    DataError saying how to get the data. It runs in every pytest-xdist worker, so a locator that
+    writes files must do it under a lock (see ``locate_synthetic``).
+    """
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError(f"dataset kind {kind!r} is invalid; it must be a non-empty string")
+    if kind in DATASETS:
+        raise ConfigError(f"dataset kind {kind!r} is already registered (delete DATASETS[{kind!r}] first)")
+    if not callable(locate):
+        raise ConfigError(f"locate for dataset kind {kind!r} is not callable")
+    DATASETS[kind] = locate
+    return locate
+
+
+def get_dataset(kind: str) -> DatasetLocator:
     try:
-        return RECIPES[arch]
-    except KeyError:
-        raise ConfigError(f"no training recipe for architecture {arch!r}: known are {', '.join(RECIPES)}") from None
+        return DATASETS[kind]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown dataset kind {kind!r}: choose one of {', '.join(DATASETS)}") from None
+
+
+def locate_cifar100(spec: DatasetSpec, data_dir: Path, cache_root: Path) -> Path:
+    """The real CIFAR-100, found in the data dir; never downloaded implicitly."""
+    from kdclaims.data import ARCHIVE_NAME, find_cifar100
+
+    found = find_cifar100(data_dir)
+    if found is None:
+        raise DataError(
+            f"CIFAR-100 not found in {data_dir}: run `kdclaims data fetch --data-dir {data_dir}` "
+            f"(or place {ARCHIVE_NAME} there, or set KDCLAIMS_DATA_DIR), "
+            "or run the smoke profile instead (`--profile smoke`)"
+        )
+    return found
+
+
+def locate_synthetic(spec: DatasetSpec, data_dir: Path, cache_root: Path) -> Path:
+    """A synthetic CIFAR-100-format archive, generated on first use under ``<cache>/data/`` (its
+    folder is named by a hash of its arguments, so different synthetic datasets never collide)."""
+    from filelock import FileLock
+
+    from kdclaims.data import ARCHIVE_NAME, write_synthetic_cifar100
+
+    folder = Path(cache_root) / "data" / f"synthetic-{hash_config(dict(spec.synthetic))[:12]}"
+    archive = folder / ARCHIVE_NAME
+    if not archive.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / ".lock")):  # one writer among xdist workers
+            if not archive.is_file():
+                write_synthetic_cifar100(folder, **spec.synthetic)
+    return archive
+
+
+register_dataset("cifar100", locate_cifar100)
+register_dataset("synthetic", locate_synthetic)
 
 
 # ---------------------------------------------------------------------------------------------
 # Profiles: the paper's experiment, and a smoke-sized copy of it.
 # ---------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    kind: str  # "cifar100": the real archive in the data dir; "synthetic": generated in that same format
-    image_size: int = 32  # models see images average-pooled down to this size (32 = as stored)
-    synthetic: Mapping[str, Any] = field(default_factory=dict)  # write_synthetic_cifar100 arguments
-
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "image_size": self.image_size, "synthetic": dict(self.synthetic)}
+SCALES = ("paper", "smoke")  # how big each architecture is: as the paper has it, or its registered smoke_config
 
 
 @dataclass(frozen=True)
@@ -157,20 +285,45 @@ class Profile:
     description: str
     dataset: DatasetSpec
     seeds: tuple[int, ...]  # student seeds of every population (the teacher is seed 0)
-    model_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per arch, on top of the paper size
-    epochs: Mapping[str, int] = field(default_factory=dict)  # per arch; missing = the recipe's
+    # Extra per-arch model keywords and epochs on top of the scale (the built-in profiles need none:
+    # the smoke sizes are registered with each architecture).
+    model_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    epochs: Mapping[str, int] = field(default_factory=dict)
     precision: str = "fp32"
     is_reproduction: bool = True  # False: verdicts are recorded but never fail the run (smoke)
+    scale: str = "paper"  # one of SCALES
+
+    def __post_init__(self):
+        if self.scale not in SCALES:
+            raise ConfigError(f"profile {self.name!r}: unknown scale {self.scale!r}; use one of {', '.join(SCALES)}")
+
+    def _smoke_config(self, arch: str) -> "SmokeConfig | None":
+        if self.scale != "smoke":
+            return None
+        from kdclaims.models import get_architecture
+
+        return get_architecture(arch).smoke_config  # None: this architecture runs at paper size
+
+    def model_overrides_for(self, arch: str) -> dict:
+        """The keywords this profile sets on top of ``arch``'s paper_config (besides classes and image size)."""
+        smoke = self._smoke_config(arch)
+        overrides = dict(smoke.model) if smoke is not None else {}
+        overrides.update(self.model_overrides.get(arch, {}))
+        return overrides
+
+    def epochs_for(self, arch: str) -> int:
+        smoke = self._smoke_config(arch)
+        default = smoke.epochs if smoke is not None and smoke.epochs is not None else get_recipe(arch).epochs
+        return self.epochs.get(arch, default)
 
     def recipe(self, arch: str) -> Recipe:
-        recipe = get_recipe(arch)
-        return recipe.scaled_to(self.epochs.get(arch, recipe.epochs))
+        return get_recipe(arch).scaled_to(self.epochs_for(arch))
 
     def model_config(self, arch: str, num_classes: int) -> dict:
         from kdclaims.models import get_architecture
 
         config = dict(get_architecture(arch).paper_config)
-        config.update(self.model_overrides.get(arch, {}))
+        config.update(self.model_overrides_for(arch))
         config.update(num_classes=num_classes, image_size=self.dataset.image_size)
         return config
 
@@ -178,14 +331,19 @@ class Profile:
         return dataclasses.replace(self, seeds=tuple(seeds))
 
     def as_dict(self) -> dict:
+        """Provenance: model_overrides and epochs are the effective ones, per trainable architecture."""
+        from kdclaims.models import ARCHITECTURES
+
+        trainable = [name for name, arch in ARCHITECTURES.items() if arch.recipe is not None]
         return {
             "name": self.name,
             "description": self.description,
             "dataset": self.dataset.as_dict(),
             "seeds": seeds_to_text(self.seeds),
             "n_seeds": len(self.seeds),
-            "model_overrides": {k: dict(v) for k, v in self.model_overrides.items()},
-            "epochs": dict(self.epochs),
+            "scale": self.scale,
+            "model_overrides": {a: self.model_overrides_for(a) for a in trainable if self.model_overrides_for(a)},
+            "epochs": {a: self.epochs_for(a) for a in trainable if self.epochs_for(a) != get_recipe(a).epochs},
             "precision": self.precision,
             "is_reproduction": self.is_reproduction,
         }
@@ -208,12 +366,7 @@ PROFILES: dict[str, Profile] = {
             synthetic={"num_classes": 10, "train_per_class": 160, "test_per_class": 40, "seed": 0},
         ),
         seeds=tuple(range(1, 6)),
-        model_overrides={
-            "resnet18": {"width": 8},
-            "vgg16_bn": {"width": 8},
-            "vit": {"dim": 32, "depth": 2, "heads": 2},
-        },
-        epochs={"resnet18": 4, "vgg16_bn": 4, "vit": 15},  # the ViT needs more epochs to learn (~70% vs ~30% at 6)
+        scale="smoke",  # each architecture at its registered smoke_config (models.py): width 8, dim 32, ...
         is_reproduction=False,
     ),
 }

@@ -19,7 +19,10 @@ Every architecture is scalable for smoke profiles through keyword arguments (see
 every architecture is built through :func:`build_model`, which starts from the architecture's
 ``paper_config`` (the full-size paper model) and overrides it with the caller's keywords.
 
-Adding an architecture is one call to :func:`register_architecture`.
+Adding an architecture is one call to :func:`register_architecture`: its builder, the paper-size
+keywords, a description, its training recipe (:class:`kdclaims.recipe.Recipe`) and, optionally, how
+the smoke profile scales it down (:class:`SmokeConfig`). ``kdclaims.config`` reads recipes and smoke
+sizes from here, so nothing else needs editing.
 
 Initialisation is PyTorch's default module initialisation (plus a truncated normal with std 0.02 for
 the ViT's cls token and position embedding, which have no default), so a model is a deterministic
@@ -41,11 +44,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdclaims.errors import ConfigError
+from kdclaims.recipe import OPTIMIZERS, SCHEDULES, Recipe
 
 __all__ = [
     "ARCHITECTURES",
     "Architecture",
     "ResNet",
+    "SmokeConfig",
     "VGG",
     "VisionTransformer",
     "build_model",
@@ -399,11 +404,26 @@ def build_vit(
 
 
 @dataclass(frozen=True)
+class SmokeConfig:
+    """How the smoke profile scales an architecture down to run on two CPU cores.
+
+    ``model`` overrides ``paper_config`` (e.g. ``{"width": 8}``); ``epochs`` shortens the recipe with
+    :meth:`Recipe.scaled_to` (None keeps the recipe's). Both enter the members' cache keys through
+    ``Workbench.member_config``, so changing them retrains the smoke members, never reuses stale ones.
+    """
+
+    model: Mapping[str, Any]
+    epochs: int | None = None
+
+
+@dataclass(frozen=True)
 class Architecture:
     name: str  # "resnet18" | "vgg16_bn" | "vit"
     builder: Callable[..., nn.Module]
     paper_config: Mapping[str, Any]  # kwargs giving the paper's full-size model
     description: str
+    recipe: Recipe | None = None  # how the paper trains it; None: buildable, but not trainable here
+    smoke_config: SmokeConfig | None = None  # None: the smoke profile trains it at paper size
 
     @property
     def accepted_options(self) -> tuple[str, ...]:
@@ -445,16 +465,60 @@ def _check_options(
             )
 
 
+def _check_recipe(name: str, recipe: Any) -> Recipe | None:
+    if recipe is None:
+        return None
+    if not isinstance(recipe, Recipe):
+        raise ConfigError(f"recipe for architecture {name!r} must be a kdclaims.recipe.Recipe, "
+                          f"not {type(recipe).__name__}")
+    if recipe.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"recipe for architecture {name!r}: unknown optimizer {recipe.optimizer!r}; "
+                          f"use one of {', '.join(OPTIMIZERS)}")
+    if recipe.schedule not in SCHEDULES:
+        raise ConfigError(f"recipe for architecture {name!r}: unknown schedule {recipe.schedule!r}; "
+                          f"use one of {', '.join(SCHEDULES)}")
+    if isinstance(recipe.epochs, bool) or not isinstance(recipe.epochs, int) or recipe.epochs < 1:
+        raise ConfigError(f"recipe for architecture {name!r}: epochs={recipe.epochs!r} must be a positive integer")
+    return recipe
+
+
+def _check_smoke_config(
+    name: str, builder: Callable[..., nn.Module], smoke_config: Any
+) -> SmokeConfig | None:
+    """A ``SmokeConfig`` (or a ``{"model": {...}, "epochs": n}`` mapping), checked and frozen."""
+    if smoke_config is None:
+        return None
+    if isinstance(smoke_config, Mapping):
+        unknown = set(smoke_config) - {"model", "epochs"}
+        if unknown:
+            raise ConfigError(f"smoke_config for architecture {name!r}: unknown field "
+                              f"{sorted(unknown)[0]!r} (allowed: model, epochs)")
+        smoke_config = SmokeConfig(smoke_config.get("model", {}), smoke_config.get("epochs"))
+    if not isinstance(smoke_config, SmokeConfig):
+        raise ConfigError(f"smoke_config for architecture {name!r} must be a SmokeConfig or a mapping")
+    _check_options(name, builder, smoke_config.model)
+    epochs = smoke_config.epochs
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ConfigError(f"smoke_config for architecture {name!r}: epochs={epochs!r} must be a positive "
+                          "integer (or None for the recipe's)")
+    return SmokeConfig(MappingProxyType(dict(smoke_config.model)), smoke_config.epochs)
+
+
 def register_architecture(
     name: str,
     builder: Callable[..., nn.Module],
     paper_config: Mapping[str, Any],
     description: str,
+    recipe: Recipe | None = None,
+    smoke_config: SmokeConfig | Mapping[str, Any] | None = None,
 ) -> Architecture:
-    """Register an architecture under ``name`` and return it. ``builder(**kwargs)`` must return an
-    ``nn.Module``; ``paper_config`` is the keyword set that builds the paper's full-size model and
-    should include ``num_classes`` and ``image_size``. Registering a taken name is a ConfigError
-    (delete ``ARCHITECTURES[name]`` first to replace one)."""
+    """Register an architecture under ``name`` and return it: the one place an architecture is added.
+
+    ``builder(**kwargs)`` must return an ``nn.Module``; ``paper_config`` is the keyword set that
+    builds the paper's full-size model and should include ``num_classes`` and ``image_size``.
+    ``recipe`` is how it is trained (required to train it: ``kdclaims.config.get_recipe`` reads it);
+    ``smoke_config`` is how the smoke profile scales it down. Registering a taken name is a
+    ConfigError (delete ``ARCHITECTURES[name]`` first to replace one)."""
     if not isinstance(name, str) or not name:
         raise ConfigError(f"architecture name {name!r} is invalid; it must be a non-empty string")
     if name in ARCHITECTURES:
@@ -470,6 +534,8 @@ def register_architecture(
         builder=builder,
         paper_config=MappingProxyType(dict(paper_config)),
         description=description,
+        recipe=_check_recipe(name, recipe),
+        smoke_config=_check_smoke_config(name, builder, smoke_config),
     )
     ARCHITECTURES[name] = arch
     return arch
@@ -564,12 +630,20 @@ def model_flops_per_image(arch: str, **config: Any) -> int:
     return int(total)
 
 
+# --------------------------------------------------------------------------------------------------
+# The paper's three architectures: model, recipe (Appendices E, F, G) and smoke size, one call each
+# --------------------------------------------------------------------------------------------------
+
 register_architecture(
     "resnet18",
     build_resnet18,
     {"num_classes": 100, "image_size": 32, "width": 64, "blocks": (2, 2, 2, 2)},
     "ResNet-18, CIFAR form (3x3 stem, no max-pool, BasicBlocks [2,2,2,2] at 64/128/256/512); "
     "scale with width= and blocks=",
+    # Appendix E: SGD, lr 0.1, momentum 0.9, weight decay 5e-4, 100 epochs, x0.2 after epoch 60.
+    recipe=Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=100,
+                  schedule="multistep", milestones=(60,), gamma=0.2),
+    smoke_config=SmokeConfig(model={"width": 8}, epochs=4),
 )
 register_architecture(
     "vgg16_bn",
@@ -577,6 +651,10 @@ register_architecture(
     {"num_classes": 100, "image_size": 32, "width": 64, "depth_per_stage": (2, 2, 3, 3, 3)},
     "VGG-16 with batch norm for 32x32 inputs and a single linear classifier (kuangliu style); "
     "scale with width= and depth_per_stage=",
+    # Appendix F: SGD, lr 0.1, momentum 0.9, weight decay 5e-4, 50 epochs, x0.2 after epoch 30.
+    recipe=Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=50,
+                  schedule="multistep", milestones=(30,), gamma=0.2),
+    smoke_config=SmokeConfig(model={"width": 8}, epochs=4),
 )
 register_architecture(
     "vit",
@@ -593,4 +671,9 @@ register_architecture(
     },
     "pre-norm Vision Transformer of the paper (patch 4, dim 128, depth 6, 4 heads, MLP 256, "
     "dropout 0.1); scale with dim=, depth=, heads=, mlp_ratio=, patch_size=, dropout=",
+    # Appendix G: AdamW, lr 5e-4, weight decay 1e-3, 70 epochs: 10 warm-up, cosine to 1e-5 over 60.
+    recipe=Recipe(optimizer="adamw", lr=5e-4, weight_decay=1e-3, epochs=70,
+                  schedule="warmup_cosine", warmup_epochs=10, final_lr=1e-5),
+    # The ViT needs more smoke epochs than the CNNs to learn the synthetic classes (~70% vs ~30% at 6).
+    smoke_config=SmokeConfig(model={"dim": 32, "depth": 2, "heads": 2}, epochs=15),
 )

@@ -20,15 +20,14 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 
 import kdclaims
 from kdclaims import metrics
 from kdclaims.cache import Cache, MemberRecord
 from kdclaims.config import (CACHE_SCHEMA, INIT_SEED, NOISE_SEED, TEACHER_SEED, PopulationSpec, Profile,
-                             default_cache_dir, default_data_dir, get_setup, hash_config, teacher_spec)
-from kdclaims.data import ARCHIVE_NAME, Dataset, find_cifar100, load_cifar100, write_synthetic_cifar100
-from kdclaims.errors import ConfigError, DataError
+                             default_cache_dir, default_data_dir, get_dataset, get_setup, hash_config, teacher_spec)
+from kdclaims.data import Dataset, load_cifar100
+from kdclaims.errors import ConfigError
 from kdclaims.models import build_model
 from kdclaims.training import PreparedData, noise_teacher_logits, train_member
 
@@ -104,27 +103,9 @@ class Workbench:
     # -- data ------------------------------------------------------------------------------------
 
     def dataset_path(self) -> Path:
-        """Where this profile's dataset is; for the synthetic one, generated there on first use."""
+        """Where this profile's dataset is, as its kind's registered locator finds (or makes) it."""
         spec = self.profile.dataset
-        if spec.kind == "cifar100":
-            found = find_cifar100(self.data_dir)
-            if found is None:
-                raise DataError(
-                    f"CIFAR-100 not found in {self.data_dir}: run `kdclaims data fetch --data-dir {self.data_dir}` "
-                    f"(or place {ARCHIVE_NAME} there, or set KDCLAIMS_DATA_DIR), "
-                    "or run the smoke profile instead (`--profile smoke`)"
-                )
-            return found
-        if spec.kind == "synthetic":
-            folder = self.cache.root / "data" / f"synthetic-{hash_config(dict(spec.synthetic))[:12]}"
-            archive = folder / ARCHIVE_NAME
-            if not archive.is_file():
-                folder.mkdir(parents=True, exist_ok=True)
-                with FileLock(str(folder / ".lock")):  # one writer among xdist workers
-                    if not archive.is_file():
-                        write_synthetic_cifar100(folder, **spec.synthetic)
-            return archive
-        raise ConfigError(f"unknown dataset kind {spec.kind!r} in profile {self.profile.name!r}")
+        return get_dataset(spec.kind)(spec, self.data_dir, self.cache.root)
 
     def check_data(self) -> Path:
         """Fail fast, before any training, when the profile's data is not there."""
@@ -141,12 +122,13 @@ class Workbench:
     # -- keys ------------------------------------------------------------------------------------
 
     def soft_target_config(self, spec: PopulationSpec) -> dict | None:
-        teacher = get_setup(spec.setup).teacher
-        if teacher is None:
-            return None
-        if teacher == "trained":
+        """What the soft targets are, for the key: the teacher's own key, or the noise's name and seed."""
+        setup = get_setup(spec.setup)
+        if setup.uses_teacher:
             return {"kind": "teacher", "teacher_key": self.member_key(teacher_spec(spec.arch), TEACHER_SEED)}
-        return {"kind": teacher, "seed": NOISE_SEED}
+        if setup.noise is not None:
+            return {"kind": setup.noise_name, "seed": NOISE_SEED}
+        return None  # no KD term
 
     def member_config(self, spec: PopulationSpec, seed: int) -> dict:
         """Everything that changes what a member computes; its hash is the cache key."""
@@ -184,12 +166,14 @@ class Workbench:
         return self._teachers[arch]
 
     def soft_logits(self, spec: PopulationSpec) -> torch.Tensor | None:
-        teacher = get_setup(spec.setup).teacher
-        if teacher is None:
-            return None
-        if teacher == "trained":
+        """The (N_train, C) soft targets of loss (1) for ``spec``'s setup, or None when it has no KD term."""
+        setup = get_setup(spec.setup)
+        if setup.uses_teacher:
             return self.teacher(spec.arch).train_logits
-        return noise_teacher_logits(teacher, self.dataset.train_labels.shape[0], self.dataset.num_classes)
+        if setup.noise is not None:
+            return noise_teacher_logits(setup.noise_name, self.dataset.train_labels.shape[0],
+                                        self.dataset.num_classes)
+        return None
 
     def ensure_member(self, spec: PopulationSpec, seed: int, on_epoch=None) -> MemberRecord:
         """The cached member, trained first if missing. The lock makes that happen once across processes."""

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from kdclaims import metrics
-from kdclaims.config import NOISE_SEED, Recipe
+from kdclaims.config import NOISE_SEED, noise_generator
 from kdclaims.data import Dataset
 from kdclaims.errors import ConfigError
+from kdclaims.recipe import Recipe
 
 EVAL_BATCH = 1000  # examples per forward pass when scoring; does not change the result
 
@@ -41,15 +42,18 @@ def kd_loss(student_logits: torch.Tensor, labels: torch.Tensor, soft_logits: tor
 def noise_teacher_logits(kind: str, num_examples: int, num_classes: int, seed: int = NOISE_SEED) -> torch.Tensor:
     """The noise "teachers": one fixed row per training example, generated once (Section 2).
 
-    ``uniform``: U(0, 1); ``gaussian``: N(0, 1). Drawn on the CPU from a dedicated generator so every
-    member of a population, on any device, distils from the very same tensor.
+    ``kind`` is a noise setup's ``noise_name`` (``uniform``: U(0, 1); ``gaussian``: N(0, 1); or any
+    registered with ``register_setup``). Drawn on the CPU from a dedicated generator so every member of
+    a population, on any device, distils from the very same tensor.
     """
-    generator = torch.Generator().manual_seed(seed)
-    if kind == "uniform":
-        return torch.rand(num_examples, num_classes, generator=generator)
-    if kind == "gaussian":
-        return torch.randn(num_examples, num_classes, generator=generator)
-    raise ConfigError(f"unknown noise teacher {kind!r}: use 'uniform' or 'gaussian'")
+    generate = noise_generator(kind)
+    logits = generate(num_examples, num_classes, torch.Generator().manual_seed(seed))
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (num_examples, num_classes) \
+            or not logits.is_floating_point():
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ConfigError(f"noise teacher {kind!r} must return a float tensor of shape "
+                          f"({num_examples}, {num_classes}), got {got}")
+    return logits
 
 
 @dataclass
