@@ -69,6 +69,7 @@ class HarnessState:
         self.started = time.time()
         self._workbench = None
         self._evidence = None
+        self._sent_populations: set[str] = set()
 
     @property
     def workbench(self):
@@ -100,18 +101,25 @@ class HarnessState:
         """Provenance of the populations a trained claim used (cache keys, seeds, training time)."""
         if self.evidence_name != "trained":
             return []
+        from kdclaims.metrics import METRICS
+
         wb = self.workbench
         records = []
         for spec in claim.populations():
+            if spec.name in self._sent_populations:  # each worker reports a population once
+                continue
+            self._sent_populations.add(spec.name)
             pop = wb.population(spec)
+            teacher = wb.teacher(spec.arch).test_logits
+            labels = wb.dataset.test_labels
             records.append({
                 "name": spec.name, **spec.as_dict(), "label": spec.label, "n": pop.n,
                 "seeds": [int(s) for s in pop.seeds], "keys": list(pop.keys),
                 "teacher_key": wb.teacher(spec.arch).key, "trained_now": pop.trained_now,
                 "wall_time_s": pop.wall_time_s,
                 "devices": sorted({m.get("device", "?") for m in pop.members_meta}),
-                "test_accuracy": [float(x) for x in pop.test_accuracy],
-                "test_loss": [float(x) for x in pop.test_loss],
+                # every metric of every member: the report rebuilds the paper's tables and figures from these
+                "metrics": {m: [float(x) for x in pop.values(m, teacher, labels)] for m in METRICS},
             })
         return records
 

@@ -82,34 +82,29 @@ def _arm_cell(arm: dict | None) -> str:
     return f"{_num(arm['mean'])} ± {_num(arm['std'])} (n={arm['n']})"
 
 
-def markdown_report(evaluation: dict) -> str:
-    profile, results = evaluation["profile"], evaluation["results"]
-    prov = evaluation.get("provenance", {})
-    out = [f"# Reproduction report: Knowledge Distillation: The Functional Perspective", ""]
-    if evaluation["evidence"] == "trained" and not profile.get("is_reproduction", True):
-        out += ["> **This is a smoke run on synthetic data, not a reproduction.** It exercises the whole pipeline "
-                "(training, cache, metrics, z-tests, report) with small models on generated data; its verdicts "
-                "say nothing about the paper.", ""]
-    if evaluation["evidence"] == "paper":
-        out += ["> Evidence: the paper's own summary statistics (Tables 1–3, n = 385 per setup); nothing was trained.", ""]
+def markdown_report(document: dict, figures: dict[str, str] | None = None) -> str:
+    """GitHub-flavoured markdown of a report document; ``figures`` maps arch -> relative PNG path."""
+    prov = document["provenance"]
+    profile, results = prov["profile"], document["claims"]
+    out = [f"# {document['title']}", ""]
+    if document.get("notice"):
+        out += [f"> **{document['notice']}**", ""]
 
     # Headline
-    counts = Counter(r["verdict"] for r in results)
-    by_arch: dict[str, Counter] = defaultdict(Counter)
-    for r in results:
-        by_arch[r["arch"]][r["verdict"]] += 1
+    head = document["headline"]
+    counts = head["verdicts"]
     out += ["## Headline", "",
-            f"{len(results)} claims: " + ", ".join(f"**{counts.get(v, 0)}** {v.replace('_', ' ')}"
-                                                   for v in ("reproduced", "not_reproduced", "inconclusive", "error")
-                                                   if counts.get(v) or v != "error"), "",
+            f"{head['total']} claims: " + ", ".join(f"**{counts.get(v, 0)}** {v.replace('_', ' ')}"
+                                                  for v in ("reproduced", "not_reproduced", "inconclusive", "error")
+                                                  if counts.get(v) or v != "error"), "",
             "| architecture | reproduced | not reproduced | inconclusive | not evaluated |", "|---|---:|---:|---:|---:|"]
-    for arch in sorted(by_arch):
-        c = by_arch[arch]
+    for arch, c in head["by_arch"].items():
         out.append(f"| {ARCH_LABEL.get(arch, arch)} | {c['reproduced']} | {c['not_reproduced']} | {c['inconclusive']} | {c['error']} |")
     out.append("")
 
     # Setup
-    n_text = f"{profile['n_seeds']} seeds ({profile['seeds']})" if evaluation["evidence"] == "trained" else "n = 385 (paper)"
+    trained = prov["evidence"] == "trained"
+    n_text = f"{profile['n_seeds']} seeds ({profile['seeds']})" if trained else "n = 385 (paper)"
     out += ["## Setup", "",
             f"- Profile: **{profile['name']}**: {profile['description']}",
             f"- Students per population: {n_text}; teacher: seed 0, every student starts from the teacher's initialisation",
@@ -117,13 +112,22 @@ def markdown_report(evaluation: dict) -> str:
             "95% CI for the difference of means; d = Cohen's d (pooled sd) in the H_a direction",
             "- Verdict: *reproduced* when our outcome (reject/retain H0) matches the paper's; a retained H0 needs "
             "power ≥ 0.8 to detect the paper's effect at our n, else *inconclusive*",
-            f"- Family-wise correction: {_correction_text(evaluation.get('correction'))}",
+            f"- Family-wise correction: {_correction_text(document['method'].get('correction'))}",
             "- Compression threshold (Section 3): the paper does not say how a distance becomes a similarity; we read "
             + ", ".join(f"{reading}" for _, _, reading in SIMILARITY_READINGS.values())
             + ", and a student reaches 95% only if all four are ≥ 0.95 at once",
             "- Rankings must lead the best other setup significantly; trends must improve at every step with a "
             "significant overall change; bounds hold when every cell's one-sided 97.5% upper confidence bound is "
             "below the bound (an intersection-union test)", ""]
+
+    # Figures
+    if figures:
+        out += ["## Figures", "",
+                "Distribution over students of each metric, test accuracy and loss, per setup (as the paper's Figures "
+                "1, 2 and 4). The dashed line is the independent students' mean; ▲/▼: significantly better/worse than "
+                "independent (one-tailed z-test, 0.025).", ""]
+        for arch, path in figures.items():
+            out += [f"![{ARCH_LABEL.get(arch, arch)}]({path})", ""]
 
     # Claims
     comparisons = [r for r in results if r["kind"] == "comparison"]
@@ -152,7 +156,7 @@ def markdown_report(evaluation: dict) -> str:
                 "| claim | kind | source | evidence | paper | observed | verdict |", "|---|---|---|---|---|---|---|"]
         for r in others:
             d = r.get("details") or {}
-            out.append(f"| `{r['id']}` | {r['kind']} | {r['source']} | {d.get('summary') or r['reason']} "
+            out.append(f"| `{r['id']}` | {r['kind']} | {r['source']} | {_cell(d.get('summary') or r['reason'])} "
                        f"| {r['paper']['outcome']} | {r.get('observed_outcome') or 'cannot tell'} "
                        f"| {VERDICT_LABEL.get(r['verdict'], r['verdict'])} |")
         out.append("")
@@ -162,20 +166,47 @@ def markdown_report(evaluation: dict) -> str:
         out.append(f"- `{r['id']}` ({r['source']}): {r['sentence']} — **{r['verdict'].replace('_', ' ')}**: {r['reason']}.{note}")
     out.append("")
 
+    # Tables rebuilt
+    if document["tables"]:
+        out += ["## The paper's tables, rebuilt from the observed populations", "",
+                "Each cell: observed mean ± std (n), then the paper's mean ± std (n = 385). "
+                "A dash: the paper has no such cell.", ""]
+        out += _rebuilt_tables_markdown(document["tables"])
+
+    # Audit
+    audit = document.get("audit")
+    if audit:
+        rows = audit["pvalues"]
+        bad = [r for r in rows if not r["agrees"]]
+        out += ["## Audit of the paper's own p-values", "",
+                f"{len(rows) - len(bad)} of {len(rows)} p-values printed in Tables 4–8 agree (±0.015, same decision) "
+                "with those recomputed from Tables 1–3 at n = 385. Full audit: `kdclaims audit-paper`.", ""]
+        if bad:
+            out += ["| source | arch | metric | treatment | baseline | printed p | recomputed p |", "|---|---|---|---|---|---:|---:|"]
+            for r in bad:
+                baseline = r["baseline"] + ("" if r["baseline_alpha"] is None else f" α={r['baseline_alpha']}")
+                out.append(f"| {r['source']} | {r['arch']} | {r['metric']} | {r['treatment']} α={r['treatment_alpha']} "
+                           f"| {baseline} | {r['p_reported']} | {_p(r['p_recomputed'])} |")
+            out.append("")
+            for r in bad:
+                if r.get("explanation"):
+                    out += [f"- {r['explanation']}"]
+            out.append("")
+
     # Provenance
     out += ["## Provenance", "",
-            f"- Evaluation: `{evaluation.get('_path', '–')}`, created {evaluation.get('created_at', '–')}",
+            f"- Evaluation: `{document.get('evaluation_path') or '–'}`, created {document.get('created_at') or '–'}",
             f"- Code: kdclaims {prov.get('kdclaims', '–')}, git `{prov.get('git') or 'unknown'}`; "
             f"torch {prov.get('torch', '–')}, Python {prov.get('python', '–')}; device {prov.get('cuda') or prov.get('device', '–')}",
-            f"- Cache: `{evaluation.get('cache_dir', '–')}`"]
-    dataset = evaluation.get("dataset")
+            f"- Precision: {profile.get('precision', 'fp32')}",
+            f"- Cache: `{prov.get('cache_dir') or '–'}`"]
+    dataset = prov.get("dataset")
     if dataset:
         out.append(f"- Dataset: `{dataset.get('source')}` fingerprint `{str(dataset.get('fingerprint'))[:16]}…`, "
                    f"archive MD5 `{dataset.get('archive_md5') or '–'}`")
-    pops = evaluation.get("populations") or []
+    pops = prov.get("populations") or []
     if pops:
-        total = sum(p.get("wall_time_s", 0.0) for p in pops)
-        out += [f"- Training time of the members used: {total:.1f} s", "",
+        out += [f"- Training time of the members used: {prov.get('training_time_s', 0.0):.1f} s", "",
                 "| population | n | seeds | teacher key | first member key | training time (s) | devices |",
                 "|---|---:|---|---|---|---:|---|"]
         for p in pops:
@@ -183,6 +214,35 @@ def markdown_report(evaluation: dict) -> str:
                        f"| `{p['keys'][0][:12]}` | {p['wall_time_s']:.1f} | {', '.join(p['devices'])} |")
     out.append("")
     return "\n".join(out)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _stats_text(stats: dict | None) -> str:
+    if not stats:
+        return "–"
+    return f"{_num(stats['mean'])} ± {_num(stats['std'])} ({stats['n']})"
+
+
+def _rebuilt_tables_markdown(rows: list[dict]) -> list[str]:
+    out = []
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        mine = [r for r in rows if r["arch"] == arch]
+        populations = list(dict.fromkeys(r["population"] for r in mine))
+        labels = {r["population"]: r["label"] for r in mine}
+        out += [f"### {ARCH_LABEL.get(arch, arch)} ({mine[0]['source']})", "",
+                "| metric | " + " | ".join(labels[p] for p in populations) + " |",
+                "|---|" + "---|" * len(populations)]
+        for metric in dict.fromkeys(r["metric"] for r in mine):
+            cells = {r["population"]: r for r in mine if r["metric"] == metric}
+            label = cells[populations[0]]["metric_label"] if populations[0] in cells else metric
+            out.append(f"| {label} | " + " | ".join(
+                f"{_stats_text(cells[p]['observed'])}<br>paper {_stats_text(cells[p]['paper'])}" if p in cells else "–"
+                for p in populations) + " |")
+        out.append("")
+    return out
 
 
 def _correction_text(correction: dict | None) -> str:
@@ -197,3 +257,81 @@ def _seed_text(seeds: list[int]) -> str:
     from kdclaims.config import seeds_to_text
 
     return seeds_to_text(tuple(seeds))
+
+
+# ---------------------------------------------------------------------------------------------
+# Terminal table, CSV, comparison of two runs
+# ---------------------------------------------------------------------------------------------
+
+VERDICT_STYLE = {"reproduced": "green", "not_reproduced": "red", "inconclusive": "yellow", "error": "magenta"}
+
+
+def print_table(document: dict, console=None) -> None:
+    """The report as rich tables in the terminal: headline, then one row per claim."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    if document.get("notice"):
+        console.print(f"[bold yellow]{document['notice']}[/]")
+    head = document["headline"]
+    summary = Table(title=f"{document['title']}: {head['total']} claims")
+    for column in ("architecture", "reproduced", "not reproduced", "inconclusive", "not evaluated"):
+        summary.add_column(column, justify="right" if column != "architecture" else "left")
+    for arch, c in head["by_arch"].items():
+        summary.add_row(ARCH_LABEL.get(arch, arch), *(str(c[v]) for v in ("reproduced", "not_reproduced", "inconclusive", "error")))
+    console.print(summary)
+    claims = Table(show_lines=False)
+    for column in ("claim", "kind", "source", "evidence", "paper", "observed", "verdict"):
+        claims.add_column(column, overflow="fold")
+    for r in document["claims"]:
+        d = r.get("details") or {}
+        evidence = d.get("summary") or r["reason"]
+        if r["kind"] == "comparison" and "test" in d:
+            t, b, test = d["treatment"], d["baseline"], d["test"]
+            evidence = (f"{_num(t['mean'])}±{_num(t['std'])} vs {_num(b['mean'])}±{_num(b['std'])} "
+                        f"(n {t['n']}/{b['n']}), z {_num(test['z'], 2)}, p {_p(test['p_value'])}")
+        claims.add_row(r["id"], r["kind"], r["source"], evidence, r["paper"]["outcome"],
+                       r.get("observed_outcome") or "cannot tell",
+                       f"[{VERDICT_STYLE.get(r['verdict'], 'white')}]{r['verdict'].replace('_', ' ')}[/]")
+    console.print(claims)
+
+
+def claims_csv(document: dict) -> str:
+    from kdclaims.reportdoc import claims_frame
+
+    return claims_frame(document).to_csv(index=False)
+
+
+def members_csv(document: dict) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(document["members"]).to_csv(index=False)
+
+
+def compare_runs(a: dict, b: dict) -> list[dict]:
+    """Claims whose verdict differs between two runs (evaluations or report documents), plus added/removed."""
+    def verdicts(run):
+        return {r["id"]: r for r in run.get("claims", run.get("results", []))}
+
+    va, vb = verdicts(a), verdicts(b)
+    changes = []
+    for claim_id in sorted(set(va) | set(vb)):
+        before, after = va.get(claim_id), vb.get(claim_id)
+        if before and after and before["verdict"] == after["verdict"]:
+            continue
+        changes.append({"id": claim_id, "before": before["verdict"] if before else "absent",
+                        "after": after["verdict"] if after else "absent",
+                        "reason_after": after["reason"] if after else ""})
+    return changes
+
+
+def compare_markdown(a: dict, b: dict, name_a: str, name_b: str) -> str:
+    changes = compare_runs(a, b)
+    total = len({r["id"] for run in (a, b) for r in run.get("claims", run.get("results", []))})
+    out = [f"# Verdicts that changed: `{name_a}` → `{name_b}`", "",
+           f"{len(changes)} of {total} claims changed verdict.", ""]
+    if changes:
+        out += ["| claim | before | after | why (after) |", "|---|---|---|---|"]
+        out += [f"| `{c['id']}` | {c['before']} | {c['after']} | {_cell(c['reason_after'])} |" for c in changes]
+    return "\n".join(out) + "\n"
