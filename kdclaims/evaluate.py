@@ -110,7 +110,9 @@ def design_power(claim: Claim, n_treatment: int, n_baseline: int) -> dict:
         effect = minimum_detectable_effect(math.sqrt(t.std ** 2 / t.n + b.std ** 2 / b.n))
         basis = f"the smallest difference the paper's design (n={t.n}) detects with 80% power"
     se = math.sqrt(t.std ** 2 / n_treatment + b.std ** 2 / n_baseline)
-    return {"power": power(effect, se), "effect": effect, "basis": basis}
+    return {"power": power(effect, se), "effect": effect, "basis": basis,
+            "paper_treatment": {"mean": t.mean, "std": t.std, "n": t.n},
+            "paper_baseline": {"mean": b.mean, "std": b.std, "n": b.n}}
 
 
 def decide(paper_outcome: str, observed: str, achieved_power: float | None) -> tuple[str, str]:

@@ -142,6 +142,8 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
             test = dict(test, p_value=r["correction"]["p_adjusted"])
         paper = r["paper"]
         paper_text = _outcome(paper["outcome"]) + (f" (p={paper['p']})" if paper.get("p") is not None else "")
+        if pw.get("paper_treatment"):
+            paper_text += f"; {_num(pw['paper_treatment']['mean'])} vs {_num(pw['paper_baseline']['mean'])}"
         ci = f"[{_num(test.get('ci_low'))}, {_num(test.get('ci_high'))}]" if test else "–"
         t, b = d.get("treatment"), d.get("baseline")
         out.append(
