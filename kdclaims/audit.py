@@ -27,11 +27,11 @@ from collections import Counter
 import pandas as pd
 
 from kdclaims import paper as paper_tables
+from kdclaims.models import arch_label
 from kdclaims.stats import ALPHA
 
 __all__ = ["pvalue_audit", "claim_audit", "audit_json", "audit_markdown", "CLAIM_VERDICTS"]
 
-ARCH_LABEL = {"resnet18": "ResNet-18", "vgg16_bn": "VGG-16-BN", "vit": "ViT"}
 CLAIM_VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "not_evaluable")
 VERDICT_LABEL = {
     "reproduced": "✅ reproduced",
@@ -309,7 +309,7 @@ def claim_audit(claims=None) -> pd.DataFrame:
 
 def _pvalue_label(row) -> str:
     metric, treatment, baseline = _comparison_text(row)
-    return f"{row['source']} · {ARCH_LABEL.get(row['arch'], row['arch'])} · {metric} · {treatment} vs {baseline}"
+    return f"{row['source']} · {arch_label(row['arch'])} · {metric} · {treatment} vs {baseline}"
 
 
 def _summary(pv: pd.DataFrame, cl: pd.DataFrame) -> dict:
@@ -408,7 +408,7 @@ def audit_markdown(claims=None) -> str:
             f"same decision on H0. z > 0 favours H_a.", ""]
     for source in sorted(pv["source"].unique(), key=_source_key):
         rows = pv[pv["source"] == source]
-        archs = ", ".join(ARCH_LABEL.get(a, a) for a in dict.fromkeys(rows["arch"]))
+        archs = ", ".join(arch_label(a) for a in dict.fromkeys(rows["arch"]))
         baselines = ", ".join(dict.fromkeys(_setup_label(r["baseline"], r["baseline_alpha"]) for _, r in rows.iterrows()))
         bad = int((~rows["agrees"]).sum())
         status = f"{len(rows) - bad} of {len(rows)} agree" + (f", **{bad} disagree**" if bad else "")

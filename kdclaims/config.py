@@ -359,7 +359,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
         description="the same pipeline scaled down for 2 CPU cores: synthetic data in CIFAR-100's format, "
-                    "small models, few epochs, 5 seeds. Not a reproduction.",
+                    "small models, few epochs, a handful of seeds. Not a reproduction.",
         dataset=DatasetSpec(
             kind="synthetic",
             image_size=16,  # 32x32 images average-pooled 2x2

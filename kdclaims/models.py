@@ -424,6 +424,7 @@ class Architecture:
     description: str
     recipe: Recipe | None = None  # how the paper trains it; None: buildable, but not trainable here
     smoke_config: SmokeConfig | None = None  # None: the smoke profile trains it at paper size
+    label: str = ""  # display name in reports, e.g. "ResNet-18" (default: the registry name)
 
     @property
     def accepted_options(self) -> tuple[str, ...]:
@@ -511,6 +512,7 @@ def register_architecture(
     description: str,
     recipe: Recipe | None = None,
     smoke_config: SmokeConfig | Mapping[str, Any] | None = None,
+    label: str | None = None,
 ) -> Architecture:
     """Register an architecture under ``name`` and return it: the one place an architecture is added.
 
@@ -536,9 +538,16 @@ def register_architecture(
         description=description,
         recipe=_check_recipe(name, recipe),
         smoke_config=_check_smoke_config(name, builder, smoke_config),
+        label=label or name,
     )
     ARCHITECTURES[name] = arch
     return arch
+
+
+def arch_label(name: str) -> str:
+    """How reports name an architecture ("ResNet-18"); the name itself for one not registered."""
+    arch = ARCHITECTURES.get(name)
+    return arch.label if arch is not None else str(name)
 
 
 def get_architecture(name: str) -> Architecture:
@@ -644,6 +653,7 @@ register_architecture(
     recipe=Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=100,
                   schedule="multistep", milestones=(60,), gamma=0.2),
     smoke_config=SmokeConfig(model={"width": 8}, epochs=4),
+    label="ResNet-18",
 )
 register_architecture(
     "vgg16_bn",
@@ -655,6 +665,7 @@ register_architecture(
     recipe=Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=50,
                   schedule="multistep", milestones=(30,), gamma=0.2),
     smoke_config=SmokeConfig(model={"width": 8}, epochs=4),
+    label="VGG-16-BN",
 )
 register_architecture(
     "vit",
@@ -676,4 +687,5 @@ register_architecture(
                   schedule="warmup_cosine", warmup_epochs=10, final_lr=1e-5),
     # The ViT needs more smoke epochs than the CNNs to learn the synthetic classes (~70% vs ~30% at 6).
     smoke_config=SmokeConfig(model={"dim": 32, "depth": 2, "heads": 2}, epochs=15),
+    label="ViT",
 )

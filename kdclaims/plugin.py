@@ -25,6 +25,7 @@ from kdclaims.errors import ClaimError, KdclaimsError
 
 RESULT_PROPERTY = "kdclaims_result"
 POPULATION_PROPERTY = "kdclaims_populations"
+DATASET_PROPERTY = "kdclaims_dataset"
 STATE = pytest.StashKey["HarnessState"]()
 
 
@@ -70,6 +71,8 @@ class HarnessState:
         self._workbench = None
         self._evidence = None
         self._sent_populations: set[str] = set()
+        self._sent_dataset = False
+        self.dataset: dict | None = None  # on the controller: the summary a worker reported
 
     @property
     def workbench(self):
@@ -224,6 +227,9 @@ class ClaimItem(pytest.Item):
         try:
             result = state.evaluate(self.claim).to_dict()
             self.user_properties.append((POPULATION_PROPERTY, json.dumps(jsonable(state.population_records(self.claim)))))
+            if state.evidence_name == "trained" and not state._sent_dataset:  # once per worker
+                state._sent_dataset = True
+                self.user_properties.append((DATASET_PROPERTY, json.dumps(jsonable(state.workbench.dataset.summary()))))
         except KdclaimsError as exc:
             result = {**self.claim.as_dict(), "evidence": state.evidence_name, "verdict": "error",
                       "reason": f"not evaluated: {exc}", "observed_outcome": None, "details": {}, "error": str(exc)}
@@ -265,6 +271,8 @@ class ResultCollector:
             elif name == POPULATION_PROPERTY:
                 for record in json.loads(value):
                     self.state.populations[record["name"]] = record
+            elif name == DATASET_PROPERTY:
+                self.state.dataset = json.loads(value)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -309,9 +317,7 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
     verdicts: dict[str, int] = {}
     for r in results:
         verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
-    dataset = None
-    if state.evidence_name == "trained" and state._workbench is not None and "dataset" in state._workbench.__dict__:
-        dataset = state._workbench.dataset.summary()
+    dataset = state.dataset  # reported by whichever process (worker or this one) loaded it
     return {
         "schema_version": EVALUATION_SCHEMA_VERSION,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 
+from kdclaims.models import arch_label
 from kdclaims.metrics import SIMILARITY_READINGS
 
 VERDICT_LABEL = {
@@ -18,7 +19,6 @@ VERDICT_LABEL = {
     "inconclusive": "⚠️ inconclusive",
     "error": "💥 not evaluated",
 }
-ARCH_LABEL = {"resnet18": "ResNet-18", "vgg16_bn": "VGG-16-BN", "vit": "ViT"}
 
 
 def _num(value, digits: int = 4) -> str:
@@ -99,7 +99,7 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
                                                   if counts.get(v) or v != "error"), "",
             "| architecture | reproduced | not reproduced | inconclusive | not evaluated |", "|---|---:|---:|---:|---:|"]
     for arch, c in head["by_arch"].items():
-        out.append(f"| {ARCH_LABEL.get(arch, arch)} | {c['reproduced']} | {c['not_reproduced']} | {c['inconclusive']} | {c['error']} |")
+        out.append(f"| {arch_label(arch)} | {c['reproduced']} | {c['not_reproduced']} | {c['inconclusive']} | {c['error']} |")
     out.append("")
 
     # Setup
@@ -127,7 +127,7 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
                 "1, 2 and 4). The dashed line is the independent students' mean; ▲/▼: significantly better/worse than "
                 "independent (one-tailed z-test, 0.025).", ""]
         for arch, path in figures.items():
-            out += [f"![{ARCH_LABEL.get(arch, arch)}]({path})", ""]
+            out += [f"![{arch_label(arch)}]({path})", ""]
 
     # Claims
     comparisons = [r for r in results if r["kind"] == "comparison"]
@@ -234,7 +234,7 @@ def _rebuilt_tables_markdown(rows: list[dict]) -> list[str]:
         mine = [r for r in rows if r["arch"] == arch]
         populations = list(dict.fromkeys(r["population"] for r in mine))
         labels = {r["population"]: r["label"] for r in mine}
-        out += [f"### {ARCH_LABEL.get(arch, arch)} ({mine[0]['source']})", "",
+        out += [f"### {arch_label(arch)} ({mine[0]['source']})", "",
                 "| metric | " + " | ".join(labels[p] for p in populations) + " |",
                 "|---|" + "---|" * len(populations)]
         for metric in dict.fromkeys(r["metric"] for r in mine):
@@ -281,7 +281,7 @@ def print_table(document: dict, console=None) -> None:
     for column in ("architecture", "reproduced", "not reproduced", "inconclusive", "not evaluated"):
         summary.add_column(column, justify="right" if column != "architecture" else "left")
     for arch, c in head["by_arch"].items():
-        summary.add_row(ARCH_LABEL.get(arch, arch), *(str(c[v]) for v in ("reproduced", "not_reproduced", "inconclusive", "error")))
+        summary.add_row(arch_label(arch), *(str(c[v]) for v in ("reproduced", "not_reproduced", "inconclusive", "error")))
     console.print(summary)
     claims = Table(show_lines=False)
     for column in ("claim", "kind", "source", "evidence", "paper", "observed", "verdict"):

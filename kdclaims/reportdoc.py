@@ -16,13 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from kdclaims import paper as paper_tables
+from kdclaims.models import arch_label
 from kdclaims.metrics import METRICS, get_metric, more_similar_direction
 from kdclaims.stats import ALPHA, Summary, z_test
 
 REPORT_SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "report-v1.schema.json"
 VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "error")
-ARCH_LABEL = {"resnet18": "ResNet-18", "vgg16_bn": "VGG-16-BN", "vit": "ViT"}
 PAPER_TABLE = {"resnet18": "Table 1", "vit": "Table 2", "vgg16_bn": "Table 3"}
 
 

@@ -75,6 +75,8 @@ def test_xdist_workers_share_the_cache_without_training_twice(claims_project, tm
     result = run_claims(claims_project, cache, "-n", "2", "--dist", "each")
     assert result.ret == 0
     assert len(cached_members(cache)) == 7
+    evaluation = json.loads((cache / "evaluations" / "latest.json").read_text())
+    assert evaluation["dataset"]["fingerprint"]  # reported back by a worker
 
 
 def test_paper_profile_without_cifar100_stops_before_training(claims_project, tmp_path):
