@@ -89,8 +89,9 @@ def train(profile, arch, setup_name, alpha, temperature, seeds, cache_dir, data_
     bench.check_data()
     pop = bench.population(spec)
     acc = pop.test_accuracy
+    spread = f" ± {acc.std():.4f}" if pop.n > 1 else " (one member: no std)"
     click.echo(f"{spec.name}: {pop.n} members ({pop.trained_now} trained now), test accuracy "
-               f"{acc.mean():.4f} ± {acc.std():.4f}; cache {bench.cache.root}")
+               f"{acc.mean():.4f}{spread}; cache {bench.cache.root}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,28 +99,78 @@ def train(profile, arch, setup_name, alpha, temperature, seeds, cache_dir, data_
 # ---------------------------------------------------------------------------------------------
 
 
+REPORT_FORMATS = {"markdown": ".md", "html": ".html", "json": ".json", "table": None, "csv": ".csv"}
+
+
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["markdown"]), default="markdown", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(list(REPORT_FORMATS)), default="markdown", show_default=True)
 @click.option("--evaluation", type=click.Path(dir_okay=False), default=None,
               help="evaluation JSON (default: latest.json in the results dir)")
 @click.option("--results-dir", default=None, help="default $KDCLAIMS_RESULTS_DIR or <cache>/evaluations")
 @click.option("--cache-dir", default=None, help="cache whose evaluations to read")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="output file (default reports/<profile>-<evidence>.md; '-' for stdout)")
-def report(fmt, evaluation, results_dir, cache_dir, output):
-    """Write the reproduction report from the last evaluation (trains nothing)."""
-    from kdclaims.report import markdown_report
-    from kdclaims.results import default_results_dir, load_evaluation
+              help="output file (default reports/<profile>-<evidence>.<ext>; '-' for stdout)")
+@click.option("--compare", nargs=2, type=click.Path(exists=True, dir_okay=False), default=None,
+              metavar="A.json B.json", help="show which verdicts changed between two evaluations or JSON reports")
+def report(fmt, evaluation, results_dir, cache_dir, output, compare):
+    """Write the reproduction report from the last evaluation (trains nothing, reads no cache entry).
 
+    markdown writes figures as PNG beside it; html embeds them in one file; json follows
+    kdclaims/schemas/report-v1.schema.json; table prints to the terminal; csv writes one row per
+    claim (and a -members.csv with one row per trained member).
+    """
+    import json as jsonlib
+
+    from kdclaims import report as rep
+    from kdclaims.reportdoc import build_document
+    from kdclaims.results import default_results_dir, jsonable, load_evaluation
+
+    if compare:
+        runs = [jsonlib.loads(Path(p).read_text()) for p in compare]
+        text = rep.compare_markdown(runs[0], runs[1], compare[0], compare[1])
+        _emit(text, None if output in (None, "-") else Path(output), None)
+        return
     payload = load_evaluation(evaluation, results_dir or default_results_dir(cache_dir))
-    text = markdown_report(payload)
-    if output == "-":
+    document = build_document(payload)
+    stem = f"{payload['profile']['name']}-{payload['evidence']}"
+    path = None if output == "-" else Path(output) if output else (
+        Path("reports") / f"{stem}{REPORT_FORMATS[fmt]}" if REPORT_FORMATS[fmt] else None)
+    if fmt == "table":
+        rep.print_table(document)
+        return
+    if fmt == "json":
+        text = jsonlib.dumps(jsonable(document), indent=1, allow_nan=False)
+    elif fmt == "csv":
+        text = rep.claims_csv(document)
+        if path is not None:
+            members = path.with_name(path.stem + "-members.csv")
+            members.parent.mkdir(parents=True, exist_ok=True)
+            members.write_text(rep.members_csv(document))
+    elif fmt == "html":
+        from kdclaims.figures import figure_png_bytes
+        from kdclaims.html import render_html
+
+        archs = list(dict.fromkeys(m["arch"] for m in document["members"]))
+        text = render_html(document, {arch: figure_png_bytes(document, arch) for arch in archs})
+    else:
+        figures = {}
+        if path is not None:
+            from kdclaims.figures import make_figures
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for png in make_figures(document, path.parent, prefix=f"{path.stem}-figure"):
+                figures[png.stem.rsplit("-", 1)[-1]] = png.name
+        text = rep.markdown_report(document, figures)
+    _emit(text, None if output == "-" else path, f"{len(document['claims'])} claims, from {payload['_path']}")
+
+
+def _emit(text: str, path: Path | None, what: str | None) -> None:
+    if path is None:
         click.echo(text)
         return
-    path = Path(output) if output else Path("reports") / f"{payload['profile']['name']}-{payload['evidence']}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    click.echo(f"wrote {path} ({len(payload['results'])} claims, from {payload['_path']})")
+    click.echo(f"wrote {path}" + (f" ({what})" if what else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,6 +295,8 @@ def audit_paper(fmt, output):
     path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     click.echo(f"wrote {path} ({fmt})")
 
+
+from kdclaims.cli_cache import cache as _cache_group; main.add_command(_cache_group)  # noqa: E402,E702
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,12 @@ CIFAR-100, or the smoke profile's synthetic copy in the same format, read throug
 the shared initialisation M_0 of each architecture, the teacher of each architecture, and the keys
 of every member. ``Workbench.population(spec)`` returns a ``Population``: the members' test logits
 stacked as (S, N, C), with accuracy, loss and the metadata of each member.
+
+Reliability (see README, "Reliability"): ``ensure_member`` trains a member at most once across
+processes (the member's file lock), never uses a corrupt entry (it is moved to ``<cache>/quarantine/``
+with a one-line warning and retrained), checks that the cache can take a new entry before it trains,
+and checkpoints long members to ``<cache>/checkpoints/<key>.pt`` so that a killed run resumes them
+mid-training; the checkpoint is deleted once the member is stored.
 """
 
 from __future__ import annotations
@@ -23,13 +29,13 @@ import torch
 
 import kdclaims
 from kdclaims import metrics
-from kdclaims.cache import Cache, MemberRecord
+from kdclaims.cache import Cache, CorruptEntry, MemberRecord
 from kdclaims.config import (CACHE_SCHEMA, INIT_SEED, NOISE_SEED, TEACHER_SEED, PopulationSpec, Profile,
                              default_cache_dir, default_data_dir, get_dataset, get_setup, hash_config, teacher_spec)
 from kdclaims.data import Dataset, load_cifar100
-from kdclaims.errors import ConfigError
+from kdclaims.errors import ConfigError, DataError
 from kdclaims.models import build_model
-from kdclaims.training import PreparedData, noise_teacher_logits, train_member
+from kdclaims.training import Checkpointer, PreparedData, noise_teacher_logits, train_member
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -57,6 +63,21 @@ def cpu_threads() -> int:
         raise ConfigError("KDCLAIMS_CPU_THREADS must be a positive integer") from None
 
 
+def checkpoint_every_from_env() -> int | None:
+    """``$KDCLAIMS_CHECKPOINT_EVERY``: checkpoint every N epochs (0: never); unset: about once a minute."""
+    text = os.environ.get("KDCLAIMS_CHECKPOINT_EVERY", "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+        if value < 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"KDCLAIMS_CHECKPOINT_EVERY={text!r} is invalid: give a number of epochs "
+                          "(0 turns checkpoints off), or leave it unset for about once a minute") from None
+    return value
+
+
 def versions() -> dict:
     return {"kdclaims": kdclaims.__version__, "torch": torch.__version__, "python": platform.python_version()}
 
@@ -70,7 +91,7 @@ class Population:
     test_accuracy: torch.Tensor  # (S,) float64
     test_loss: torch.Tensor  # (S,) float64
     members_meta: list[dict] = field(repr=False)
-    trained_now: int = 0  # members this call had to train (0 when the cache was warm)
+    trained_now: int = 0  # members this process trained for this call (0 when the cache was warm)
 
     @property
     def n(self) -> int:
@@ -87,9 +108,13 @@ class Population:
 
 class Workbench:
     def __init__(self, profile: Profile, cache_dir: Path | str | None = None, data_dir: Path | str | None = None,
-                 device: str | None = None, progress: bool = True, console=None):
+                 device: str | None = None, progress: bool = True, console=None,
+                 checkpoint_every: int | None | str = "env"):
         self.profile = profile
         self.cache = Cache(cache_dir or default_cache_dir())
+        # epochs between checkpoints; None: about once a minute (DEFAULT_CHECKPOINT_INTERVAL_S); 0: never
+        self.checkpoint_every = checkpoint_every_from_env() if checkpoint_every == "env" else checkpoint_every
+        self.quarantined: list[Path] = []  # corrupt entries this workbench moved aside (and retrained)
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir(self.cache.root)
         self.device = resolve_device(device)
         if self.device.type == "cpu":
@@ -105,7 +130,12 @@ class Workbench:
     def dataset_path(self) -> Path:
         """Where this profile's dataset is, as its kind's registered locator finds (or makes) it."""
         spec = self.profile.dataset
-        return get_dataset(spec.kind)(spec, self.data_dir, self.cache.root)
+        try:
+            return get_dataset(spec.kind)(spec, self.data_dir, self.cache.root)
+        except OSError as exc:  # a locator that writes (the synthetic data goes under the cache) could not
+            if exc.errno in (None, 0):
+                raise DataError(f"cannot prepare the {spec.kind} dataset in {self.data_dir}: {exc}") from exc
+            raise self.cache._os_error(Path(exc.filename) if exc.filename else self.data_dir, exc) from exc
 
     def check_data(self) -> Path:
         """Fail fast, before any training, when the profile's data is not there."""
@@ -175,20 +205,45 @@ class Workbench:
                                         self.dataset.num_classes)
         return None
 
+    def _load_or_quarantine(self, key: str) -> MemberRecord | None:
+        """The cached member; a corrupt entry is moved aside (never used, kept as evidence) and None returned."""
+        try:
+            return self.cache.load(key)
+        except CorruptEntry as exc:
+            moved = self.cache.quarantine(self.cache.member_path(key), exc.problem, "retraining it")
+            self.quarantined.append(moved)
+            return None
+
+    def checkpointer(self, key: str) -> Checkpointer | None:
+        if self.checkpoint_every == 0:
+            return None
+        return Checkpointer(self.cache.checkpoint_path(key), key, every_epochs=self.checkpoint_every,
+                            quarantine_dir=self.cache.quarantine_dir)
+
     def ensure_member(self, spec: PopulationSpec, seed: int, on_epoch=None) -> MemberRecord:
-        """The cached member, trained first if missing. The lock makes that happen once across processes."""
+        """The cached member, trained first if missing. The lock makes that happen once across processes.
+
+        A corrupt entry is quarantined and retrained; a member interrupted earlier resumes from its
+        checkpoint. The returned record's ``fresh`` says whether this call trained it.
+        """
         key = self.member_key(spec, seed)
-        record = self.cache.load(key)
+        try:
+            record = self.cache.load(key)
+        except CorruptEntry:
+            record = None  # dealt with under the lock, where no other process is replacing it
         if record is not None:
             return record
         soft = self.soft_logits(spec)  # before taking this member's lock: the teacher has its own
+        self.cache.check_writable()  # fail before training, not after it
         with self.cache.member_lock(key):
-            record = self.cache.load(key)  # another process may have trained it while we waited
+            record = self._load_or_quarantine(key)  # another process may have trained it while we waited
             if record is not None:
                 return record
             model = copy.deepcopy(self.initial_model(spec.arch)).to(self.device)
+            checkpoint = self.checkpointer(key)
             trained = train_member(model, self.data, self.profile.recipe(spec.arch), seed, soft, spec.alpha or 0.0,
-                                   spec.temperature, keep_train_logits=(seed == TEACHER_SEED), on_epoch=on_epoch)
+                                   spec.temperature, keep_train_logits=(seed == TEACHER_SEED), on_epoch=on_epoch,
+                                   checkpoint=checkpoint)
             tensors = {"test_logits": trained.test_logits}
             if trained.train_logits is not None:
                 tensors["train_logits"] = trained.train_logits
@@ -199,14 +254,22 @@ class Workbench:
                 "profile": self.profile.name,
                 "test_accuracy": trained.test_accuracy,
                 "test_loss": trained.test_loss,
+                "finite": bool(torch.isfinite(trained.test_logits).all()),
                 "wall_time_s": trained.wall_time_s,
+                "resumed_from_epoch": trained.resumed_from_epoch,
                 "device": str(self.device),
                 "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
                 "torch_threads": torch.get_num_threads(),
                 "versions": versions(),
+                "pid": os.getpid(),
+                "host": platform.node(),
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            return self.cache.store(key, tensors, meta)
+            record = self.cache.store(key, tensors, meta)
+            if checkpoint is not None:
+                checkpoint.remove()  # only now: a crash before the store resumes from it
+            record.fresh = True
+            return record
 
     def missing_seeds(self, spec: PopulationSpec) -> list[int]:
         return [s for s in self.profile.seeds if not self.cache.has(self.member_key(spec, s))]
@@ -233,7 +296,7 @@ class Workbench:
             test_accuracy=torch.tensor([r.meta["test_accuracy"] for r in records], dtype=torch.float64),
             test_loss=torch.tensor([r.meta["test_loss"] for r in records], dtype=torch.float64),
             members_meta=[r.meta for r in records],
-            trained_now=len(missing),
+            trained_now=sum(r.fresh for r in records),  # what this process trained, not what was missing
         )
         self._populations[spec] = population
         return population

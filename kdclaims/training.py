@@ -3,21 +3,43 @@
 The data lives on the device as uint8 and is normalised per batch; each epoch draws a permutation
 from the member's own generator, so a seed fixes the data order and nothing else does. Dropout
 (the ViT's) draws from the global generator, seeded with the member's seed as well.
+
+Checkpoints. A member can save its whole training state at the end of an epoch (``Checkpointer``):
+the model's state_dict, the optimiser's (momentum buffers, Adam moments and step counts), the epoch,
+the data-order generator's state, the global torch RNG state (dropout) and, on CUDA, the CUDA RNG
+state. There is no scheduler object to save: the learning rate is a pure function of the epoch
+(``Recipe.lr_at_epoch``), set at the start of every epoch. A run resumed from a checkpoint therefore
+continues exactly where the interrupted one was, and on the CPU ends bit-identical to a run that was
+never interrupted. The file is written atomically and carries a SHA-256 of its payload; it is read
+with ``torch.load(..., weights_only=True)`` only (tensors, dicts, lists, numbers and strings: no code).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from kdclaims import metrics
+from kdclaims.cache import write_atomically
 from kdclaims.config import NOISE_SEED, noise_generator
 from kdclaims.data import Dataset
-from kdclaims.errors import ConfigError
+from kdclaims.errors import CacheError, ConfigError
 from kdclaims.recipe import Recipe
+
+log = logging.getLogger("kdclaims")
+
+CHECKPOINT_FORMAT = "kdclaims-checkpoint-v1"
+# By default a member checkpoints at the end of an epoch once this long has passed since its start or
+# its last checkpoint: a paper-scale member (50-100 epochs, minutes to hours) then loses at most about a
+# minute of work to a crash, and a smoke member (seconds) never pays for a checkpoint.
+DEFAULT_CHECKPOINT_INTERVAL_S = 60.0
 
 EVAL_BATCH = 1000  # examples per forward pass when scoring; does not change the result
 
@@ -107,17 +129,156 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimi
     raise ConfigError(f"unknown optimizer {recipe.optimizer!r}: use 'sgd' or 'adamw'")
 
 
+def save_checkpoint(path: Path | str, state: dict) -> None:
+    """Write ``state`` atomically as ``{format, sha256, payload}``: payload is ``torch.save(state)``'s bytes."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    outer = {"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
+             "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda tmp: torch.save(outer, tmp), f".{path.stem}-")
+
+
+def load_checkpoint(path: Path | str) -> dict:
+    """The state saved by ``save_checkpoint``, checksum-verified, read with ``weights_only=True`` only.
+    CacheError naming the path when it is unreadable, of another format or fails its checksum."""
+    path = Path(path)
+    try:
+        outer = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(outer, dict) or outer.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a {CHECKPOINT_FORMAT} file")
+        payload = outer["payload"].numpy().tobytes()
+        if hashlib.sha256(payload).hexdigest() != outer["sha256"]:
+            raise ValueError("the payload fails its SHA-256")
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError("the payload is not a dict")
+    except Exception as exc:  # noqa: BLE001 - anything wrong with the file means "do not use it"
+        raise CacheError(f"checkpoint {path} is unusable ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                         "delete it (the member then trains from its start)") from exc
+    return state
+
+
+@dataclass
+class Checkpointer:
+    """Where and how often one member saves its training state (see the module docstring).
+
+    ``every_epochs``: checkpoint after every that many epochs; None: after the first epoch that ends at
+    least ``min_interval_s`` after the start or the last checkpoint. ``member`` names the member (its
+    cache key): a checkpoint of another member, or of another recipe length, is never resumed from.
+    A corrupt checkpoint is moved to ``quarantine_dir`` (or deleted) and the member starts over.
+    """
+
+    path: Path
+    member: str
+    every_epochs: int | None = None
+    min_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
+    quarantine_dir: Path | None = None
+    resumed_from_epoch: int | None = None
+    saved: int = 0
+
+    def __post_init__(self):
+        self.path = Path(self.path)
+        self._last = time.monotonic()
+
+    def load(self, epochs: int) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            state = load_checkpoint(self.path)
+        except CacheError as exc:
+            cause = exc.__cause__
+            self._set_aside(f"is unusable ({type(cause).__name__}: {' '.join(str(cause).split())[:160]})")
+            return None
+        if state.get("member") != self.member or state.get("epochs") != epochs \
+                or not isinstance(state.get("epoch"), int) or not 0 < state["epoch"] < epochs:
+            self._set_aside(f"belongs to another member or recipe (epoch {state.get('epoch')} of "
+                            f"{state.get('epochs')})")
+            return None
+        return state
+
+    def due(self, epochs_done: int) -> bool:
+        if self.every_epochs is not None:
+            return self.every_epochs > 0 and epochs_done % self.every_epochs == 0
+        return time.monotonic() - self._last >= self.min_interval_s
+
+    def save(self, state: dict) -> None:
+        try:
+            save_checkpoint(self.path, state)
+        except OSError as exc:
+            raise CacheError(f"cannot write checkpoint {self.path}: {exc.strerror or exc}; free disk space or "
+                             "choose another --cache-dir") from exc
+        self.saved += 1
+        self._last = time.monotonic()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def _set_aside(self, reason: str) -> None:
+        if self.quarantine_dir is not None:
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            target = self.quarantine_dir / f"{self.path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+            try:
+                self.path.replace(target)
+            except FileNotFoundError:
+                return
+            log.warning("kdclaims: warning: checkpoint %s %s; moved to %s, the member trains from its start",
+                        self.path, reason, target)
+        else:
+            self.path.unlink(missing_ok=True)
+            log.warning("kdclaims: warning: checkpoint %s %s; deleted, the member trains from its start",
+                        self.path, reason)
+
+
+def _training_state(model, optimizer, order: torch.Generator, epoch: int, recipe: Recipe, member: str,
+                    device: torch.device) -> dict:
+    return {
+        "member": member,
+        "epoch": epoch,  # epochs completed
+        "epochs": recipe.epochs,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "order_rng": order.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "device": str(device),
+    }
+
+
+def _resume(state: dict, model, optimizer, order: torch.Generator, device: torch.device) -> int:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    order.set_state(state["order_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return int(state["epoch"])
+
+
 def train_model(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed: int,
                 soft_logits: torch.Tensor | None = None, alpha: float = 0.0, temperature: float = 1.0,
-                on_epoch=None) -> torch.nn.Module:
-    """Train ``model`` in place with loss (1). ``soft_logits`` is (N_train, C) on the data's device, or None."""
+                on_epoch=None, checkpoint: Checkpointer | None = None) -> torch.nn.Module:
+    """Train ``model`` in place with loss (1). ``soft_logits`` is (N_train, C) on the data's device, or None.
+
+    With a ``checkpoint``, training resumes from its saved state when there is one, and saves the state
+    at the end of the epochs it says are due (before ``on_epoch`` is called for that epoch).
+    """
     device = data.device
     order = torch.Generator().manual_seed(seed)  # the data order: the only thing a seed changes ...
     torch.manual_seed(seed)  # ... besides dropout, which draws from the global generators
     optimizer = make_optimizer(model, recipe)
     n = data.train_images.shape[0]
+    start = 0
+    if checkpoint is not None:
+        state = checkpoint.load(recipe.epochs)
+        if state is not None:
+            start = _resume(state, model, optimizer, order, device)
+            checkpoint.resumed_from_epoch = start
+            del state
     model.train()
-    for epoch in range(recipe.epochs):
+    for epoch in range(start, recipe.epochs):
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr_at_epoch(epoch)
         permutation = torch.randperm(n, generator=order).to(device)
@@ -129,8 +290,11 @@ def train_model(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        done = epoch + 1
+        if checkpoint is not None and done < recipe.epochs and checkpoint.due(done):
+            checkpoint.save(_training_state(model, optimizer, order, done, recipe, checkpoint.member, device))
         if on_epoch is not None:
-            on_epoch(epoch + 1, recipe.epochs)
+            on_epoch(done, recipe.epochs)
     return model
 
 
@@ -148,19 +312,23 @@ class TrainedMember:
     train_logits: torch.Tensor | None  # (N_train, C) float32, kept for teachers: they are KD's soft targets
     test_accuracy: float
     test_loss: float
-    wall_time_s: float
+    wall_time_s: float  # of this process's training (a resumed member: since the resume)
+    resumed_from_epoch: int | None = None  # the epoch a checkpoint let it start from, if any
 
 
 def train_member(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed: int,
                  soft_logits: torch.Tensor | None, alpha: float, temperature: float,
-                 keep_train_logits: bool = False, on_epoch=None) -> TrainedMember:
+                 keep_train_logits: bool = False, on_epoch=None, checkpoint: Checkpointer | None = None
+                 ) -> TrainedMember:
     started = time.perf_counter()
     if soft_logits is not None:
         soft_logits = soft_logits.to(data.device)
-    train_model(model, data, recipe, seed, soft_logits, alpha or 0.0, temperature, on_epoch=on_epoch)
+    train_model(model, data, recipe, seed, soft_logits, alpha or 0.0, temperature, on_epoch=on_epoch,
+                checkpoint=checkpoint)
     test_logits = predict(model, data, data.test_images)
     labels = data.test_labels.cpu()
     accuracy = metrics.test_accuracy(test_logits, labels).item()
     loss = metrics.test_loss(test_logits, labels).item()
     train_logits = predict(model, data, data.train_images) if keep_train_logits else None
-    return TrainedMember(test_logits, train_logits, accuracy, loss, time.perf_counter() - started)
+    return TrainedMember(test_logits, train_logits, accuracy, loss, time.perf_counter() - started,
+                         checkpoint.resumed_from_epoch if checkpoint is not None else None)

@@ -1,0 +1,93 @@
+"""``kdclaims plan``: what a run will cost before it starts.
+
+Registered on the main command group by ``kdclaims/cli.py``; the work lives in ``kdclaims/plan.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _hours(hours: float | None) -> str:
+    return "?" if hours is None else f"{hours:,.2f}" if hours < 100 else f"{hours:,.0f}"
+
+
+@click.command()
+@click.option("--profile", default="paper", show_default=True, help="paper or smoke")
+@click.option("--seeds", default=None, help="override the profile's seeds: 5, 1-385, 1,4,7-9")
+@click.option("--cache-dir", default=None, help="member cache directory (default $KDCLAIMS_CACHE_DIR, else ~/.cache/kdclaims)")
+@click.option("--data-dir", default=None, help="where CIFAR-100 is (default $KDCLAIMS_DATA_DIR, else <cache>/data)")
+@click.option("--device", default="auto", show_default=True, help="device the time per member is measured on")
+@click.option("--per-member-seconds", type=float, default=None,
+              help="use this time per member instead of the cached wall times or a measurement")
+@click.option("--arch", "archs", multiple=True, help="only this architecture; repeatable (default: all)")
+@click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
+def plan(profile, seeds, cache_dir, data_dir, device, per_member_seconds, archs, as_json):
+    """Print what a run will cost before it starts: members to train and already cached, the estimated
+    device-hours (from cached wall times, or a quick measurement), and the cache's size on disk."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from kdclaims.config import get_profile, parse_seeds
+    from kdclaims.models import get_architecture
+    from kdclaims.plan import plan as make_plan
+
+    prof = get_profile(profile)
+    if seeds:
+        prof = prof.with_seeds(parse_seeds(seeds))
+    for arch in archs:
+        get_architecture(arch)  # a ConfigError naming the known ones
+    result = make_plan(prof, cache_dir=cache_dir, data_dir=data_dir, archs=archs or None, device=device,
+                       per_member_seconds=per_member_seconds)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, highlight=False)
+    known = result["cached_known"]
+    console.print(f"[bold]plan[/bold]: profile {result['profile']}, {result['seeds']} seeds per population, "
+                  f"ten setups per architecture plus its teacher; cache {result['cache_dir']}")
+    if result["data_note"]:
+        console.print(f"[yellow]data missing[/yellow]: {result['data_note']}", soft_wrap=True)
+        console.print("cached members are unknown until the data is there (counted as 0); times and sizes "
+                      "below assume data of CIFAR-100's shape", soft_wrap=True)
+    table = Table(show_lines=False)
+    for name, justify in (("arch", "left"), ("members", "right"), ("cached", "right"), ("to train", "right"),
+                          ("per member", "right"), ("device-hours", "right"), ("new on disk", "right"),
+                          ("time per member from", "left")):
+        table.add_column(name, justify=justify)
+    for row in result["rows"]:
+        table.add_row(row["arch"], f"{row['total']:,}", f"{row['cached']:,}" if known else "unknown (0)",
+                      f"{row['to_train']:,}", _duration(row["per_member_s"]), _hours(row["device_hours"]),
+                      _size(row["new_bytes_estimate"]), row["per_member_source"])
+    table.add_row("[bold]total[/bold]", f"{result['total']:,}", f"{result['cached']:,}" if known else "unknown (0)",
+                  f"{result['to_train']:,}", "", _hours(result["device_hours"]),
+                  _size(result["new_bytes_estimate"]), "", end_section=True)
+    console.print(table)
+    console.print(f"total: {result['to_train']:,} of {result['total']:,} members to train "
+                  f"({result['cached']:,} cached{'' if known else ', unknown: no data'}), "
+                  f"about {_hours(result['device_hours'])} device-hours on {result['device']}; "
+                  f"cache on disk {_size(result['cache_bytes'])} now "
+                  f"({result['cache_member_files']:,} member files, {_size(result['cache_member_bytes'])}), "
+                  f"about {_size(result['cache_bytes_after_estimate'])} after the run", soft_wrap=True)

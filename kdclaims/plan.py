@@ -1,0 +1,285 @@
+"""What a run will cost before it starts: members to train, members cached, device-hours, cache size.
+
+``plan(profile, ...)`` counts, for each architecture, the members of the paper's populations (the ten
+setups of Tables 1-3 over the profile's seeds, plus the architecture's teacher), how many of them the
+cache already holds (by the same keys a run uses: ``Workbench.member_key``), and how many are left to
+train. The time per member comes from, in this order of preference:
+
+1. ``per_member_seconds`` (``--per-member-seconds``), when given;
+2. the median ``wall_time_s`` recorded by the members of that architecture already in the cache;
+3. a quick measurement of the fast path (``kdclaims.training.train_model``) on the current device,
+   on the profile's data (or data of its shape) at the profile's model size: one epoch, or, when an
+   epoch would take long (a paper-size model on a CPU), its first steps extrapolated to the epoch;
+   times the recipe's epochs.
+
+Without the profile's data (CIFAR-100 absent for the paper profile) member keys cannot be computed, so
+the cached counts are unknown (reported as 0, with the data's error message saying how to fetch it);
+the plan is still made, on data of CIFAR-100's shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from pathlib import Path
+
+from kdclaims.config import TEACHER_SEED, PopulationSpec, Profile, default_cache_dir, get_profile, teacher_spec
+from kdclaims.errors import ConfigError, DataError
+
+HEADER_BYTES_ESTIMATE = 4096  # safetensors header + kdclaims metadata JSON of one member, about
+CIFAR100_SHAPE = {"train": 50_000, "test": 10_000, "classes": 100}
+# A measured epoch longer than this is extrapolated from its first steps (a GPU can afford a whole epoch).
+MEASURE_SECONDS = {"cpu": 5.0, "cuda": 60.0}
+MIN_MEASURE_STEPS = 3
+
+
+def paper_populations(arch: str, setups="paper") -> list[PopulationSpec]:
+    """The populations of ``arch``: ``"paper"`` gives the ten setups of the paper's tables; otherwise an
+    iterable of ``PopulationSpec``, ``(setup, alpha)`` pairs or setup names."""
+    if setups == "paper":
+        from kdclaims.claims import paper_arms
+
+        return [arm.population(arch) for arm in paper_arms()]
+    specs = []
+    for item in setups:
+        if isinstance(item, PopulationSpec):
+            specs.append(dataclasses.replace(item, arch=arch))
+        elif isinstance(item, str):
+            specs.append(PopulationSpec(arch, item))
+        else:
+            specs.append(PopulationSpec(arch, *item))
+    return specs
+
+
+def _trainable_archs() -> list[str]:
+    from kdclaims.config import RECIPES
+
+    return list(RECIPES)
+
+
+def _dir_bytes(root: Path) -> int:
+    if not root.is_dir():
+        return 0
+    total = 0
+    for path in root.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def _member_meta(cache, key: str) -> dict | None:
+    """The metadata of a cached member from its header only (cheap: the tensors are not read or verified)."""
+    from kdclaims.cache import read_meta
+
+    try:
+        return read_meta(cache.member_path(key))
+    except (ValueError, OSError):
+        return None
+
+
+def measure_per_member_seconds(profile: Profile, arch: str, device, data=None,
+                               measure_seconds: float | None = None) -> tuple[float, str]:
+    """Seconds to train one member of ``arch`` with the fast path, measured now; and how it was measured.
+
+    ``data``: the profile's ``PreparedData`` when it is available, else None (random uint8 data of
+    CIFAR-100's shape at the profile's image size is used). One warm-up step first; then one epoch,
+    or its first steps when the epoch would take longer than ``measure_seconds``, extrapolated.
+    """
+    import torch
+
+    from kdclaims.models import build_model
+    from kdclaims.training import PreparedData, noise_teacher_logits, train_model
+
+    device = torch.device(device)
+    if measure_seconds is None:
+        measure_seconds = MEASURE_SECONDS.get(device.type, MEASURE_SECONDS["cpu"])
+    recipe = profile.recipe(arch)
+    batch = recipe.batch_size
+    if data is None:
+        g = torch.Generator().manual_seed(0)
+        n_train, classes, size = CIFAR100_SHAPE["train"], CIFAR100_SHAPE["classes"], 32
+        steps_per_epoch = math.ceil(n_train / batch)
+        # A whole epoch's worth on a GPU; on a CPU only what a few seconds of steps can use.
+        n_make = n_train if device.type == "cuda" else min(n_train, 64 * batch)
+        images = torch.randint(0, 256, (n_make, 3, size, size), dtype=torch.uint8, generator=g)
+        labels = torch.randint(0, classes, (n_make,), generator=g)
+        mean = torch.full((1, 3, 1, 1), 0.5)
+        std = torch.full((1, 3, 1, 1), 0.29)
+        data = PreparedData(images.to(device), labels.to(device), images[:1].to(device), labels[:1].to(device),
+                            mean.to(device), std.to(device), profile.dataset.image_size, classes, "random")
+        origin = "data of CIFAR-100's shape"
+    else:
+        n_train, classes = data.train_images.shape[0], data.num_classes
+        steps_per_epoch = math.ceil(n_train / batch)
+        origin = "the profile's data"
+
+    def subset(steps: int):
+        k = min(data.train_images.shape[0], steps * batch)
+        return dataclasses.replace(data, train_images=data.train_images[:k], train_labels=data.train_labels[:k])
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    one_epoch = recipe.scaled_to(1)
+    soft = noise_teacher_logits("gaussian", data.train_images.shape[0], classes).to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        initial = build_model(arch, **profile.model_config(arch, classes))
+        # Warm-up: one step (lazy initialisation, kernels).
+        train_model(_copy(initial, device), subset(1), one_epoch, 1, soft[:batch], 0.5)
+        available = min(steps_per_epoch, math.ceil(data.train_images.shape[0] / batch))
+
+        def timed(steps: int) -> float:
+            part = subset(steps)
+            model = _copy(initial, device)
+            sync()
+            start = time.perf_counter()
+            train_model(model, part, one_epoch, 1, soft[:part.train_images.shape[0]], 0.5)
+            sync()
+            return time.perf_counter() - start
+
+        # A few steps first; then the whole epoch if it fits the budget, else as many steps as fit.
+        steps = min(MIN_MEASURE_STEPS, available)
+        elapsed = timed(steps)
+        affordable = int(measure_seconds / max(elapsed / steps, 1e-9))
+        more = min(available, affordable)
+        if more > steps:
+            steps, elapsed = more, timed(more)
+    per_step = elapsed / steps
+    per_member = per_step * steps_per_epoch * recipe.epochs
+    if steps >= steps_per_epoch:
+        how = f"measured: 1 epoch on {device} ({origin}) x {recipe.epochs} epochs"
+    else:
+        how = (f"measured: {steps} of {steps_per_epoch} steps of 1 epoch on {device} ({origin}), "
+               f"extrapolated x {recipe.epochs} epochs")
+    return per_member, how
+
+
+def _copy(model, device):
+    import copy
+
+    return copy.deepcopy(model).to(device)
+
+
+def plan(profile: Profile | str, cache_dir=None, data_dir=None, archs=None, setups="paper", device=None,
+         per_member_seconds: float | None = None, measure: bool = True) -> dict:
+    """What training ``profile``'s populations will cost; a plain-JSON dict (see the module docstring).
+
+    ``measure=False`` never trains: an architecture with no cached wall times and no
+    ``per_member_seconds`` then gets no time estimate (None).
+    """
+    from kdclaims.cache import SUFFIX
+    from kdclaims.population import Workbench
+
+    if isinstance(profile, str):
+        profile = get_profile(profile)
+    if per_member_seconds is not None and not (per_member_seconds > 0 and math.isfinite(per_member_seconds)):
+        raise ConfigError(f"--per-member-seconds {per_member_seconds} must be a positive number")
+    archs = list(archs) if archs else _trainable_archs()
+    bench = Workbench(profile, cache_dir or default_cache_dir(), data_dir, device=device, progress=False)
+    cache = bench.cache
+
+    data_note = None
+    try:
+        bench.check_data()
+        dataset = bench.dataset
+        shape = {"train": int(dataset.train_labels.shape[0]), "test": int(dataset.test_labels.shape[0]),
+                 "classes": dataset.num_classes}
+        keys_known = True
+    except DataError as exc:
+        data_note = str(exc)
+        shape = dict(CIFAR100_SHAPE)
+        keys_known = False
+
+    rows = []
+    for arch in archs:
+        specs = paper_populations(arch, setups)
+        members = [(teacher_spec(arch), TEACHER_SEED)] + [(spec, seed) for spec in specs for seed in profile.seeds]
+        populations = [{"name": f"{arch}/teacher", "total": 1, "cached": 0}] + [
+            {"name": spec.name, "total": len(profile.seeds), "cached": 0} for spec in specs]
+        cached_keys: list[str] = []
+        if keys_known:
+            seen = set()
+            for i, (spec, seed) in enumerate(members):
+                key = bench.member_key(spec, seed)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if cache.has(key):
+                    cached_keys.append(key)
+                    populations[0 if seed == TEACHER_SEED else 1 + (i - 1) // len(profile.seeds)]["cached"] += 1
+            total = len(seen)
+        else:
+            total = len(members)
+        cached = len(cached_keys)
+        to_train = total - cached
+        metas = [m for m in (_member_meta(cache, k) for k in cached_keys) if m is not None]
+        walls = [float(m["wall_time_s"]) for m in metas if isinstance(m.get("wall_time_s"), (int, float))]
+
+        if per_member_seconds is not None:
+            per_member, source = float(per_member_seconds), "given: --per-member-seconds"
+        elif walls:
+            per_member = statistics.median(walls)
+            devices = sorted({str(m.get("device")) for m in metas if m.get("device")})
+            source = f"median wall time of {len(walls)} cached member(s) on {', '.join(devices) or '?'}"
+        elif measure and to_train:
+            per_member, source = measure_per_member_seconds(profile, arch, bench.device,
+                                                            bench.data if keys_known else None)
+        else:
+            per_member, source = None, "not measured"
+
+        # Bytes the new members will add: cached students' mean file size, else the logits they hold.
+        student_sizes = [cache.member_path(k).stat().st_size for k, m in zip(cached_keys, metas)
+                         if m.get("seed") != TEACHER_SEED and cache.member_path(k).is_file()]
+        student_bytes = (statistics.fmean(student_sizes) if student_sizes
+                         else shape["test"] * shape["classes"] * 4 + HEADER_BYTES_ESTIMATE)
+        teacher_cached = keys_known and cache.has(bench.member_key(teacher_spec(arch), TEACHER_SEED))
+        teacher_bytes = 0 if teacher_cached else \
+            (shape["test"] + shape["train"]) * shape["classes"] * 4 + HEADER_BYTES_ESTIMATE
+        students_to_train = to_train - (0 if teacher_cached else 1)
+        new_bytes = int(round(student_bytes * students_to_train + teacher_bytes))
+
+        rows.append({
+            "arch": arch,
+            "total": total,
+            "cached": cached,
+            "to_train": to_train,
+            "per_member_s": per_member,
+            "per_member_source": source,
+            "device_hours": None if per_member is None else per_member * to_train / 3600.0,
+            "epochs": profile.recipe(arch).epochs,
+            "new_bytes_estimate": new_bytes,
+            "populations": populations,
+        })
+
+    members_bytes = sum(p.stat().st_size for p in cache.entries())
+    cache_bytes = _dir_bytes(cache.root)
+    new_total = sum(r["new_bytes_estimate"] for r in rows)
+    hours = [r["device_hours"] for r in rows]
+    return {
+        "profile": profile.name,
+        "seeds": len(profile.seeds),
+        "archs": archs,
+        "device": str(bench.device),
+        "cache_dir": str(cache.root),
+        "data_available": keys_known,
+        "data_note": data_note,
+        "cached_known": keys_known,
+        "rows": rows,
+        "total": sum(r["total"] for r in rows),
+        "cached": sum(r["cached"] for r in rows),
+        "to_train": sum(r["to_train"] for r in rows),
+        "device_hours": None if any(h is None for h in hours) else sum(hours),
+        "cache_bytes": cache_bytes,
+        "cache_member_bytes": members_bytes,
+        "cache_member_files": len(cache.entries()),
+        "new_bytes_estimate": new_total,
+        "cache_bytes_after_estimate": cache_bytes + new_total,
+        "member_file_suffix": SUFFIX,
+    }
