@@ -20,6 +20,7 @@ import hashlib
 import io
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,54 @@ class PreparedData:
     @property
     def device(self) -> torch.device:
         return self.train_images.device
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision: a recorded setting (part of every member's cache key), fp32 unless a profile says so.
+# ---------------------------------------------------------------------------------------------
+
+PRECISIONS = {
+    "fp32": "full fp32 arithmetic (TF32 matmuls off on CUDA)",
+    "tf32": "fp32 storage, TF32 matmuls and convolutions on CUDA (the same as fp32 on the CPU)",
+    "bf16": "bf16 autocast for the forward pass, BatchNorm, loss, weights and optimiser in fp32",
+}
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+@contextmanager
+def precision_context(precision: str, device: torch.device):
+    """The arithmetic of a forward pass at ``precision`` on ``device``."""
+    check_precision(precision)
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+        return
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _batchnorm_in_fp32(module, inputs):
+    return tuple(x.float() for x in inputs)
+
+
+def keep_batchnorm_fp32(model: torch.nn.Module) -> torch.nn.Module:
+    """Under bf16 autocast, feed every BatchNorm fp32 inputs so its statistics are computed in fp32."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.register_forward_pre_hook(_batchnorm_in_fp32)
+    return model
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -259,8 +308,11 @@ def _resume(state: dict, model, optimizer, order: torch.Generator, device: torch
 
 def train_model(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed: int,
                 soft_logits: torch.Tensor | None = None, alpha: float = 0.0, temperature: float = 1.0,
-                on_epoch=None, checkpoint: Checkpointer | None = None) -> torch.nn.Module:
+                on_epoch=None, checkpoint: Checkpointer | None = None, precision: str = "fp32") -> torch.nn.Module:
     """Train ``model`` in place with loss (1). ``soft_logits`` is (N_train, C) on the data's device, or None.
+
+    ``precision`` (see ``precision_context``) changes the arithmetic of the forward pass only; the
+    loss, the optimiser state and the weights stay fp32.
 
     With a ``checkpoint``, training resumes from its saved state when there is one, and saves the state
     at the end of the epochs it says are due (before ``on_epoch`` is called for that epoch).
@@ -282,11 +334,12 @@ def train_model(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr_at_epoch(epoch)
         permutation = torch.randperm(n, generator=order).to(device)
-        for start in range(0, n, recipe.batch_size):
-            index = permutation[start:start + recipe.batch_size]
-            logits = model(data.batch(data.train_images[index]))
-            targets = soft_logits[index] if soft_logits is not None else None
-            loss = kd_loss(logits, data.train_labels[index], targets, alpha, temperature)
+        for first in range(0, n, recipe.batch_size):
+            index = permutation[first:first + recipe.batch_size]
+            with precision_context(precision, device):
+                logits = model(data.batch(data.train_images[index]))
+                targets = soft_logits[index] if soft_logits is not None else None
+                loss = kd_loss(logits.float(), data.train_labels[index], targets, alpha, temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -299,10 +352,12 @@ def train_model(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, data: PreparedData, images: torch.Tensor) -> torch.Tensor:
+def predict(model: torch.nn.Module, data: PreparedData, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """Logits (N, C) in eval mode, on the CPU as float32."""
     model.eval()
-    chunks = [model(data.batch(images[i:i + EVAL_BATCH])).float().cpu() for i in range(0, images.shape[0], EVAL_BATCH)]
+    with precision_context(precision, data.device):
+        chunks = [model(data.batch(images[i:i + EVAL_BATCH])).float().cpu()
+                  for i in range(0, images.shape[0], EVAL_BATCH)]
     return torch.cat(chunks)
 
 
@@ -318,17 +373,20 @@ class TrainedMember:
 
 def train_member(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed: int,
                  soft_logits: torch.Tensor | None, alpha: float, temperature: float,
-                 keep_train_logits: bool = False, on_epoch=None, checkpoint: Checkpointer | None = None
-                 ) -> TrainedMember:
+                 keep_train_logits: bool = False, on_epoch=None, checkpoint: Checkpointer | None = None,
+                 precision: str = "fp32") -> TrainedMember:
     started = time.perf_counter()
     if soft_logits is not None:
         soft_logits = soft_logits.to(data.device)
+    check_precision(precision)
+    if precision == "bf16":
+        keep_batchnorm_fp32(model)
     train_model(model, data, recipe, seed, soft_logits, alpha or 0.0, temperature, on_epoch=on_epoch,
-                checkpoint=checkpoint)
-    test_logits = predict(model, data, data.test_images)
+                checkpoint=checkpoint, precision=precision)
+    test_logits = predict(model, data, data.test_images, precision)
     labels = data.test_labels.cpu()
     accuracy = metrics.test_accuracy(test_logits, labels).item()
     loss = metrics.test_loss(test_logits, labels).item()
-    train_logits = predict(model, data, data.train_images) if keep_train_logits else None
+    train_logits = predict(model, data, data.train_images, precision) if keep_train_logits else None
     return TrainedMember(test_logits, train_logits, accuracy, loss, time.perf_counter() - started,
                          checkpoint.resumed_from_epoch if checkpoint is not None else None)
