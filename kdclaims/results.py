@@ -57,6 +57,7 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(jsonable(payload), f, indent=1, sort_keys=False)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; evaluations are shared like the cache
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
