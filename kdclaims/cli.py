@@ -76,22 +76,51 @@ def run(profile, seeds, workers, cache_dir, evidence, pytest_args):
 @click.option("--cache-dir", default=None)
 @click.option("--data-dir", default=None)
 @click.option("--device", default="auto", show_default=True)
-def train(profile, arch, setup_name, alpha, temperature, seeds, cache_dir, data_dir, device):
+@click.option("--backend", default="local", show_default=True,
+              help="local (in this process) or ray (members as Ray tasks; needs pip install -e '.[ray]')")
+@click.option("--address", default=None,
+              help="Ray cluster for --backend ray (auto, host:6379, ray://host:10001); default: $RAY_ADDRESS "
+                   "or a local cluster")
+@click.option("--gpus-per-member", type=float, default=None,
+              help="GPU fraction per member on Ray (0.25: four share a GPU; default 1); CPUs where there is no GPU")
+@click.option("--max-retries", type=int, default=None,
+              help="resubmissions of a failed member (task error or dead worker) before it is reported failed "
+                   "(default 2)")
+def train(profile, arch, setup_name, alpha, temperature, seeds, cache_dir, data_dir, device, backend, address,
+          gpus_per_member, max_retries):
     """Train (or load from the cache) one population and print its accuracy."""
+    import warnings
+
+    from kdclaims.backends import get_backend
     from kdclaims.config import PopulationSpec, get_profile, parse_seeds
-    from kdclaims.population import Workbench
+    from kdclaims.population import PopulationIncomplete, Workbench
 
     prof = get_profile(profile)
     if seeds:
         prof = prof.with_seeds(parse_seeds(seeds))
     spec = PopulationSpec(arch, setup_name, alpha, temperature)
-    bench = Workbench(prof, cache_dir, data_dir, device)
+    chosen = get_backend(backend, address=address, gpus_per_member=gpus_per_member, max_retries=max_retries)
+    bench = Workbench(prof, cache_dir, data_dir, device, backend=chosen)
     bench.check_data()
-    pop = bench.population(spec)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PopulationIncomplete)  # said below, in the summary line
+            pop = bench.population(spec)
+    except KeyboardInterrupt:
+        if chosen.name == "local":  # the ray backend has said what finished, what was cancelled and what was left
+            click.echo(f"kdclaims: interrupted; finished members are in the cache {bench.cache.root}: run the same "
+                       "command again to resume", err=True)
+        sys.exit(130)
     acc = pop.test_accuracy
     spread = f" ± {acc.std():.4f}" if pop.n > 1 else " (one member: no std)"
     click.echo(f"{spec.name}: {pop.n} members ({pop.trained_now} trained now), test accuracy "
                f"{acc.mean():.4f}{spread}; cache {bench.cache.root}")
+    if pop.failed_seeds:
+        seed = pop.failed_seeds[0]
+        click.echo(f"kdclaims: warning: {len(pop.failed_seeds)} member(s) failed after retries and were left out: "
+                   f"seeds {', '.join(map(str, pop.failed_seeds))} (seed {seed}: {pop.failures[seed]}); run the "
+                   "same command again to retry them", err=True)
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +325,11 @@ def audit_paper(fmt, output):
     click.echo(f"wrote {path} ({fmt})")
 
 
-from kdclaims.cli_cache import cache as _cache_group; main.add_command(_cache_group)  # noqa: E402,E702
+from kdclaims.cli_cache import cache as _cache_group  # noqa: E402
+from kdclaims.cli_plan import plan as _plan_command  # noqa: E402
+
+main.add_command(_cache_group)
+main.add_command(_plan_command)
 
 if __name__ == "__main__":
     main()

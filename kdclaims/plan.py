@@ -20,6 +20,7 @@ the plan is still made, on data of CIFAR-100's shape.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import statistics
 import time
@@ -127,12 +128,13 @@ def measure_per_member_seconds(profile: Profile, arch: str, device, data=None,
             torch.cuda.synchronize(device)
 
     one_epoch = recipe.scaled_to(1)
+    extra = {"precision": profile.precision} if "precision" in inspect.signature(train_model).parameters else {}
     soft = noise_teacher_logits("gaussian", data.train_images.shape[0], classes).to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         initial = build_model(arch, **profile.model_config(arch, classes))
         # Warm-up: one step (lazy initialisation, kernels).
-        train_model(_copy(initial, device), subset(1), one_epoch, 1, soft[:batch], 0.5)
+        train_model(_copy(initial, device), subset(1), one_epoch, 1, soft[:batch], 0.5, **extra)
         available = min(steps_per_epoch, math.ceil(data.train_images.shape[0] / batch))
 
         def timed(steps: int) -> float:
@@ -140,7 +142,7 @@ def measure_per_member_seconds(profile: Profile, arch: str, device, data=None,
             model = _copy(initial, device)
             sync()
             start = time.perf_counter()
-            train_model(model, part, one_epoch, 1, soft[:part.train_images.shape[0]], 0.5)
+            train_model(model, part, one_epoch, 1, soft[:part.train_images.shape[0]], 0.5, **extra)
             sync()
             return time.perf_counter() - start
 

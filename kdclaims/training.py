@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -119,6 +120,33 @@ class PreparedData:
     @property
     def device(self) -> torch.device:
         return self.train_images.device
+
+    def train_inputs(self) -> "TrainInputs":
+        """How training batches are drawn: from a normalised copy of the training set made once, when it
+        fits ``$KDCLAIMS_NORMALISED_MB`` (default 2048: CIFAR-100 at 32x32 is 614 MB), else from the
+        uint8 images, normalised per batch. Both give bit-identical batches (the same elementwise ops);
+        the copy saves about 1 ms a batch, which on small CPU models is 5-15% of a step."""
+        if getattr(self, "_train_inputs", None) is None:
+            budget = float(os.environ.get("KDCLAIMS_NORMALISED_MB", "2048")) * 2 ** 20
+            factor = self.train_images.shape[-1] // self.image_size
+            size = self.train_images.numel() * 4 / factor ** 2
+            normalised = None
+            if size <= budget:
+                normalised = torch.cat([self.batch(self.train_images[i:i + EVAL_BATCH])
+                                        for i in range(0, self.train_images.shape[0], EVAL_BATCH)])
+            self._train_inputs = TrainInputs(self, normalised)
+        return self._train_inputs
+
+
+@dataclass
+class TrainInputs:
+    data: PreparedData
+    normalised: torch.Tensor | None  # (N, 3, image_size, image_size) float32, or None: per batch
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        if self.normalised is not None:
+            return self.normalised[index]
+        return self.data.batch(self.data.train_images[index])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,6 +357,7 @@ def train_model(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed
             start = _resume(state, model, optimizer, order, device)
             checkpoint.resumed_from_epoch = start
             del state
+    inputs = data.train_inputs()
     model.train()
     for epoch in range(start, recipe.epochs):
         for group in optimizer.param_groups:
@@ -337,7 +366,7 @@ def train_model(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed
         for first in range(0, n, recipe.batch_size):
             index = permutation[first:first + recipe.batch_size]
             with precision_context(precision, device):
-                logits = model(data.batch(data.train_images[index]))
+                logits = model(inputs[index])
                 targets = soft_logits[index] if soft_logits is not None else None
                 loss = kd_loss(logits.float(), data.train_labels[index], targets, alpha, temperature)
             optimizer.zero_grad(set_to_none=True)

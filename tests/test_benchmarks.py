@@ -1,7 +1,6 @@
 """The benchmark's two sides compute the same thing; the throughput script runs. No timing assertions."""
 
 import copy
-import dataclasses
 import math
 import subprocess
 import sys
@@ -145,3 +144,18 @@ def test_the_throughput_script_refuses_cuda_without_a_gpu():
         [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--device", "cuda"],
         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2 and "CUDA is not available" in result.stderr
+
+
+def test_the_cuda_table_reports_training_flops_against_the_bf16_peak(capsys):
+    import argparse
+
+    import train_throughput
+
+    row = {"arch": "resnet18", "params": 11_000_000, "train_images": 50_000, "reference_member_epochs_per_s": 0.1,
+           "fast_member_epochs_per_s": 0.2, "ratio_fast_over_reference": 2.0, "paired_ratio_min": 1.9,
+           "paired_ratio_max": 2.1, "reference_train_flops_per_s": 49.45e12, "fast_train_flops_per_s": 98.9e12}
+    train_throughput.print_table([row], argparse.Namespace(device=torch.device("cuda"), peak_tflops=989.0))
+    out = capsys.readouterr().out
+    assert "fast TFLOP/s" in out and "fast % of bf16 peak" in out
+    line = next(line for line in out.splitlines() if line.startswith("| resnet18"))
+    assert "98.90" in line and "10.0%" in line and "2.00x" in line

@@ -134,3 +134,15 @@ def test_profiles_are_known_and_smoke_is_not_a_reproduction():
     assert not get_profile("smoke").is_reproduction
     with pytest.raises(ConfigError, match="unknown profile"):
         get_profile("tiny")
+
+
+def test_training_batches_from_the_normalised_copy_equal_per_batch_normalisation(monkeypatch):
+    data = _tiny_data()
+    index = torch.tensor([5, 0, 77, 3])
+    copied = data.train_inputs()
+    assert copied.normalised is not None
+    assert torch.equal(copied[index], data.batch(data.train_images[index]))
+    monkeypatch.setenv("KDCLAIMS_NORMALISED_MB", "0")  # too big for the budget: normalise per batch
+    fresh = _tiny_data()
+    per_batch = fresh.train_inputs()
+    assert per_batch.normalised is None and torch.equal(per_batch[index], copied[index])

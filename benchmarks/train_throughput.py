@@ -1,0 +1,306 @@
+"""Training throughput: the fast path (``kdclaims.training.train_model``) against the reference loop.
+
+For each architecture, in one process on one machine, interleaved (reference, fast, reference, fast, ...
+``--repeats`` times, after one warm-up of each), the same member is trained from the same initial
+weights with the same recipe, loss, batch size and number of steps; the median wall time of each side
+gives member-epochs per second and their ratio (fast / reference; above 1: the fast path is faster).
+On CUDA it also prints the achieved training FLOP/s, counted as 3 x the forward FLOPs of one image
+(``kdclaims.models.model_flops_per_image``) x images per second, and its fraction of the device's
+bf16 dense matrix peak (``--peak-tflops``).
+
+    python benchmarks/train_throughput.py                                   # CPU, smoke scale (~1 min)
+    python benchmarks/train_throughput.py --device cuda --scale paper       # GPU, the paper's models
+
+Smoke scale: each architecture at the smoke profile's size, on the smoke profile's synthetic data
+(CIFAR-100's format, 1,600 training images pooled to 16x16). Paper scale: the paper's model sizes on
+random uint8 data of CIFAR-100's shape (50,000 x 3 x 32 x 32, 100 classes); the throughput does not
+depend on the pixel values. Both sides distil (setup ``kd``, alpha 0.5) from fixed soft targets, so
+the teacher-lookup work is part of what is timed. The one-off preparation of the data (uploading it
+to the device, normalising it once for the reference loop) is left out of both timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import inspect
+import dataclasses
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from reference_loop import ReferenceData, train_reference  # noqa: E402
+
+from kdclaims import training  # noqa: E402
+from kdclaims.config import get_profile  # noqa: E402
+from kdclaims.data import Dataset, load_cifar100, write_synthetic_cifar100  # noqa: E402
+from kdclaims.models import build_model, count_parameters, model_flops_per_image  # noqa: E402
+
+ARCHS = ("resnet18", "vgg16_bn", "vit")
+H100_BF16_DENSE_TFLOPS = 989.0  # H100/H200 SXM, dense bf16 tensor-core peak (no sparsity)
+CIFAR100_TRAIN, CIFAR100_TEST, CIFAR100_CLASSES = 50_000, 10_000, 100
+ALPHA = 0.5  # both sides distil: loss (1) with soft targets looked up per batch
+WARMUP_BATCHES = 8  # the warm-up trains each side on this many batches
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    p.add_argument("--scale", choices=("smoke", "paper"), default=None,
+                   help="model sizes and data: smoke (default on cpu) or paper (default on cuda)")
+    p.add_argument("--archs", default=",".join(ARCHS), help="comma-separated, from " + ", ".join(ARCHS))
+    p.add_argument("--epochs", type=int, default=None, help="epochs per timed member (default: 2 on cpu, 1 on cuda)")
+    p.add_argument("--train-size", type=int, default=None,
+                   help="training images (default: smoke 1,600 synthetic; paper 50,000 random)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs of each side (default: 5 on cpu, 3 on cuda)")
+    p.add_argument("--precision", default=None,
+                   help="the fast path's precision (fp32, tf32, bf16; default: the profile's). "
+                        "The reference loop is always fp32")
+    p.add_argument("--seed", type=int, default=1, help="member seed (data order and dropout)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the harness)")
+    p.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS,
+                   help="the device's bf16 dense matrix peak in TFLOP/s, for the utilisation column "
+                        f"(default {H100_BF16_DENSE_TFLOPS:g}: H100/H200 SXM)")
+    p.add_argument("--json", dest="json_path", default=None, help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    args.device = torch.device(args.device)
+    cuda = args.device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available on this machine")
+    args.scale = args.scale or ("paper" if cuda else "smoke")
+    args.epochs = args.epochs or (1 if cuda else 2)
+    args.repeats = args.repeats or (3 if cuda else 5)
+    args.precision = args.precision or get_profile(args.scale).precision
+    if args.precision != "fp32" and "precision" not in inspect.signature(training.train_model).parameters:
+        p.error(f"--precision {args.precision}: this kdclaims.training.train_model has no precision setting")
+    args.archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    unknown = [a for a in args.archs if a not in ARCHS]
+    if unknown:
+        p.error(f"unknown architecture(s) {', '.join(unknown)}: choose from {', '.join(ARCHS)}")
+    for name in ("epochs", "repeats", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if args.train_size is not None and args.train_size < 1:
+        p.error("--train-size must be at least 1")
+    return args
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def smoke_dataset(train_size: int | None) -> Dataset:
+    """The smoke profile's synthetic data, written to a temporary folder and read back by the real reader."""
+    synthetic = dict(get_profile("smoke").dataset.synthetic)
+    if train_size is not None:
+        per_class = math.ceil(train_size / synthetic["num_classes"])
+        synthetic["train_per_class"] = max(synthetic["train_per_class"], per_class)
+    with tempfile.TemporaryDirectory(prefix="kdclaims-bench-") as folder:
+        dataset = load_cifar100(write_synthetic_cifar100(folder, **synthetic))
+    return _first(dataset, train_size)
+
+
+def paper_shaped_dataset(train_size: int | None) -> Dataset:
+    """Random uint8 images and labels of CIFAR-100's shape, in memory (throughput ignores the pixels)."""
+    n = train_size or CIFAR100_TRAIN
+    g = torch.Generator().manual_seed(0)
+    return Dataset(
+        train_images=torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+        train_labels=torch.randint(0, CIFAR100_CLASSES, (n,), generator=g),
+        test_images=torch.randint(0, 256, (1000, 3, 32, 32), dtype=torch.uint8, generator=g),
+        test_labels=torch.randint(0, CIFAR100_CLASSES, (1000,), generator=g),
+        class_names=tuple(f"class_{i:03d}" for i in range(CIFAR100_CLASSES)),
+        source="random (benchmark)", archive_md5=None, fingerprint="random-benchmark",
+    )
+
+
+def _first(dataset: Dataset, n: int | None) -> Dataset:
+    if n is None or n >= dataset.train_labels.shape[0]:
+        return dataset
+    return Dataset(dataset.train_images[:n].clone(), dataset.train_labels[:n].clone(), dataset.test_images,
+                   dataset.test_labels, dataset.class_names, dataset.source, dataset.archive_md5,
+                   f"{dataset.fingerprint}[:{n}]")
+
+
+def fast_path(model, data, recipe, seed, soft_logits, precision: str) -> None:
+    """One member through the fast path, at ``precision`` (passed only when it is not fp32, so the
+    script also runs against a ``train_model`` without the setting)."""
+    extra = {} if precision == "fp32" else {"precision": precision}
+    training.train_model(model, data, recipe, seed, soft_logits, ALPHA, **extra)
+
+
+# -- timing --------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def bench_arch(arch: str, args: argparse.Namespace, dataset: Dataset, image_size: int, model_config: dict,
+               prepared: training.PreparedData, reference: ReferenceData) -> dict:
+    device = args.device
+    profile = get_profile(args.scale)
+    recipe = profile.recipe(arch).scaled_to(args.epochs)
+    torch.manual_seed(0)  # M_0, as the Workbench builds it
+    initial = build_model(arch, **model_config)
+    n = dataset.train_labels.shape[0]
+    soft_cpu = training.noise_teacher_logits("gaussian", n, dataset.num_classes)
+    soft_device = soft_cpu.to(device)
+
+    def fresh() -> torch.nn.Module:
+        return copy.deepcopy(initial).to(device)
+
+    def run_reference(model, data=reference, rec=recipe):
+        train_reference(model, data, rec, args.seed, soft_cpu, ALPHA, image_size=image_size, device=device)
+
+    def run_fast(model, data=prepared, rec=recipe, soft=soft_device):
+        fast_path(model, data, rec, args.seed, soft, args.precision)
+
+    # Warm-up: one short epoch of each side (allocator, cuDNN/oneDNN kernels, lazy initialisation).
+    warm = min(n, WARMUP_BATCHES * recipe.batch_size)
+    warm_recipe = recipe.scaled_to(1)
+    warm_ref = ReferenceData(reference.images[:warm], reference.labels[:warm], image_size)
+    warm_fast = dataclasses.replace(prepared, train_images=prepared.train_images[:warm],
+                                    train_labels=prepared.train_labels[:warm])
+    train_reference(fresh(), warm_ref, warm_recipe, args.seed, soft_cpu[:warm], ALPHA, image_size=image_size,
+                    device=device)
+    run_fast(fresh(), warm_fast, warm_recipe, soft_device[:warm])
+
+    ref_times, fast_times = [], []
+    for _ in range(args.repeats):  # interleaved: A B A B ...
+        model = fresh()
+        ref_times.append(timed(lambda: run_reference(model), device))
+        model = fresh()
+        fast_times.append(timed(lambda: run_fast(model), device))
+
+    ref_s, fast_s = statistics.median(ref_times), statistics.median(fast_times)
+    flops = model_flops_per_image(arch, **model_config)
+    train_flops_per_member_epoch = 3 * flops * n
+    paired = [r / f for r, f in zip(ref_times, fast_times)]
+    return {
+        "arch": arch,
+        "params": count_parameters(initial),
+        "model": {k: (list(v) if isinstance(v, tuple) else v) for k, v in model_config.items()},
+        "recipe": {"optimizer": recipe.optimizer, "batch_size": recipe.batch_size, "epochs": recipe.epochs},
+        "train_images": n,
+        "steps_per_epoch": math.ceil(n / recipe.batch_size),
+        "forward_flops_per_image": flops,
+        "reference_s": ref_times,
+        "fast_s": fast_times,
+        "reference_member_epochs_per_s": args.epochs / ref_s,
+        "fast_member_epochs_per_s": args.epochs / fast_s,
+        "ratio_fast_over_reference": ref_s / fast_s,
+        "paired_ratio_min": min(paired),
+        "paired_ratio_max": max(paired),
+        "reference_train_flops_per_s": train_flops_per_member_epoch * args.epochs / ref_s,
+        "fast_train_flops_per_s": train_flops_per_member_epoch * args.epochs / fast_s,
+    }
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model or platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)"
+
+
+def print_table(rows: list[dict], args: argparse.Namespace) -> None:
+    cuda = args.device.type == "cuda"
+    header = ["arch", "params", "images", "ref member-ep/s", "fast member-ep/s", "fast/ref", "paired fast/ref"]
+    if cuda:
+        header += ["ref TFLOP/s", "fast TFLOP/s", "fast % of bf16 peak"]
+    lines = [header]
+    for r in rows:
+        line = [r["arch"], f"{r['params']:,}", f"{r['train_images']:,}",
+                f"{r['reference_member_epochs_per_s']:.4g}", f"{r['fast_member_epochs_per_s']:.4g}",
+                f"{r['ratio_fast_over_reference']:.2f}x",
+                f"{r['paired_ratio_min']:.2f}-{r['paired_ratio_max']:.2f}"]
+        if cuda:
+            line += [f"{r['reference_train_flops_per_s'] / 1e12:.2f}", f"{r['fast_train_flops_per_s'] / 1e12:.2f}",
+                     f"{100 * r['fast_train_flops_per_s'] / (args.peak_tflops * 1e12):.1f}%"]
+        lines.append(line)
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    fmt = lambda line: "| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |"  # noqa: E731
+    print(fmt(lines[0]))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for line in lines[1:]:
+        print(fmt(line))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = args.device
+    profile = get_profile(args.scale)
+    image_size = profile.dataset.image_size
+    started = time.perf_counter()
+    dataset = smoke_dataset(args.train_size) if args.scale == "smoke" else paper_shaped_dataset(args.train_size)
+    prepared = training.PreparedData.from_dataset(dataset, image_size, device)
+    reference = ReferenceData.from_dataset(dataset, image_size)
+
+    print(f"command: python {' '.join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"device: {device} - {device_name(device)}")
+    print(f"torch {torch.__version__}, python {platform.python_version()}; "
+          f"CPU threads: {torch.get_num_threads()} (torch.set_num_threads({args.threads}), as the harness does)")
+    print(f"scale: {args.scale} - models at the {args.scale} profile's size; data "
+          f"{tuple(dataset.train_images.shape)} uint8 -> {image_size}x{image_size}, {dataset.num_classes} classes "
+          f"({'synthetic, the smoke profile' if args.scale == 'smoke' else 'random, CIFAR-100 shape'})")
+    print(f"work per member: {args.epochs} epoch(s) of the {args.scale} recipe, setup kd (alpha {ALPHA}); "
+          f"precision: reference fp32, fast {args.precision}; "
+          f"median of {args.repeats} interleaved runs per side after one warm-up")
+    print("reference: benchmarks/reference_loop.py (DataLoader, shuffle, per-batch copy, one model, fp32, "
+          "no compile); fast: kdclaims.training.train_model")
+    if device.type == "cuda":
+        print(f"training FLOPs = 3 x forward FLOPs per image x images; bf16 dense matrix peak used: "
+              f"{args.peak_tflops:g} TFLOP/s (--peak-tflops)")
+    print()
+    rows = []
+    for arch in args.archs:
+        config = profile.model_config(arch, dataset.num_classes)
+        rows.append(bench_arch(arch, args, dataset, image_size, config, prepared, reference))
+    print_table(rows, args)
+    print()
+    print("member-ep/s: member-epochs per second (one member trained for one epoch); fast/ref: ratio of the "
+          "median times (>1: the fast path is faster); paired: min-max over the repeats of ref/fast in one pair")
+    print(f"total wall time: {time.perf_counter() - started:.1f} s")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps({
+            "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "scale": args.scale, "epochs": args.epochs,
+            "repeats": args.repeats, "precision": args.precision, "peak_tflops": args.peak_tflops, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
