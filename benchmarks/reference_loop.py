@@ -29,6 +29,7 @@ from kdclaims import training
 from kdclaims.data import Dataset
 from kdclaims.errors import ConfigError
 from kdclaims.recipe import Recipe
+from kdclaims.training import PreparedData
 
 
 @dataclass
@@ -41,17 +42,9 @@ class ReferenceData:
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, image_size: int = 32) -> "ReferenceData":
-        stored = dataset.train_images.shape[-1]
-        if image_size > stored or stored % image_size:
-            raise ConfigError(f"image_size {image_size} must divide the stored size {stored}")
-        # The same statistics and arithmetic as kdclaims.training.PreparedData (there: per batch, here: once).
-        pixels = dataset.train_images.to(torch.float64) / 255.0
-        mean = pixels.mean(dim=(0, 2, 3)).view(1, 3, 1, 1).float()
-        std = pixels.std(dim=(0, 2, 3)).view(1, 3, 1, 1).float()
-        x = (dataset.train_images.float() / 255.0 - mean) / std
-        factor = stored // image_size
-        if factor > 1:
-            x = F.avg_pool2d(x, factor)
+        # The same statistics and arithmetic as the fast path (kdclaims.training.PreparedData), done once here.
+        prepared = PreparedData.from_dataset(dataset, image_size, "cpu")
+        x = prepared.batch(prepared.train_images)
         return cls(images=x.contiguous(), labels=dataset.train_labels.clone(), image_size=image_size)
 
 

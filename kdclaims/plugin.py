@@ -45,6 +45,19 @@ def pytest_addoption(parser):
                     help="family-wise correction of the claims' p-values (default none, as in the paper)")
     group.addoption("--family", default="group", choices=("all", "group", "arch", "source"),
                     help="what a family is for --correction (default: a claim group)")
+    backend = parser.getgroup("kdclaims-backend", "kdclaims: where missing members are trained")
+    backend.addoption("--backend", default="local",
+                      help="local (default: in this process; parallel with -n) or ray (members as Ray tasks; "
+                           "needs pip install -e '.[ray]')")
+    backend.addoption("--address", default=None,
+                      help="Ray cluster to use with --backend ray (auto, host:6379 or ray://host:10001); "
+                           "default: $RAY_ADDRESS or a local cluster")
+    backend.addoption("--gpus-per-member", type=float, default=None,
+                      help="GPU fraction each member asks Ray for (0.25: four share a GPU; default 1); "
+                           "members run on CPUs where the cluster has no GPU")
+    backend.addoption("--max-retries", type=int, default=None,
+                      help="times a failed member (task error or dead worker) is resubmitted before it is "
+                           "reported failed (default 2)")
 
 
 class HarnessState:
@@ -65,6 +78,16 @@ class HarnessState:
         self.device = opt("--device")
         self.evidence_name = opt("--evidence")
         self.correction = {"method": opt("--correction"), "family": opt("--family")}
+        self.backend_name = opt("--backend")
+        self.backend_options = {"address": opt("--address"), "gpus_per_member": opt("--gpus-per-member"),
+                                "max_retries": opt("--max-retries")}
+        if self.backend_name != "local" and getattr(config.option, "numprocesses", None) \
+                and _is_controller(config) and not self.backend_options["address"]:
+            raise KdclaimsError(f"--backend {self.backend_name} with -n starts a cluster per xdist worker: drop -n "
+                                "(the backend trains members in parallel) or give --address of a running cluster")
+        from kdclaims.backends import get_backend
+
+        self.backend = get_backend(self.backend_name, **self.backend_options)  # fails now if Ray is missing
         self.results: dict[str, dict] = {}
         self.populations: dict[str, dict] = {}
         self.started = time.time()
@@ -80,7 +103,7 @@ class HarnessState:
             from kdclaims.population import Workbench
 
             self._workbench = Workbench(self.profile, self.cache_dir, self.data_dir, self.device,
-                                        progress=not hasattr(self.config, "workerinput"))
+                                        progress=not hasattr(self.config, "workerinput"), backend=self.backend)
         return self._workbench
 
     @property

@@ -11,6 +11,14 @@ processes (the member's file lock), never uses a corrupt entry (it is moved to `
 with a one-line warning and retrained), checks that the cache can take a new entry before it trains,
 and checkpoints long members to ``<cache>/checkpoints/<key>.pt`` so that a killed run resumes them
 mid-training; the checkpoint is deleted once the member is stored.
+
+Backends (``kdclaims/backends.py``): ``population`` works out which members are missing (a cached member
+is never handed out again), trains the teacher first where the setup distils from it, hands the missing
+members to the workbench's backend (``local``: in this process, in seed order; ``ray``: as Ray tasks
+across a cluster) and then loads every member from the cache. A ``WorkbenchSpec`` is the small,
+picklable description a Ray worker rebuilds the same workbench from (same keys: they are content
+hashes). A member that still fails after the backend's retries is left out of the population and
+named in ``Population.failed_seeds``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,7 +42,7 @@ from kdclaims.cache import Cache, CorruptEntry, MemberRecord
 from kdclaims.config import (CACHE_SCHEMA, INIT_SEED, NOISE_SEED, TEACHER_SEED, PopulationSpec, Profile,
                              default_cache_dir, default_data_dir, get_dataset, get_setup, hash_config, teacher_spec)
 from kdclaims.data import Dataset, load_cifar100
-from kdclaims.errors import ConfigError, DataError
+from kdclaims.errors import ConfigError, DataError, KdclaimsError
 from kdclaims.models import build_model
 from kdclaims.training import Checkpointer, PreparedData, noise_teacher_logits, train_member
 
@@ -91,7 +100,11 @@ class Population:
     test_accuracy: torch.Tensor  # (S,) float64
     test_loss: torch.Tensor  # (S,) float64
     members_meta: list[dict] = field(repr=False)
-    trained_now: int = 0  # members this process trained for this call (0 when the cache was warm)
+    trained_now: int = 0  # members trained for this call, here or by the backend's workers (0 when cached)
+    # seeds that failed after the backend's retries: left out of seeds/keys/logits (empty when complete)
+    failed_seeds: tuple[int, ...] = ()
+    failures: dict = field(default_factory=dict, repr=False)  # seed -> the last error, for the failed seeds
+    report: object = field(default=None, repr=False)  # the backend's BackendReport for this call (None: loaded)
 
     @property
     def n(self) -> int:
@@ -106,16 +119,47 @@ class Population:
         return float(sum(m.get("wall_time_s", 0.0) for m in self.members_meta))
 
 
+class PopulationIncomplete(UserWarning):
+    """Some members of a population failed after the backend's retries; the rest were used."""
+
+
+@dataclass(frozen=True)
+class WorkbenchSpec:
+    """What a worker needs to rebuild a ``Workbench`` that computes the same member keys: small and picklable.
+
+    ``device`` is the device as requested (``auto`` picks CUDA where the worker has it), not the driver's
+    resolved one; ``data_dir`` is the driver's resolved data directory (the real CIFAR-100 must be at that
+    path on every worker; the smoke profile's synthetic data is regenerated, identically, under the cache).
+    """
+
+    profile: Profile
+    cache_dir: str
+    data_dir: str
+    device: str | None = None
+    checkpoint_every: int | None = None
+    cpu_threads: int = 1
+
+    def build(self, cache_dir: Path | str | None = None, data_dir: Path | str | None = None) -> "Workbench":
+        """The workbench, on this spec's cache (or on ``cache_dir``: a worker without the shared cache)."""
+        return Workbench(self.profile, cache_dir or self.cache_dir, data_dir or self.data_dir, self.device,
+                         progress=False, checkpoint_every=self.checkpoint_every)
+
+
 class Workbench:
     def __init__(self, profile: Profile, cache_dir: Path | str | None = None, data_dir: Path | str | None = None,
                  device: str | None = None, progress: bool = True, console=None,
-                 checkpoint_every: int | None | str = "env"):
+                 checkpoint_every: int | None | str = "env", backend=None):
+        """``backend``: a backend instance (``kdclaims.backends``), a registered name, or None for ``local``."""
+        from kdclaims.backends import get_backend
+
         self.profile = profile
+        self.backend = get_backend(backend or "local") if backend is None or isinstance(backend, str) else backend
         self.cache = Cache(cache_dir or default_cache_dir())
         # epochs between checkpoints; None: about once a minute (DEFAULT_CHECKPOINT_INTERVAL_S); 0: never
         self.checkpoint_every = checkpoint_every_from_env() if checkpoint_every == "env" else checkpoint_every
         self.quarantined: list[Path] = []  # corrupt entries this workbench moved aside (and retrained)
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir(self.cache.root)
+        self.device_request = device  # as asked ("auto", "cuda", ...): what a worker resolves for itself
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             torch.set_num_threads(cpu_threads())
@@ -124,6 +168,11 @@ class Workbench:
         self._teachers: dict[str, MemberRecord] = {}
         self._initial_models: dict[str, torch.nn.Module] = {}
         self._populations: dict[PopulationSpec, Population] = {}
+
+    def spec(self) -> WorkbenchSpec:
+        """The picklable description a worker rebuilds this workbench from (see ``WorkbenchSpec``)."""
+        return WorkbenchSpec(self.profile, str(self.cache.root), str(self.data_dir), self.device_request,
+                             self.checkpoint_every, cpu_threads())
 
     # -- data ------------------------------------------------------------------------------------
 
@@ -274,43 +323,115 @@ class Workbench:
     def missing_seeds(self, spec: PopulationSpec) -> list[int]:
         return [s for s in self.profile.seeds if not self.cache.has(self.member_key(spec, s))]
 
+    def train_members(self, requests: list[tuple[PopulationSpec, int]], name: str | None = None):
+        """Hand the members of ``requests`` that are not cached to the backend; the teachers they distil from
+        are trained first (a KD student needs its teacher's training-set logits). Returns the backend's
+        ``BackendReport`` (members done, trained now, failed after retries, retried). Nothing cached is
+        ever handed out; a teacher that fails raises a KdclaimsError, since no student can train without it.
+        """
+        from kdclaims.backends import BackendReport
+
+        requests = [(spec, seed) for spec, seed in dict.fromkeys(requests)
+                    if not self.cache.has(self.member_key(spec, seed))]
+        report = BackendReport(self.backend.name)
+        if not requests:
+            return report
+        archs = dict.fromkeys(spec.arch for spec, _ in requests if get_setup(spec.setup).uses_teacher)
+        teachers = [(teacher_spec(arch), TEACHER_SEED) for arch in archs
+                    if not self.cache.has(self.member_key(teacher_spec(arch), TEACHER_SEED))]
+        requests = [r for r in requests if r not in teachers]
+        names = {spec.name for spec, _ in requests}
+        label = name or (names.pop() if len(names) == 1 else f"{len(requests)} members")
+        with self._progress(label, len(teachers) + len(requests)) as progress:
+            if teachers:
+                report.merge(self.backend.train_members(self, teachers, progress))
+                if report.failed:
+                    (spec, _), error = next(iter(report.failed.items()))
+                    raise KdclaimsError(f"the teacher of {spec.arch} (seed {TEACHER_SEED}) failed on the "
+                                        f"{self.backend.name} backend, so no student distilled from it can train: "
+                                        f"{error}")
+            if requests:
+                report.merge(self.backend.train_members(self, requests, progress))
+        return report
+
     def population(self, spec: PopulationSpec) -> Population:
         if spec in self._populations:
             return self._populations[spec]
         if not self.profile.seeds:
             raise ConfigError("the population is empty: give at least two seeds (--seeds 2 or more)")
-        missing = set(self.missing_seeds(spec))
+        missing = self.missing_seeds(spec)
         if TEACHER_SEED in missing:
             raise ConfigError("seed 0 is the teacher and cannot be a student seed")
-        records: list[MemberRecord] = []
-        with self._progress(spec, len(missing)) as advance:
+        report = self.train_members([(spec, seed) for seed in missing], name=spec.name)
+        records: dict[int, MemberRecord] = {}
+        failed = {seed: report.failed[(spec, seed)] for seed in self.profile.seeds if (spec, seed) in report.failed}
+        for attempt in range(2):  # a second round only for entries found corrupt while loading them
             for seed in self.profile.seeds:
-                records.append(self.ensure_member(spec, seed, on_epoch=advance.epoch if seed in missing else None))
-                if seed in missing:
-                    advance.member(seed)
+                if seed in records or seed in failed:
+                    continue
+                record = report.records.get((spec, seed)) or self._load_or_quarantine(self.member_key(spec, seed))
+                if record is not None:
+                    records[seed] = record
+            lost = [seed for seed in self.profile.seeds if seed not in records and seed not in failed]
+            if not lost:
+                break
+            if attempt == 0:  # quarantined (corrupt) or removed meanwhile: train them again
+                report.merge(again := self.train_members([(spec, seed) for seed in lost], name=spec.name))
+                failed.update({seed: again.failed[(spec, seed)] for seed in lost if (spec, seed) in again.failed})
+            else:
+                failed.update({seed: "not in the cache after training" for seed in lost})
+        seeds = tuple(seed for seed in self.profile.seeds if seed in records)
+        if failed:
+            named = ", ".join(str(seed) for seed in sorted(failed))
+            first = failed[min(failed)]
+            if len(seeds) < 2:
+                raise KdclaimsError(f"population {spec.name}: {len(failed)} member(s) failed on the "
+                                    f"{self.backend.name} backend after retries (seeds {named}; seed {min(failed)}: "
+                                    f"{first}), leaving {len(seeds)}: a z-test needs at least 2; fix the cause and "
+                                    "run again (finished members are kept in the cache)")
+            warnings.warn(f"kdclaims: population {spec.name} is built from {len(seeds)} of "
+                          f"{len(self.profile.seeds)} members: seeds {named} failed on the {self.backend.name} "
+                          f"backend after retries (seed {min(failed)}: {first}); run again to retry them",
+                          PopulationIncomplete, stacklevel=2)
+        chosen = [records[seed] for seed in seeds]
         population = Population(
             spec=spec,
-            seeds=tuple(self.profile.seeds),
-            keys=tuple(r.key for r in records),
-            test_logits=torch.stack([r.test_logits for r in records]),
-            test_accuracy=torch.tensor([r.meta["test_accuracy"] for r in records], dtype=torch.float64),
-            test_loss=torch.tensor([r.meta["test_loss"] for r in records], dtype=torch.float64),
-            members_meta=[r.meta for r in records],
-            trained_now=sum(r.fresh for r in records),  # what this process trained, not what was missing
+            seeds=seeds,
+            keys=tuple(r.key for r in chosen),
+            test_logits=torch.stack([r.test_logits for r in chosen]),
+            test_accuracy=torch.tensor([r.meta["test_accuracy"] for r in chosen], dtype=torch.float64),
+            test_loss=torch.tensor([r.meta["test_loss"] for r in chosen], dtype=torch.float64),
+            members_meta=[r.meta for r in chosen],
+            # what was trained for this call (here or by the backend's workers), not what was missing
+            trained_now=sum((spec, seed) in report.trained for seed in seeds),
+            failed_seeds=tuple(sorted(failed)),
+            failures=dict(sorted(failed.items())),
+            report=report,
         )
         self._populations[spec] = population
         return population
 
-    def _progress(self, spec: PopulationSpec, to_train: int):
-        return _MemberProgress(spec.name, to_train, enabled=self.progress and to_train > 0, console=self.console)
+    def _progress(self, name: str, to_train: int):
+        return _MemberProgress(name, to_train, enabled=self.progress and to_train > 0, console=self.console)
 
 
 class _MemberProgress:
-    """A rich progress bar over the members a population still has to train (epochs shown within)."""
+    """A rich progress bar over the members still to train: done, running, failed and queued, and within a
+    member trained in this process its epoch. A backend reports through ``started``, ``member``,
+    ``failed``, ``retrying`` and ``epoch``; ``counts`` is what the bar shows."""
 
     def __init__(self, name: str, total: int, enabled: bool, console=None):
         self.name, self.total, self.enabled, self.console = name, total, enabled, console
         self._progress = None
+        self.done = self.running = self.failed_count = self.retries = 0
+        self.detail = ""
+
+    @property
+    def queued(self) -> int:
+        return max(0, self.total - self.done - self.running - self.failed_count)
+
+    def counts(self) -> dict:
+        return {"done": self.done, "running": self.running, "failed": self.failed_count, "queued": self.queued}
 
     def __enter__(self):
         if self.enabled:
@@ -321,16 +442,54 @@ class _MemberProgress:
             self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                       TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
             self._progress.start()
-            self._task = self._progress.add_task(f"training {self.name}", total=self.total, status="")
+            self._task = self._progress.add_task(f"training {self.name}", total=self.total, status=self._status())
         return self
+
+    def _status(self) -> str:
+        c = self.counts()
+        text = f"done {c['done']} · running {c['running']} · failed {c['failed']} · queued {c['queued']}"
+        if self.retries:
+            text += f" · retried {self.retries}"
+        return f"{text} · {self.detail}" if self.detail else text
+
+    def _refresh(self) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.done + self.failed_count, status=self._status())
+
+    def started(self, seed: int | None = None, count: int = 1) -> None:
+        self.running += count
+        self._refresh()
 
     def epoch(self, epoch: int, epochs: int) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, status=f"epoch {epoch}/{epochs}")
+            self.detail = f"epoch {epoch}/{epochs}"
+            self._refresh()
 
     def member(self, seed: int) -> None:
+        self.running = max(0, self.running - 1)
+        self.done += 1
+        self.detail = f"seed {seed} done"
+        self._refresh()
+
+    def failed(self, seed: int, error: str = "") -> None:
+        self.running = max(0, self.running - 1)
+        self.failed_count += 1
+        self.detail = f"seed {seed} failed"
+        self._refresh()
+
+    def retrying(self, seed: int, attempt: int) -> None:
+        """The member goes back to the queue, to be started again."""
+        self.running = max(0, self.running - 1)
+        self.retries += 1
+        self.detail = f"seed {seed}: retry {attempt}"
+        self._refresh()
+
+    def log(self, message: str) -> None:
+        """A line above the bar (or on stderr when there is none)."""
         if self._progress is not None:
-            self._progress.update(self._task, advance=1, status=f"seed {seed} done")
+            self._progress.console.print(message)
+        else:
+            print(message, file=sys.__stderr__, flush=True)
 
     def __exit__(self, *exc):
         if self._progress is not None:
