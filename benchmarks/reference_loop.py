@@ -22,12 +22,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from kdclaims import training
 from kdclaims.data import Dataset
-from kdclaims.errors import ConfigError
 from kdclaims.recipe import Recipe
 from kdclaims.training import PreparedData
 
