@@ -292,7 +292,7 @@ class Workbench:
             checkpoint = self.checkpointer(key)
             trained = train_member(model, self.data, self.profile.recipe(spec.arch), seed, soft, spec.alpha or 0.0,
                                    spec.temperature, keep_train_logits=(seed == TEACHER_SEED), on_epoch=on_epoch,
-                                   checkpoint=checkpoint)
+                                   checkpoint=checkpoint, precision=self.profile.precision)
             tensors = {"test_logits": trained.test_logits}
             if trained.train_logits is not None:
                 tensors["train_logits"] = trained.train_logits
