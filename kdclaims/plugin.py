@@ -144,6 +144,7 @@ class HarnessState:
                 "teacher_key": wb.teacher(spec.arch).key, "trained_now": pop.trained_now,
                 "wall_time_s": pop.wall_time_s,
                 "devices": sorted({m.get("device", "?") for m in pop.members_meta}),
+                "failed_seeds": [int(x) for x in getattr(pop, "failed_seeds", ()) or ()],
                 # every metric of every member: the report rebuilds the paper's tables and figures from these
                 "metrics": {m: [float(x) for x in pop.values(m, teacher, labels)] for m in METRICS},
             })

@@ -156,7 +156,8 @@ class TestIdenticalAndExtreme:
 # ---------------------------------------------------------------------------------------------
 # property tests
 
-finite = st.floats(-60, 60, allow_nan=False, allow_infinity=False, width=64)
+# Subnormals are left out: scaling 5e-324 by 0.5 rounds it to 0, so no arithmetic can be scale invariant there.
+finite = st.floats(-60, 60, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
 
 
 @st.composite
