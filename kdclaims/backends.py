@@ -364,7 +364,9 @@ class RayBackend:
                         collect(ref, retry=False)
             for ref in list(inflight):
                 with contextlib.suppress(Exception):
-                    ray.cancel(ref)
+                    # force: kill the worker process. A task interrupted softly can be stopped half-way
+                    # through `import torch`, leaving that worker unable to train anything afterwards.
+                    ray.cancel(ref, force=True)
             progress.log(f"kdclaims: interrupted: {len(report.done)} member(s) finished and are in the cache "
                          f"{workbench.cache.root}; {len(inflight)} running cancelled, {len(queue)} not started; "
                          "run the same command again to resume")
