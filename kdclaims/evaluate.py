@@ -200,17 +200,18 @@ def evaluate_ranking(claim: Claim, evidence) -> ClaimResult:
     best_in = next(a for a in ordered if a in expected)
     best_out = next(a for a in ordered if a not in expected)
     top_two = z_test(arms[ordered[0]].summary, arms[ordered[1]].summary, direction)
-    if ordered[0] in expected:
-        lead = z_test(arms[best_in].summary, arms[best_out].summary, direction)
+    expected_leads = ordered[0] in expected
+    leader, rival = (best_in, best_out) if expected_leads else (best_out, best_in)
+    lead = z_test(arms[leader].summary, arms[rival].summary, direction)
+    if expected_leads:
         observed = "holds" if lead.reject else None
-        reason = (f"{arms[best_in].label} is best and leads the best other setup, {arms[best_out].label}, "
+        reason = (f"{arms[leader].label} is best and leads the best other setup, {arms[rival].label}, "
                   f"by {abs(lead.diff):.4g} (z {lead.z:.2f}, p {lead.p_value:.3g})")
         if not lead.reject:
             reason += ": the lead is not significant, so which is best is not established"
     else:
-        lead = z_test(arms[best_out].summary, arms[best_in].summary, direction)
         observed = "fails" if lead.reject else None
-        reason = (f"{arms[best_out].label} is best, ahead of the best expected setup {arms[best_in].label} "
+        reason = (f"{arms[leader].label} is best, ahead of the best expected setup {arms[rival].label} "
                   f"by {abs(lead.diff):.4g} (z {lead.z:.2f}, p {lead.p_value:.3g})")
         if not lead.reject:
             reason += ": not significantly, so the paper's ranking is not refuted either"
@@ -220,8 +221,7 @@ def evaluate_ranking(claim: Claim, evidence) -> ClaimResult:
         "expected_best": [arms[a].population for a in claim.params["expected_best"]],
         "top_two": {"first": arms[ordered[0]].population, "second": arms[ordered[1]].population,
                     "gap": abs(top_two.diff), "test": top_two.to_dict()},
-        "lead": {"leader": arms[best_in if ordered[0] in expected else best_out].population,
-                 "rival": arms[best_out if ordered[0] in expected else best_in].population, "test": lead.to_dict()},
+        "lead": {"leader": arms[leader].population, "rival": arms[rival].population, "test": lead.to_dict()},
         "summary": reason,
     }
     return _held(claim, evidence, observed, reason, details)
