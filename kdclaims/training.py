@@ -16,6 +16,7 @@ with ``torch.load(..., weights_only=True)`` only (tensors, dicts, lists, numbers
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -167,13 +168,14 @@ def check_precision(precision: str) -> str:
 
 
 @contextmanager
-def precision_context(precision: str, device: torch.device):
-    """The arithmetic of a forward pass at ``precision`` on ``device``."""
+def matmul_precision(precision: str, device: torch.device):
+    """The TF32 switches of a whole training step (forward, backward and optimiser) at ``precision``.
+
+    On CUDA, fp32 and bf16 turn TF32 off for the fp32 matrix work and tf32 turns it on; PyTorch's own
+    default (TF32 on for cuDNN convolutions only) would otherwise make "fp32" backward passes TF32. The
+    CPU has no TF32: nothing changes there.
+    """
     check_precision(precision)
-    if precision == "bf16":
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            yield
-        return
     if device.type != "cuda":
         yield
         return
@@ -183,6 +185,24 @@ def precision_context(precision: str, device: torch.device):
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@contextmanager
+def forward_precision(precision: str, device: torch.device):
+    """The autocast of a forward pass at ``precision`` (bf16 only; the backward pass follows the forward's dtypes)."""
+    check_precision(precision)
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+@contextmanager
+def precision_context(precision: str, device: torch.device):
+    """The arithmetic of a forward pass at ``precision`` on ``device`` (scoring; training uses the two parts)."""
+    with matmul_precision(precision, device), forward_precision(precision, device):
+        yield
 
 
 def _batchnorm_in_fp32(module, inputs):
@@ -334,16 +354,15 @@ def _resume(state: dict, model, optimizer, order: torch.Generator, device: torch
     return int(state["epoch"])
 
 
-def train_model(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed: int,
-                soft_logits: torch.Tensor | None = None, alpha: float = 0.0, temperature: float = 1.0,
-                on_epoch=None, checkpoint: Checkpointer | None = None, precision: str = "fp32") -> torch.nn.Module:
-    """Train ``model`` in place with loss (1). ``soft_logits`` is (N_train, C) on the data's device, or None.
+def training_steps(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed: int,
+                   soft_logits: torch.Tensor | None = None, alpha: float = 0.0, temperature: float = 1.0,
+                   on_epoch=None, checkpoint: Checkpointer | None = None, precision: str = "fp32"):
+    """``train_model``'s loop as a generator that yields after every optimiser step.
 
-    ``precision`` (see ``precision_context``) changes the arithmetic of the forward pass only; the
-    loss, the optimiser state and the weights stay fp32.
-
-    With a ``checkpoint``, training resumes from its saved state when there is one, and saves the state
-    at the end of the epochs it says are due (before ``on_epoch`` is called for that epoch).
+    One code path for a member trained alone (``train_model`` runs it to the end) and members trained
+    concurrently (``train_concurrently`` takes one step of each in turn), so both compute the same thing.
+    The global RNG (dropout) is seeded at the first step: whoever interleaves members must give each its
+    own global RNG state between steps, as ``train_concurrently`` does.
     """
     device = data.device
     order = torch.Generator().manual_seed(seed)  # the data order: the only thing a seed changes ...
@@ -365,19 +384,86 @@ def train_model(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed
         permutation = torch.randperm(n, generator=order).to(device)
         for first in range(0, n, recipe.batch_size):
             index = permutation[first:first + recipe.batch_size]
-            with precision_context(precision, device):
-                logits = model(inputs[index])
+            with matmul_precision(precision, device):
+                with forward_precision(precision, device):
+                    logits = model(inputs[index])
                 targets = soft_logits[index] if soft_logits is not None else None
                 loss = kd_loss(logits.float(), data.train_labels[index], targets, alpha, temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            yield
         done = epoch + 1
         if checkpoint is not None and done < recipe.epochs and checkpoint.due(done):
             checkpoint.save(_training_state(model, optimizer, order, done, recipe, checkpoint.member, device))
         if on_epoch is not None:
             on_epoch(done, recipe.epochs)
+
+
+def train_model(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed: int,
+                soft_logits: torch.Tensor | None = None, alpha: float = 0.0, temperature: float = 1.0,
+                on_epoch=None, checkpoint: Checkpointer | None = None, precision: str = "fp32") -> torch.nn.Module:
+    """Train ``model`` in place with loss (1). ``soft_logits`` is (N_train, C) on the data's device, or None.
+
+    ``precision`` (see ``matmul_precision`` and ``forward_precision``) changes the arithmetic of the
+    forward pass (and, for tf32, of the whole step); the loss, the optimiser state and the weights stay fp32.
+
+    With a ``checkpoint``, training resumes from its saved state when there is one, and saves the state
+    at the end of the epochs it says are due (before ``on_epoch`` is called for that epoch).
+    """
+    for _ in training_steps(model, data, recipe, seed, soft_logits, alpha, temperature, on_epoch, checkpoint,
+                            precision):
+        pass
     return model
+
+
+def _global_rng_state(device: torch.device) -> tuple:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_global_rng_state(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def train_concurrently(steps: list, device: torch.device) -> None:
+    """Run several members' ``training_steps`` generators to the end, one step of each in turn.
+
+    Each member keeps its own global RNG state (dropout) between its steps, so it draws exactly the
+    numbers it would draw alone. On CUDA each member's steps are issued on a stream of its own, so the
+    GPU can overlap one member's kernels with another's where a single small model leaves it idle; on
+    the CPU the members simply take turns (same results, no speed-up). Returns when every member is
+    done and, on CUDA, the default stream has waited for every member's stream.
+    """
+    if len(steps) == 1:
+        for _ in steps[0]:
+            pass
+        return
+    cuda = device.type == "cuda"
+    streams = [torch.cuda.Stream(device) for _ in steps] if cuda else [None] * len(steps)
+    if cuda:
+        for stream in streams:  # the models and the data were made on the default stream
+            stream.wait_stream(torch.cuda.current_stream(device))
+    states: list[tuple | None] = [None] * len(steps)  # None: the member has not started (it seeds itself)
+    active = list(range(len(steps)))
+    outside = _global_rng_state(device)
+    try:
+        while active:
+            for i in list(active):
+                if states[i] is not None:
+                    _set_global_rng_state(states[i], device)
+                with torch.cuda.stream(streams[i]) if cuda else contextlib.nullcontext():
+                    try:
+                        next(steps[i])
+                    except StopIteration:
+                        active.remove(i)
+                states[i] = _global_rng_state(device)
+    finally:
+        if cuda:
+            for stream in streams:
+                torch.cuda.current_stream(device).wait_stream(stream)
+        _set_global_rng_state(outside, device)
 
 
 @torch.no_grad()
@@ -396,26 +482,64 @@ class TrainedMember:
     train_logits: torch.Tensor | None  # (N_train, C) float32, kept for teachers: they are KD's soft targets
     test_accuracy: float
     test_loss: float
-    wall_time_s: float  # of this process's training (a resumed member: since the resume)
+    # of this process's training (a resumed member: since the resume); members trained concurrently share
+    # the device, so each records the whole group's time and the device time per member is that / concurrent
+    wall_time_s: float
     resumed_from_epoch: int | None = None  # the epoch a checkpoint let it start from, if any
+    concurrent: int = 1  # members trained together with this one on its device (itself included)
+
+
+@dataclass
+class MemberJob:
+    """One member of a ``train_members`` call: its model (trained in place) and what is its own."""
+
+    model: torch.nn.Module
+    seed: int
+    checkpoint: Checkpointer | None = None
+    keep_train_logits: bool = False  # teachers: their training-set logits are KD's soft targets
+    on_epoch: object = None  # called as on_epoch(epoch, epochs) at the end of each of its epochs
+
+
+def train_members(jobs: list[MemberJob], data: PreparedData, recipe: Recipe, soft_logits: torch.Tensor | None,
+                  alpha: float, temperature: float, precision: str = "fp32") -> list[TrainedMember]:
+    """Train the members of one population (same recipe, soft targets, α and T) concurrently on the data's
+    device (``train_concurrently``), then score each. One job is ``train_member``. Every member computes
+    what it would compute alone: its own data order, dropout stream and checkpoint
+    (``tests/test_training.py::test_a_member_trained_concurrently_equals_the_member_trained_alone``)."""
+    if not jobs:
+        return []
+    started = time.perf_counter()
+    check_precision(precision)
+    if soft_logits is not None:
+        soft_logits = soft_logits.to(data.device)
+    steps = []
+    for job in jobs:
+        if precision == "bf16":
+            keep_batchnorm_fp32(job.model)
+        steps.append(training_steps(job.model, data, recipe, job.seed, soft_logits, alpha or 0.0, temperature,
+                                    on_epoch=job.on_epoch, checkpoint=job.checkpoint, precision=precision))
+    train_concurrently(steps, data.device)
+    wall_time_s = time.perf_counter() - started
+    labels = data.test_labels.cpu()
+    trained = []
+    for job in jobs:
+        test_logits = predict(job.model, data, data.test_images, precision)
+        trained.append(TrainedMember(
+            test_logits=test_logits,
+            train_logits=predict(job.model, data, data.train_images, precision) if job.keep_train_logits else None,
+            test_accuracy=metrics.test_accuracy(test_logits, labels).item(),
+            test_loss=metrics.test_loss(test_logits, labels).item(),
+            wall_time_s=wall_time_s,
+            resumed_from_epoch=job.checkpoint.resumed_from_epoch if job.checkpoint is not None else None,
+            concurrent=len(jobs),
+        ))
+    return trained
 
 
 def train_member(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed: int,
                  soft_logits: torch.Tensor | None, alpha: float, temperature: float,
                  keep_train_logits: bool = False, on_epoch=None, checkpoint: Checkpointer | None = None,
                  precision: str = "fp32") -> TrainedMember:
-    started = time.perf_counter()
-    if soft_logits is not None:
-        soft_logits = soft_logits.to(data.device)
-    check_precision(precision)
-    if precision == "bf16":
-        keep_batchnorm_fp32(model)
-    train_model(model, data, recipe, seed, soft_logits, alpha or 0.0, temperature, on_epoch=on_epoch,
-                checkpoint=checkpoint, precision=precision)
-    test_logits = predict(model, data, data.test_images, precision)
-    labels = data.test_labels.cpu()
-    accuracy = metrics.test_accuracy(test_logits, labels).item()
-    loss = metrics.test_loss(test_logits, labels).item()
-    train_logits = predict(model, data, data.train_images, precision) if keep_train_logits else None
-    return TrainedMember(test_logits, train_logits, accuracy, loss, time.perf_counter() - started,
-                         checkpoint.resumed_from_epoch if checkpoint is not None else None)
+    """Train one member and score it on the test set (its training-set logits too, for a teacher)."""
+    job = MemberJob(model, seed, checkpoint, keep_train_logits, on_epoch)
+    return train_members([job], data, recipe, soft_logits, alpha, temperature, precision)[0]

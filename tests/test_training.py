@@ -1,5 +1,6 @@
 """Training: loss (1) against an independent formula, noise teachers, schedules, determinism."""
 
+import copy
 import math
 
 import pytest
@@ -95,15 +96,18 @@ def test_population_spec_validates_alpha_and_setup():
             PopulationSpec(*bad)
 
 
-def _tiny_data(n_train=96, n_test=32, classes=4):
+def _tiny_dataset(n_train=96, n_test=32, classes=4):
     from kdclaims.data import Dataset
 
     g = torch.Generator().manual_seed(1)
     labels = torch.randint(0, classes, (n_train + n_test,), generator=g)
     images = (torch.rand(n_train + n_test, 3, 32, 32, generator=g) * 60 + labels.view(-1, 1, 1, 1) * 40).to(torch.uint8)
-    ds = Dataset(images[:n_train], labels[:n_train], images[n_train:], labels[n_train:],
-                 tuple(f"c{i}" for i in range(classes)), "memory", None, "test-fingerprint")
-    return PreparedData.from_dataset(ds, image_size=16, device="cpu")
+    return Dataset(images[:n_train], labels[:n_train], images[n_train:], labels[n_train:],
+                   tuple(f"c{i}" for i in range(classes)), "memory", None, "test-fingerprint")
+
+
+def _tiny_data(n_train=96, n_test=32, classes=4):
+    return PreparedData.from_dataset(_tiny_dataset(n_train, n_test, classes), image_size=16, device="cpu")
 
 
 def _train(seed, alpha=0.0, soft=None, arch="resnet18", **overrides):
@@ -146,3 +150,73 @@ def test_training_batches_from_the_normalised_copy_equal_per_batch_normalisation
     fresh = _tiny_data()
     per_batch = fresh.train_inputs()
     assert per_batch.normalised is None and torch.equal(per_batch[index], copied[index])
+
+
+def _tiny_models(arch, count):
+    torch.manual_seed(0)
+    config = {"resnet18": {"width": 4, "blocks": (1, 1, 1, 1)}, "vit": {"dim": 16, "depth": 1, "heads": 2}}[arch]
+    initial = build_model(arch, num_classes=4, image_size=16, **config)
+    return [copy.deepcopy(initial) for _ in range(count)]
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("arch", ["resnet18", "vit"])  # the ViT has dropout: each member keeps its own stream
+def test_a_member_trained_concurrently_equals_the_member_trained_alone(arch, device):
+    """Same seed, same device, fp32: trained alone, or taking turns with two other members (on CUDA each on
+    its own stream), a member ends with the same logits. On the CPU they are bit-identical."""
+    from kdclaims.training import MemberJob, train_members
+
+    data = PreparedData.from_dataset(_tiny_dataset(), 16, device)
+    recipe = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=2, batch_size=40)  # 96 % 40 != 0
+    soft = noise_teacher_logits("gaussian", 96, 4)
+    seeds = (3, 1, 2)
+    alone = [train_member(model.to(device), data, recipe, seed, soft, 0.5, 1.0)
+             for model, seed in zip(_tiny_models(arch, 3), seeds)]
+    epochs_seen = {seed: [] for seed in seeds}
+    jobs = [MemberJob(model.to(device), seed, on_epoch=lambda e, n, s=seed: epochs_seen[s].append(e))
+            for model, seed in zip(_tiny_models(arch, 3), seeds)]
+    together = train_members(jobs, data, recipe, soft, 0.5, 1.0)
+    assert all(m.concurrent == 3 for m in together) and all(m.concurrent == 1 for m in alone)
+    assert epochs_seen == {seed: [1, 2] for seed in seeds}
+    for a, t in zip(alone, together):
+        if device == "cpu":
+            assert torch.equal(a.test_logits, t.test_logits)
+        else:  # GPU kernels may pick other algorithms under concurrency: equal to float tolerance
+            torch.testing.assert_close(t.test_logits, a.test_logits, rtol=1e-4, atol=1e-4)
+        assert a.test_accuracy == pytest.approx(t.test_accuracy, abs=1 / 32 if device != "cpu" else 0)
+    assert not torch.equal(together[0].test_logits, together[1].test_logits)  # the seeds differ
+
+
+def test_members_trained_concurrently_resume_each_from_its_own_checkpoint(tmp_path):
+    """A group interrupted after epoch 1 resumes every member from its own checkpoint and ends where an
+    uninterrupted group (and each member alone) ends."""
+    from kdclaims.training import Checkpointer, MemberJob, train_members
+
+    data = _tiny_data()
+    recipe = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=3, batch_size=32)
+    seeds = (1, 2)
+    reference = train_members([MemberJob(m, s) for m, s in zip(_tiny_models("vit", 2), seeds)], data, recipe,
+                              None, 0.0, 1.0)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_epoch(epoch, epochs):
+        if epoch == 1:
+            raise Stop
+
+    checkpoints = [Checkpointer(tmp_path / f"m{s}.pt", f"m{s}", every_epochs=1) for s in seeds]
+    jobs = [MemberJob(m, s, checkpoint=c) for m, s, c in zip(_tiny_models("vit", 2), seeds, checkpoints)]
+    jobs[1].on_epoch = stop_after_first_epoch  # the second member's first epoch end: the first has saved its own
+    with pytest.raises(Stop):
+        train_members(jobs, data, recipe, None, 0.0, 1.0)
+    assert all(c.path.is_file() for c in checkpoints)
+    checkpoints = [Checkpointer(tmp_path / f"m{s}.pt", f"m{s}", every_epochs=1) for s in seeds]
+    resumed = train_members([MemberJob(m, s, checkpoint=c) for m, s, c in zip(_tiny_models("vit", 2), seeds, checkpoints)],
+                            data, recipe, None, 0.0, 1.0)
+    assert [m.resumed_from_epoch for m in resumed] == [1, 1]
+    for r, m in zip(reference, resumed):
+        assert torch.equal(r.test_logits, m.test_logits)
