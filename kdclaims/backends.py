@@ -3,8 +3,9 @@
 ``Workbench.population(spec)`` works out which members are missing (a cached member is never handed to a
 backend), trains the teacher first where the setup distils from it, and hands the rest to its backend:
 
-- ``local`` (the default): in this process, in seed order, through ``Workbench.ensure_member``. An error
-  stops the run, as it always has; parallelism comes from ``pytest -n`` (the cache's locks).
+- ``local`` (the default): in this process, in seed order, through ``Workbench.ensure_members``: one member
+  at a time, or up to ``--concurrent-members`` members of a population at once on the one device. An error
+  stops the run, as it always has; parallelism across processes comes from ``pytest -n`` (the cache's locks).
 - ``ray``: each member is a Ray task (``kdclaims train --backend ray [--address ...]``, ``pytest claims/
   --backend ray``), on a laptop, a multi-GPU box, a Slurm allocation or Kubernetes alike. A task rebuilds
   the workbench in the worker from a ``WorkbenchSpec`` (profile, cache and data dirs, device) and calls
@@ -145,25 +146,39 @@ def _is_teacher(request: Request) -> bool:
 
 
 class LocalBackend:
-    """In this process, one member after another in the order given: ``Workbench.ensure_member``."""
+    """In this process, in the order given: ``Workbench.ensure_members``, up to the workbench's
+    ``concurrent_members`` members of one population at a time (concurrently on its device; 1: one by one)."""
 
     name = "local"
 
     def train_members(self, workbench: "Workbench", requests: list[Request], progress) -> BackendReport:
         report = BackendReport(self.name)
-        for request in requests:
-            spec, seed = request
-            progress.started(seed)
-            record = workbench.ensure_member(spec, seed, on_epoch=progress.epoch)
-            if _is_teacher(request):
-                workbench._teachers[spec.arch] = record
-            report.submitted += 1
-            report.done.append(request)
-            report.records[request] = record
-            if record.fresh:
-                report.trained.add(request)
-            progress.member(seed)
+        for spec, seeds in _groups(requests, getattr(workbench, "concurrent_members", 1)):
+            for seed in seeds:
+                progress.started(seed)
+            records = workbench.ensure_members(spec, seeds, on_epoch=progress.epoch)
+            for seed, record in zip(seeds, records):
+                request = (spec, seed)
+                if _is_teacher(request):
+                    workbench._teachers[spec.arch] = record
+                report.submitted += 1
+                report.done.append(request)
+                report.records[request] = record
+                if record.fresh:
+                    report.trained.add(request)
+                progress.member(seed)
         return report
+
+
+def _groups(requests: list[Request], size: int) -> list[tuple[PopulationSpec, list[int]]]:
+    """Consecutive members of the same population, at most ``size`` at a time, in the order given."""
+    groups: list[tuple[PopulationSpec, list[int]]] = []
+    for spec, seed in requests:
+        if groups and groups[-1][0] == spec and len(groups[-1][1]) < size:
+            groups[-1][1].append(seed)
+        else:
+            groups.append((spec, [seed]))
+    return groups
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ cache already holds (by the same keys a run uses: ``Workbench.member_key``), and
 train. The time per member comes from, in this order of preference:
 
 1. ``per_member_seconds`` (``--per-member-seconds``), when given;
-2. the median ``wall_time_s`` recorded by the members of that architecture already in the cache;
+2. the median ``device_time_s`` (``wall_time_s`` / members trained together) recorded by the members of that architecture already in the cache;
 3. a quick measurement of the fast path (``kdclaims.training.train_model``) on the current device,
    on the profile's data (or data of its shape) at the profile's model size: one epoch, or, when an
    epoch would take long (a paper-size model on a CPU), its first steps extrapolated to the epoch;
@@ -84,8 +84,10 @@ def _member_meta(cache, key: str) -> dict | None:
 
 
 def measure_per_member_seconds(profile: Profile, arch: str, device, data=None,
-                               measure_seconds: float | None = None) -> tuple[float, str]:
+                               measure_seconds: float | None = None, concurrent_members: int = 1) -> tuple[float, str]:
     """Seconds to train one member of ``arch`` with the fast path, measured now; and how it was measured.
+    With ``concurrent_members`` K > 1, K members train together (as ``--concurrent-members K`` would) and
+    the time per member is the group's time / K.
 
     ``data``: the profile's ``PreparedData`` when it is available, else None (random uint8 data of
     CIFAR-100's shape at the profile's image size is used). One warm-up step first; then one epoch,
@@ -94,7 +96,7 @@ def measure_per_member_seconds(profile: Profile, arch: str, device, data=None,
     import torch
 
     from kdclaims.models import build_model
-    from kdclaims.training import PreparedData, noise_teacher_logits, train_model
+    from kdclaims.training import PreparedData, noise_teacher_logits, train_concurrently, train_model, training_steps
 
     device = torch.device(device)
     if measure_seconds is None:
@@ -138,18 +140,20 @@ def measure_per_member_seconds(profile: Profile, arch: str, device, data=None,
         available = min(steps_per_epoch, math.ceil(data.train_images.shape[0] / batch))
 
         def timed(steps: int) -> float:
+            """Seconds per member for ``steps`` steps (``concurrent_members`` members taking turns)."""
             part = subset(steps)
-            model = _copy(initial, device)
+            models = [_copy(initial, device) for _ in range(concurrent_members)]
             sync()
             start = time.perf_counter()
-            train_model(model, part, one_epoch, 1, soft[:part.train_images.shape[0]], 0.5, **extra)
+            train_concurrently([training_steps(model, part, one_epoch, 1 + i, soft[:part.train_images.shape[0]], 0.5,
+                                               **extra) for i, model in enumerate(models)], device)
             sync()
-            return time.perf_counter() - start
+            return (time.perf_counter() - start) / concurrent_members
 
         # A few steps first; then the whole epoch if it fits the budget, else as many steps as fit.
         steps = min(MIN_MEASURE_STEPS, available)
         elapsed = timed(steps)
-        affordable = int(measure_seconds / max(elapsed / steps, 1e-9))
+        affordable = int(measure_seconds / max(elapsed * concurrent_members / steps, 1e-9))
         more = min(available, affordable)
         if more > steps:
             steps, elapsed = more, timed(more)
@@ -160,6 +164,8 @@ def measure_per_member_seconds(profile: Profile, arch: str, device, data=None,
     else:
         how = (f"measured: {steps} of {steps_per_epoch} steps of 1 epoch on {device} ({origin}), "
                f"extrapolated x {recipe.epochs} epochs")
+    if concurrent_members > 1:
+        how += f", {concurrent_members} members at a time (their time / {concurrent_members})"
     return per_member, how
 
 
@@ -170,11 +176,12 @@ def _copy(model, device):
 
 
 def plan(profile: Profile | str, cache_dir=None, data_dir=None, archs=None, setups="paper", device=None,
-         per_member_seconds: float | None = None, measure: bool = True) -> dict:
+         per_member_seconds: float | None = None, measure: bool = True, concurrent_members: int = 1) -> dict:
     """What training ``profile``'s populations will cost; a plain-JSON dict (see the module docstring).
 
     ``measure=False`` never trains: an architecture with no cached wall times and no
-    ``per_member_seconds`` then gets no time estimate (None).
+    ``per_member_seconds`` then gets no time estimate (None). ``concurrent_members``: members trained at
+    once on the device (``--concurrent-members``), for the measurement.
     """
     from kdclaims.cache import SUFFIX
     from kdclaims.population import Workbench
@@ -184,7 +191,8 @@ def plan(profile: Profile | str, cache_dir=None, data_dir=None, archs=None, setu
     if per_member_seconds is not None and not (per_member_seconds > 0 and math.isfinite(per_member_seconds)):
         raise ConfigError(f"--per-member-seconds {per_member_seconds} must be a positive number")
     archs = list(archs) if archs else _trainable_archs()
-    bench = Workbench(profile, cache_dir or default_cache_dir(), data_dir, device=device, progress=False)
+    bench = Workbench(profile, cache_dir or default_cache_dir(), data_dir, device=device, progress=False,
+                      concurrent_members=concurrent_members)
     cache = bench.cache
 
     data_note = None
@@ -222,17 +230,20 @@ def plan(profile: Profile | str, cache_dir=None, data_dir=None, archs=None, setu
         cached = len(cached_keys)
         to_train = total - cached
         metas = [m for m in (_member_meta(cache, k) for k in cached_keys) if m is not None]
-        walls = [float(m["wall_time_s"]) for m in metas if isinstance(m.get("wall_time_s"), (int, float))]
+        # each member's share of the device: members trained concurrently record the group's wall time
+        walls = [float(m.get("device_time_s", m.get("wall_time_s"))) for m in metas
+                 if isinstance(m.get("device_time_s", m.get("wall_time_s")), (int, float))]
 
         if per_member_seconds is not None:
             per_member, source = float(per_member_seconds), "given: --per-member-seconds"
         elif walls:
             per_member = statistics.median(walls)
             devices = sorted({str(m.get("device")) for m in metas if m.get("device")})
-            source = f"median wall time of {len(walls)} cached member(s) on {', '.join(devices) or '?'}"
+            source = f"median device time of {len(walls)} cached member(s) on {', '.join(devices) or '?'}"
         elif measure and to_train:
             per_member, source = measure_per_member_seconds(profile, arch, bench.device,
-                                                            bench.data if keys_known else None)
+                                                            bench.data if keys_known else None,
+                                                            concurrent_members=concurrent_members)
         else:
             per_member, source = None, "not measured"
 
@@ -269,6 +280,7 @@ def plan(profile: Profile | str, cache_dir=None, data_dir=None, archs=None, setu
         "seeds": len(profile.seeds),
         "archs": archs,
         "device": str(bench.device),
+        "concurrent_members": concurrent_members,
         "cache_dir": str(cache.root),
         "data_available": keys_known,
         "data_note": data_note,

@@ -23,6 +23,7 @@ named in ``Population.failed_seeds``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -44,7 +45,7 @@ from kdclaims.config import (CACHE_SCHEMA, INIT_SEED, NOISE_SEED, TEACHER_SEED, 
 from kdclaims.data import Dataset, load_cifar100
 from kdclaims.errors import ConfigError, DataError, KdclaimsError
 from kdclaims.models import build_model
-from kdclaims.training import Checkpointer, PreparedData, noise_teacher_logits, train_member
+from kdclaims.training import Checkpointer, MemberJob, PreparedData, noise_teacher_logits, train_members
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -116,7 +117,8 @@ class Population:
 
     @property
     def wall_time_s(self) -> float:
-        return float(sum(m.get("wall_time_s", 0.0) for m in self.members_meta))
+        """Device time spent training the members (each member's share where several shared the device)."""
+        return float(sum(m.get("device_time_s", m.get("wall_time_s", 0.0)) for m in self.members_meta))
 
 
 class PopulationIncomplete(UserWarning):
@@ -138,19 +140,30 @@ class WorkbenchSpec:
     device: str | None = None
     checkpoint_every: int | None = None
     cpu_threads: int = 1
+    concurrent_members: int = 1
 
     def build(self, cache_dir: Path | str | None = None, data_dir: Path | str | None = None) -> "Workbench":
         """The workbench, on this spec's cache (or on ``cache_dir``: a worker without the shared cache)."""
         return Workbench(self.profile, cache_dir or self.cache_dir, data_dir or self.data_dir, self.device,
-                         progress=False, checkpoint_every=self.checkpoint_every)
+                         progress=False, checkpoint_every=self.checkpoint_every,
+                         concurrent_members=self.concurrent_members)
 
 
 class Workbench:
     def __init__(self, profile: Profile, cache_dir: Path | str | None = None, data_dir: Path | str | None = None,
                  device: str | None = None, progress: bool = True, console=None,
-                 checkpoint_every: int | None | str = "env", backend=None):
-        """``backend``: a backend instance (``kdclaims.backends``), a registered name, or None for ``local``."""
+                 checkpoint_every: int | None | str = "env", backend=None, concurrent_members: int = 1):
+        """``backend``: a backend instance (``kdclaims.backends``), a registered name, or None for ``local``.
+
+        ``concurrent_members``: how many members of one population the local backend trains at once on
+        this device (``kdclaims.training.train_members``). It changes the speed, never the result (each
+        member computes what it would alone), so it is not part of any key; each member records it.
+        """
         from kdclaims.backends import get_backend
+
+        if isinstance(concurrent_members, bool) or not isinstance(concurrent_members, int) or concurrent_members < 1:
+            raise ConfigError(f"concurrent members must be a whole number of at least 1, got {concurrent_members!r}")
+        self.concurrent_members = concurrent_members
 
         self.profile = profile
         self.backend = get_backend(backend or "local") if backend is None or isinstance(backend, str) else backend
@@ -172,7 +185,7 @@ class Workbench:
     def spec(self) -> WorkbenchSpec:
         """The picklable description a worker rebuilds this workbench from (see ``WorkbenchSpec``)."""
         return WorkbenchSpec(self.profile, str(self.cache.root), str(self.data_dir), self.device_request,
-                             self.checkpoint_every, cpu_threads())
+                             self.checkpoint_every, cpu_threads(), self.concurrent_members)
 
     # -- data ------------------------------------------------------------------------------------
 
@@ -275,37 +288,65 @@ class Workbench:
         A corrupt entry is quarantined and retrained; a member interrupted earlier resumes from its
         checkpoint. The returned record's ``fresh`` says whether this call trained it.
         """
-        key = self.member_key(spec, seed)
-        try:
-            record = self.cache.load(key)
-        except CorruptEntry:
-            record = None  # dealt with under the lock, where no other process is replacing it
-        if record is not None:
-            return record
-        soft = self.soft_logits(spec)  # before taking this member's lock: the teacher has its own
-        self.cache.check_writable()  # fail before training, not after it
-        with self.cache.member_lock(key):
-            record = self._load_or_quarantine(key)  # another process may have trained it while we waited
+        return self.ensure_members(spec, [seed], on_epoch)[0]
+
+    def ensure_members(self, spec: PopulationSpec, seeds: list[int], on_epoch=None) -> list[MemberRecord]:
+        """``ensure_member`` for several members of one population at once: the missing ones train
+        concurrently on this workbench's device (``kdclaims.training.train_members``), each computing
+        what it would compute alone. Their locks are taken in key order, the same in every process, so
+        two processes asking for overlapping members wait for each other instead of deadlocking.
+        """
+        keys = [self.member_key(spec, seed) for seed in seeds]
+        records: dict[str, MemberRecord] = {}
+        for key in keys:
+            try:
+                record = self.cache.load(key)
+            except CorruptEntry:
+                record = None  # dealt with under the lock, where no other process is replacing it
             if record is not None:
-                return record
-            model = copy.deepcopy(self.initial_model(spec.arch)).to(self.device)
-            checkpoint = self.checkpointer(key)
-            trained = train_member(model, self.data, self.profile.recipe(spec.arch), seed, soft, spec.alpha or 0.0,
-                                   spec.temperature, keep_train_logits=(seed == TEACHER_SEED), on_epoch=on_epoch,
-                                   checkpoint=checkpoint, precision=self.profile.precision)
-            tensors = {"test_logits": trained.test_logits}
-            if trained.train_logits is not None:
-                tensors["train_logits"] = trained.train_logits
+                records[key] = record
+        missing = [(seed, key) for seed, key in zip(seeds, keys) if key not in records]
+        if missing:
+            soft = self.soft_logits(spec)  # before taking the members' locks: the teacher has its own
+            self.cache.check_writable()  # fail before training, not after it
+            with contextlib.ExitStack() as locks:
+                for _, key in sorted(missing, key=lambda item: item[1]):
+                    locks.enter_context(self.cache.member_lock(key))
+                to_train = []
+                for seed, key in missing:
+                    record = self._load_or_quarantine(key)  # another process may have trained it while we waited
+                    if record is not None:
+                        records[key] = record
+                    else:
+                        to_train.append((seed, key))
+                if to_train:
+                    records.update(self._train_and_store(spec, to_train, soft, on_epoch))
+        return [records[key] for key in keys]
+
+    def _train_and_store(self, spec: PopulationSpec, members: list[tuple[int, str]], soft, on_epoch) -> dict:
+        """Train ``members`` ((seed, key) pairs whose locks the caller holds) together and store each."""
+        jobs = [MemberJob(copy.deepcopy(self.initial_model(spec.arch)).to(self.device), seed, self.checkpointer(key),
+                          keep_train_logits=(seed == TEACHER_SEED), on_epoch=on_epoch)
+                for seed, key in members]
+        trained = train_members(jobs, self.data, self.profile.recipe(spec.arch), soft, spec.alpha or 0.0,
+                                spec.temperature, precision=self.profile.precision)
+        records = {}
+        for (seed, key), job, member in zip(members, jobs, trained):
+            tensors = {"test_logits": member.test_logits}
+            if member.train_logits is not None:
+                tensors["train_logits"] = member.train_logits
             meta = {
                 "config": self.member_config(spec, seed),
                 "population": spec.name,
                 "seed": seed,
                 "profile": self.profile.name,
-                "test_accuracy": trained.test_accuracy,
-                "test_loss": trained.test_loss,
-                "finite": bool(torch.isfinite(trained.test_logits).all()),
-                "wall_time_s": trained.wall_time_s,
-                "resumed_from_epoch": trained.resumed_from_epoch,
+                "test_accuracy": member.test_accuracy,
+                "test_loss": member.test_loss,
+                "finite": bool(torch.isfinite(member.test_logits).all()),
+                "wall_time_s": member.wall_time_s,  # of the whole group trained together
+                "concurrent": member.concurrent,  # members that shared the device with it, itself included
+                "device_time_s": member.wall_time_s / member.concurrent,  # its share of the device
+                "resumed_from_epoch": member.resumed_from_epoch,
                 "device": str(self.device),
                 "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
                 "torch_threads": torch.get_num_threads(),
@@ -315,10 +356,11 @@ class Workbench:
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             record = self.cache.store(key, tensors, meta)
-            if checkpoint is not None:
-                checkpoint.remove()  # only now: a crash before the store resumes from it
+            if job.checkpoint is not None:
+                job.checkpoint.remove()  # only now: a crash before the store resumes from it
             record.fresh = True
-            return record
+            records[key] = record
+        return records
 
     def missing_seeds(self, spec: PopulationSpec) -> list[int]:
         return [s for s in self.profile.seeds if not self.cache.has(self.member_key(spec, s))]

@@ -224,3 +224,49 @@ def test_backend_options_reach_the_workbench_through_pytest_and_are_checked(pyte
     result = pytester.runpytest_subprocess("--profile", "smoke", "--address", "auto", "-p", "no:cacheprovider")
     output = result.stdout.str() + result.stderr.str()
     assert result.ret == pytest.ExitCode.USAGE_ERROR and "--address does not apply to --backend local" in output
+
+
+def test_concurrent_members_on_the_local_backend_equal_members_trained_one_by_one(tmp_path):
+    """--concurrent-members 2 over three seeds (a group of two, then one): the same logits as one by one,
+    each member recording that it shared the device, and the population's device time not counted twice."""
+    profile = tiny_profile(seeds=(1, 2, 3))
+    one_by_one = Workbench(profile, tmp_path / "one", device="cpu", progress=False).population(KD)
+    bench = Workbench(profile, tmp_path / "two", device="cpu", progress=False, concurrent_members=2)
+    together = bench.population(KD)
+    assert torch.equal(one_by_one.test_logits, together.test_logits)
+    assert [m["concurrent"] for m in together.members_meta] == [2, 2, 1]
+    assert [m["concurrent"] for m in one_by_one.members_meta] == [1, 1, 1]
+    first, second = together.members_meta[:2]
+    assert first["wall_time_s"] == second["wall_time_s"]  # the group's time ...
+    assert first["device_time_s"] == pytest.approx(first["wall_time_s"] / 2)  # ... shared between its members
+    assert together.wall_time_s == pytest.approx(sum(m["device_time_s"] for m in together.members_meta))
+    assert bench.spec().concurrent_members == 2 and bench.spec().build().concurrent_members == 2
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="concurrent members"):
+            Workbench(profile, tmp_path / "bad", device="cpu", progress=False, concurrent_members=bad)
+
+
+def test_overlapping_groups_in_two_processes_do_not_deadlock(tmp_path):
+    """Two processes asking for overlapping members in opposite orders: locks are taken in key order,
+    so both finish and every member is trained exactly once."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys, dataclasses
+        sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
+        from test_backends import tiny_profile, INDEPENDENT
+        from kdclaims.population import Workbench
+        seeds = [int(s) for s in sys.argv[1].split(",")]
+        bench = Workbench(tiny_profile(seeds=(1, 2, 3)), {str(tmp_path / 'cache')!r}, device="cpu", progress=False,
+                          concurrent_members=3)
+        records = bench.ensure_members(INDEPENDENT, seeds)
+        print(sum(r.fresh for r in records))
+    """)
+    Workbench(tiny_profile(), tmp_path / "cache", device="cpu", progress=False).check_data()  # data made once
+    env = {**__import__("os").environ, "KDCLAIMS_CPU_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", script, order], stdout=subprocess.PIPE, text=True, env=env)
+             for order in ("1,2,3", "3,2,1")]
+    fresh = [int(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(fresh) == 3  # each member trained once, by one of the two

@@ -255,7 +255,7 @@ def test_read_only_cache_dir_stops_before_training(tmp_path, monkeypatch):
     cache_dir = tmp_path / "cache"
     _prepare_data(cache_dir)
     trained = []
-    monkeypatch.setattr("kdclaims.population.train_member", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr("kdclaims.population.train_members", lambda *a, **k: trained.append(1))
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")

@@ -44,7 +44,7 @@ def test_plan_counts_cached_members_and_uses_their_wall_times(tmp_path):
     assert row["cached"] == 2 and row["to_train"] == row["total"] - 2
     independent = next(p for p in row["populations"] if p["name"] == "vgg16_bn/independent")
     assert independent == {"name": "vgg16_bn/independent", "total": 2, "cached": 2}
-    assert row["per_member_source"] == "median wall time of 2 cached member(s) on cpu"
+    assert row["per_member_source"] == "median device time of 2 cached member(s) on cpu"
     assert row["per_member_s"] == pytest.approx(statistics.median(walls))
     assert row["device_hours"] == pytest.approx(statistics.median(walls) * (row["total"] - 2) / 3600)
     # disk: the two member files now, and their mean size for each student still to train (+ the teacher)
@@ -100,3 +100,13 @@ def test_plan_rejects_a_nonsense_time_per_member(tmp_path):
 
     with pytest.raises(ConfigError, match="per-member-seconds"):
         plan("paper", cache_dir=tmp_path, data_dir=tmp_path / "nodata", per_member_seconds=-1)
+
+
+def test_the_measured_time_per_member_with_concurrent_members_is_the_groups_time_shared(tmp_path):
+    profile = get_profile("smoke")
+    bench = Workbench(profile, tmp_path / "cache", device="cpu", progress=False)
+    seconds, how = measure_per_member_seconds(profile, "vit", "cpu", bench.data, measure_seconds=1.0,
+                                              concurrent_members=2)
+    assert seconds > 0 and how.endswith("2 members at a time (their time / 2)")
+    made = plan(profile, cache_dir=tmp_path / "cache", archs=["vit"], device="cpu", concurrent_members=2)
+    assert made["concurrent_members"] == 2 and "2 members at a time" in made["rows"][0]["per_member_source"]
