@@ -15,6 +15,10 @@ import click
 from kdclaims.errors import KdclaimsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Not a click.Choice: the names live in kdclaims.training, which imports torch, and the CLI starts without it.
+# Profile.with_precision checks the name (a one-line error naming fp32, tf32 and bf16).
+PRECISION_HELP = ("override the profile's arithmetic precision: fp32, tf32 or bf16 (default: the profile's, fp32 for "
+                  "paper and smoke); part of every member's cache key, so bf16 members never mix with fp32 ones")
 
 
 class _Group(click.Group):
@@ -48,17 +52,20 @@ def main(ctx, debug):
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--profile", default="paper", show_default=True, help="paper or smoke")
 @click.option("--seeds", default=None, help="override the profile's seeds: 5, 1-385, 1,4,7-9")
+@click.option("--precision", default=None, help=PRECISION_HELP)
 @click.option("-n", "workers", default=None, help="pytest-xdist workers (e.g. 2, or auto)")
 @click.option("--cache-dir", default=None, help="member cache directory")
 @click.option("--evidence", type=click.Choice(["trained", "paper"]), default="trained", show_default=True)
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def run(profile, seeds, workers, cache_dir, evidence, pytest_args):
+def run(profile, seeds, precision, workers, cache_dir, evidence, pytest_args):
     """Evaluate the claims (runs `pytest claims/` with these options; extra args go to pytest)."""
     import pytest
 
     args = [str(REPO_ROOT / "claims"), "--profile", profile, "--evidence", evidence]
     if seeds:
         args += ["--seeds", seeds]
+    if precision:
+        args += ["--precision", precision]
     if workers:
         args += ["-n", str(workers)]
     if cache_dir:
@@ -73,6 +80,7 @@ def run(profile, seeds, workers, cache_dir, evidence, pytest_args):
 @click.option("--alpha", type=float, default=None, help="teacher weight of loss (1), in [0, 1]")
 @click.option("--temperature", type=float, default=1.0, show_default=True)
 @click.option("--seeds", default=None, help="override the profile's seeds")
+@click.option("--precision", default=None, help=PRECISION_HELP)
 @click.option("--cache-dir", default=None)
 @click.option("--data-dir", default=None)
 @click.option("--device", default="auto", show_default=True)
@@ -86,8 +94,8 @@ def run(profile, seeds, workers, cache_dir, evidence, pytest_args):
 @click.option("--max-retries", type=int, default=None,
               help="resubmissions of a failed member (task error or dead worker) before it is reported failed "
                    "(default 2)")
-def train(profile, arch, setup_name, alpha, temperature, seeds, cache_dir, data_dir, device, backend, address,
-          gpus_per_member, max_retries):
+def train(profile, arch, setup_name, alpha, temperature, seeds, precision, cache_dir, data_dir, device, backend,
+          address, gpus_per_member, max_retries):
     """Train (or load from the cache) one population and print its accuracy."""
     import warnings
 
@@ -98,6 +106,8 @@ def train(profile, arch, setup_name, alpha, temperature, seeds, cache_dir, data_
     prof = get_profile(profile)
     if seeds:
         prof = prof.with_seeds(parse_seeds(seeds))
+    if precision:
+        prof = prof.with_precision(precision)  # a bad name: one line naming the valid ones
     spec = PopulationSpec(arch, setup_name, alpha, temperature)
     chosen = get_backend(backend, address=address, gpus_per_member=gpus_per_member, max_retries=max_retries)
     bench = Workbench(prof, cache_dir, data_dir, device, backend=chosen)

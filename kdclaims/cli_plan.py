@@ -36,6 +36,10 @@ def _hours(hours: float | None) -> str:
 @click.command()
 @click.option("--profile", default="paper", show_default=True, help="paper or smoke")
 @click.option("--seeds", default=None, help="override the profile's seeds: 5, 1-385, 1,4,7-9")
+@click.option("--precision", default=None,
+              help="override the profile's arithmetic precision: fp32, tf32 or bf16 (default: the profile's, fp32 "
+                   "for paper and smoke); part of every member's cache key (bf16 members never mix with fp32 ones), "
+                   "so it changes what counts as cached and the time per member")
 @click.option("--cache-dir", default=None, help="member cache directory (default $KDCLAIMS_CACHE_DIR, else ~/.cache/kdclaims)")
 @click.option("--data-dir", default=None, help="where CIFAR-100 is (default $KDCLAIMS_DATA_DIR, else <cache>/data)")
 @click.option("--device", default="auto", show_default=True, help="device the time per member is measured on")
@@ -43,7 +47,7 @@ def _hours(hours: float | None) -> str:
               help="use this time per member instead of the cached wall times or a measurement")
 @click.option("--arch", "archs", multiple=True, help="only this architecture; repeatable (default: all)")
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
-def plan(profile, seeds, cache_dir, data_dir, device, per_member_seconds, archs, as_json):
+def plan(profile, seeds, precision, cache_dir, data_dir, device, per_member_seconds, archs, as_json):
     """Print what a run will cost before it starts: members to train and already cached, the estimated
     device-hours (from cached wall times, or a quick measurement), and the cache's size on disk."""
     from rich.console import Console
@@ -56,6 +60,8 @@ def plan(profile, seeds, cache_dir, data_dir, device, per_member_seconds, archs,
     prof = get_profile(profile)
     if seeds:
         prof = prof.with_seeds(parse_seeds(seeds))
+    if precision:
+        prof = prof.with_precision(precision)
     for arch in archs:
         get_architecture(arch)  # a ConfigError naming the known ones
     result = make_plan(prof, cache_dir=cache_dir, data_dir=data_dir, archs=archs or None, device=device,

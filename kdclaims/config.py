@@ -296,6 +296,8 @@ class Profile:
     def __post_init__(self):
         if self.scale not in SCALES:
             raise ConfigError(f"profile {self.name!r}: unknown scale {self.scale!r}; use one of {', '.join(SCALES)}")
+        if self.precision != "fp32":  # fp32 is always valid: profiles built at import time load no torch
+            _check_profile_precision(self.name, self.precision)
 
     def _smoke_config(self, arch: str) -> "SmokeConfig | None":
         if self.scale != "smoke":
@@ -330,6 +332,12 @@ class Profile:
     def with_seeds(self, seeds: tuple[int, ...]) -> "Profile":
         return dataclasses.replace(self, seeds=tuple(seeds))
 
+    def with_precision(self, precision: str) -> "Profile":
+        """This profile at another arithmetic precision (a key of ``kdclaims.training.PRECISIONS``).
+        Precision is part of every member's key, so members of two precisions never mix in the cache."""
+        _check_profile_precision(self.name, precision)
+        return dataclasses.replace(self, precision=precision)
+
     def as_dict(self) -> dict:
         """Provenance: model_overrides and epochs are the effective ones, per trainable architecture."""
         from kdclaims.models import ARCHITECTURES
@@ -347,6 +355,14 @@ class Profile:
             "precision": self.precision,
             "is_reproduction": self.is_reproduction,
         }
+
+
+def _check_profile_precision(profile: str, precision: Any) -> None:
+    from kdclaims.training import PRECISIONS  # here: kdclaims.training imports torch and this module
+
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r} for profile {profile!r}: "
+                          f"use one of {', '.join(PRECISIONS)}")
 
 
 PROFILES: dict[str, Profile] = {

@@ -34,6 +34,12 @@ def pytest_addoption(parser):
     group.addoption("--profile", default=None,
                     help="paper (default: CIFAR-100, full models, 385 seeds) or smoke (synthetic data, small models)")
     group.addoption("--seeds", default=None, help="override the profile's student seeds: 5, 1-385 or 1,4,7-9")
+    # No choices= here: the names live in kdclaims.training (torch), which the plugin does not load on start-up;
+    # Profile.with_precision refuses a bad one, and pytest_configure makes that one line.
+    group.addoption("--precision", default=None,
+                    help="override the profile's arithmetic precision: fp32, tf32 or bf16 (default: the profile's, "
+                         "fp32 for paper and smoke); part of every member's cache key, so bf16 members never mix "
+                         "with fp32 ones")
     group.addoption("--cache-dir", default=None, help="member cache (default $KDCLAIMS_CACHE_DIR or ~/.cache/kdclaims)")
     group.addoption("--data-dir", default=None, help="where CIFAR-100 is (default $KDCLAIMS_DATA_DIR or <cache>/data)")
     group.addoption("--results-dir", default=None,
@@ -72,6 +78,8 @@ class HarnessState:
         self.profile = get_profile(opt("--profile") or "paper")
         if opt("--seeds"):
             self.profile = self.profile.with_seeds(parse_seeds(opt("--seeds")))
+        if opt("--precision"):
+            self.profile = self.profile.with_precision(opt("--precision"))
         self.cache_dir = Path(opt("--cache-dir") or default_cache_dir()).expanduser()
         self.data_dir = opt("--data-dir")
         self.results_dir = Path(opt("--results-dir") or default_results_dir(self.cache_dir)).expanduser()

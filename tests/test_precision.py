@@ -1,5 +1,6 @@
 """Precision is a recorded setting: bf16 populations agree with fp32 ones within seed-to-seed noise."""
 
+import json
 import math
 
 import pytest
@@ -54,3 +55,94 @@ def test_precision_is_validated_and_fp32_leaves_tf32_off():
     with precision_context("bf16", torch.device("cpu")):
         out = torch.nn.Linear(4, 4)(torch.randn(2, 4))
     assert out.dtype == torch.bfloat16
+
+
+# ---------------------------------------------------------------------------------------------
+# --precision: Profile.with_precision, the pytest option and the command line
+# ---------------------------------------------------------------------------------------------
+
+
+def test_with_precision_changes_every_member_key_and_refuses_unknown_names(tmp_path):
+    import dataclasses
+
+    from kdclaims.config import PopulationSpec, teacher_spec
+    from kdclaims.population import Workbench
+
+    smoke = get_profile("smoke").with_seeds((1, 2))
+    bf16 = smoke.with_precision("bf16")
+    assert (smoke.precision, bf16.precision, bf16.seeds) == ("fp32", "bf16", (1, 2))
+    assert bf16.as_dict()["precision"] == "bf16"
+    cache = tmp_path / "cache"
+    benches = {p.precision: Workbench(p, cache, device="cpu", progress=False) for p in (smoke, bf16)}
+    for spec, seed in ((PopulationSpec("vgg16_bn", "kd", 0.5), 1), (teacher_spec("vgg16_bn"), 0)):
+        keys = {name: bench.member_key(spec, seed) for name, bench in benches.items()}
+        assert keys["fp32"] != keys["bf16"], spec.name  # bf16 members never mix with fp32 ones in the cache
+        assert benches["bf16"].member_config(spec, seed)["precision"] == "bf16"
+    back = Workbench(bf16.with_precision("fp32"), cache, device="cpu", progress=False)
+    assert back.member_key(teacher_spec("vgg16_bn"), 0) == benches["fp32"].member_key(teacher_spec("vgg16_bn"), 0)
+
+    for bad in ("fp16", "BF16", ""):
+        with pytest.raises(ConfigError) as info:
+            smoke.with_precision(bad)
+        message = str(info.value)
+        assert "\n" not in message and f"unknown precision {bad!r}" in message
+        assert all(name in message for name in PRECISIONS), message
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'.*fp32, tf32, bf16"):
+        dataclasses.replace(smoke, precision="fp16")  # refused at construction too
+
+
+def _one_claim_project(pytester):
+    from kdclaims.claims import CLAIMS_DIR
+
+    claims_dir = pytester.mkdir("claims")
+    text = (CLAIMS_DIR / "resnet18_table4.yaml").read_text()
+    head, body = text.split("claims:\n")
+    (claims_dir / "r18.yaml").write_text(head + "claims:\n" + "  - id: " + body.split("  - id: ")[1])
+    return pytester
+
+
+def test_pytest_precision_option_is_recorded_in_the_evaluation(pytester, tmp_path):
+    # --evidence paper: the option goes through the plugin into the profile and the saved evaluation
+    # without training anything (the member keys it changes are tested above).
+    cache = tmp_path / "cache"
+    result = _one_claim_project(pytester).runpytest_subprocess(
+        "claims", "--profile", "smoke", "--seeds", "2", "--precision", "bf16", "--evidence", "paper",
+        "--cache-dir", str(cache), "-p", "no:cacheprovider")
+    assert result.ret in (0, 1), result.stdout.str() + result.stderr.str()  # 1: the paper's own verdict
+    evaluation = json.loads((cache / "evaluations" / "latest.json").read_text())
+    assert evaluation["profile"]["precision"] == "bf16"
+    assert evaluation["profile"]["name"] == "smoke" and evaluation["profile"]["n_seeds"] == 2
+
+
+def test_pytest_refuses_an_unknown_precision_in_one_line(pytester):
+    result = _one_claim_project(pytester).runpytest_subprocess(
+        "claims", "--profile", "smoke", "--precision", "nope", "-p", "no:cacheprovider")
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret != 0 and "Traceback" not in output
+    assert "unknown precision 'nope'" in output and "fp32, tf32, bf16" in output
+
+
+@pytest.mark.parametrize("command", [["train", "--arch", "vgg16_bn", "--setup", "independent"], ["plan"]])
+def test_cli_refuses_an_unknown_precision_in_one_line(command, tmp_path):
+    from click.testing import CliRunner
+
+    from kdclaims.cli import main
+
+    done = CliRunner().invoke(main, [*command, "--profile", "smoke", "--seeds", "1", "--device", "cpu",
+                                     "--cache-dir", str(tmp_path / "cache"), "--precision", "nope"])
+    assert done.exit_code == 2, done.output
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kdclaims: error: unknown precision 'nope'"), done.stderr
+    assert all(name in lines[0] for name in PRECISIONS)
+    assert not (tmp_path / "cache" / "members").exists()  # refused before any training
+
+
+def test_precision_options_are_documented():
+    from click.testing import CliRunner
+
+    from kdclaims.cli import main
+
+    for command in ("train", "run", "plan"):
+        text = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
+        assert "--precision" in text and all(name in text for name in PRECISIONS), command
+        assert "cache key" in text, command
