@@ -17,6 +17,7 @@ from kdclaims.errors import KdclaimsError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Not a click.Choice: the names live in kdclaims.training, which imports torch, and the CLI starts without it.
 # Profile.with_precision checks the name (a one-line error naming fp32, tf32 and bf16).
+CONCURRENT_HELP = ("members of one population trained at once on the device by the local backend (default 1); on CUDA each has a stream of its own. Changes the speed only: each member computes what it would alone")
 PRECISION_HELP = ("override the profile's arithmetic precision: fp32, tf32 or bf16 (default: the profile's, fp32 for "
                   "paper and smoke); part of every member's cache key, so bf16 members never mix with fp32 ones")
 
@@ -53,11 +54,12 @@ def main(ctx, debug):
 @click.option("--profile", default="paper", show_default=True, help="paper or smoke")
 @click.option("--seeds", default=None, help="override the profile's seeds: 5, 1-385, 1,4,7-9")
 @click.option("--precision", default=None, help=PRECISION_HELP)
+@click.option("--concurrent-members", type=click.IntRange(min=1), default=None, help=CONCURRENT_HELP)
 @click.option("-n", "workers", default=None, help="pytest-xdist workers (e.g. 2, or auto)")
 @click.option("--cache-dir", default=None, help="member cache directory")
 @click.option("--evidence", type=click.Choice(["trained", "paper"]), default="trained", show_default=True)
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def run(profile, seeds, precision, workers, cache_dir, evidence, pytest_args):
+def run(profile, seeds, precision, concurrent_members, workers, cache_dir, evidence, pytest_args):
     """Evaluate the claims (runs `pytest claims/` with these options; extra args go to pytest)."""
     import pytest
 
@@ -66,6 +68,8 @@ def run(profile, seeds, precision, workers, cache_dir, evidence, pytest_args):
         args += ["--seeds", seeds]
     if precision:
         args += ["--precision", precision]
+    if concurrent_members:
+        args += ["--concurrent-members", str(concurrent_members)]
     if workers:
         args += ["-n", str(workers)]
     if cache_dir:
@@ -94,8 +98,9 @@ def run(profile, seeds, precision, workers, cache_dir, evidence, pytest_args):
 @click.option("--max-retries", type=int, default=None,
               help="resubmissions of a failed member (task error or dead worker) before it is reported failed "
                    "(default 2)")
+@click.option("--concurrent-members", type=click.IntRange(min=1), default=1, show_default=True, help=CONCURRENT_HELP)
 def train(profile, arch, setup_name, alpha, temperature, seeds, precision, cache_dir, data_dir, device, backend,
-          address, gpus_per_member, max_retries):
+          address, gpus_per_member, max_retries, concurrent_members):
     """Train (or load from the cache) one population and print its accuracy."""
     import warnings
 
@@ -110,7 +115,7 @@ def train(profile, arch, setup_name, alpha, temperature, seeds, precision, cache
         prof = prof.with_precision(precision)  # a bad name: one line naming the valid ones
     spec = PopulationSpec(arch, setup_name, alpha, temperature)
     chosen = get_backend(backend, address=address, gpus_per_member=gpus_per_member, max_retries=max_retries)
-    bench = Workbench(prof, cache_dir, data_dir, device, backend=chosen)
+    bench = Workbench(prof, cache_dir, data_dir, device, backend=chosen, concurrent_members=concurrent_members)
     bench.check_data()
     try:
         with warnings.catch_warnings():

@@ -46,8 +46,12 @@ def _hours(hours: float | None) -> str:
 @click.option("--per-member-seconds", type=float, default=None,
               help="use this time per member instead of the cached wall times or a measurement")
 @click.option("--arch", "archs", multiple=True, help="only this architecture; repeatable (default: all)")
+@click.option("--concurrent-members", type=click.IntRange(min=1), default=1, show_default=True,
+              help="members trained at once on the device (as the run will use): the measured time per member "
+                   "is the group's time divided by this")
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
-def plan(profile, seeds, precision, cache_dir, data_dir, device, per_member_seconds, archs, as_json):
+def plan(profile, seeds, precision, cache_dir, data_dir, device, per_member_seconds, archs, concurrent_members,
+         as_json):
     """Print what a run will cost before it starts: members to train and already cached, the estimated
     device-hours (from cached wall times, or a quick measurement), and the cache's size on disk."""
     from rich.console import Console
@@ -65,7 +69,7 @@ def plan(profile, seeds, precision, cache_dir, data_dir, device, per_member_seco
     for arch in archs:
         get_architecture(arch)  # a ConfigError naming the known ones
     result = make_plan(prof, cache_dir=cache_dir, data_dir=data_dir, archs=archs or None, device=device,
-                       per_member_seconds=per_member_seconds)
+                       per_member_seconds=per_member_seconds, concurrent_members=concurrent_members)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -61,6 +61,8 @@ def pytest_addoption(parser):
     backend.addoption("--gpus-per-member", type=float, default=None,
                       help="GPU fraction each member asks Ray for (0.25: four share a GPU; default 1); "
                            "members run on CPUs where the cluster has no GPU")
+    backend.addoption("--concurrent-members", type=int, default=1,
+                      help="members of one population trained at once on the device by the local backend (default 1); on CUDA each has a stream of its own. Changes the speed only: each member computes what it would alone")
     backend.addoption("--max-retries", type=int, default=None,
                       help="times a failed member (task error or dead worker) is resubmitted before it is "
                            "reported failed (default 2)")
@@ -86,6 +88,9 @@ class HarnessState:
         self.device = opt("--device")
         self.evidence_name = opt("--evidence")
         self.correction = {"method": opt("--correction"), "family": opt("--family")}
+        self.concurrent_members = opt("--concurrent-members")
+        if self.concurrent_members < 1:
+            raise KdclaimsError(f"--concurrent-members {self.concurrent_members}: give 1 or more")
         self.backend_name = opt("--backend")
         self.backend_options = {"address": opt("--address"), "gpus_per_member": opt("--gpus-per-member"),
                                 "max_retries": opt("--max-retries")}
@@ -111,7 +116,8 @@ class HarnessState:
             from kdclaims.population import Workbench
 
             self._workbench = Workbench(self.profile, self.cache_dir, self.data_dir, self.device,
-                                        progress=not hasattr(self.config, "workerinput"), backend=self.backend)
+                                        progress=not hasattr(self.config, "workerinput"), backend=self.backend,
+                                        concurrent_members=self.concurrent_members)
         return self._workbench
 
     @property
@@ -361,6 +367,7 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
             "git": git_revision(), "kdclaims": kdclaims.__version__, "torch": torch.__version__,
             "python": platform.python_version(), "device": state.device,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "backend": state.backend_name, "concurrent_members": state.concurrent_members,
             "host": platform.node(), "duration_s": time.time() - state.started, "pytest_exitstatus": exitstatus,
         },
         "summary": {"claims": len(results), "verdicts": verdicts},

@@ -200,7 +200,8 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
             f"- Evaluation: `{document.get('evaluation_path') or '–'}`, created {document.get('created_at') or '–'}",
             f"- Code: kdclaims {prov.get('kdclaims', '–')}, git `{prov.get('git') or 'unknown'}`; "
             f"torch {prov.get('torch', '–')}, Python {prov.get('python', '–')}; device {prov.get('cuda') or prov.get('device', '–')}",
-            f"- Precision: {profile.get('precision', 'fp32')}",
+            f"- Precision: {profile.get('precision', 'fp32')}; training backend {prov.get('backend') or 'local'}, "
+            f"{prov.get('concurrent_members') or 1} member(s) at a time per device",
             f"- Cache: `{prov.get('cache_dir') or '–'}`"]
     dataset = prov.get("dataset")
     if dataset:

@@ -219,8 +219,14 @@ def test_backend_options_reach_the_workbench_through_pytest_and_are_checked(pyte
 
         def test_backend(pytestconfig):
             assert pytestconfig.stash[STATE].workbench.backend.name == "local"
+            assert pytestconfig.stash[STATE].workbench.concurrent_members == int(pytestconfig.getoption("--concurrent-members"))
         """)
     assert pytester.runpytest_subprocess("--profile", "smoke", "-p", "no:cacheprovider").ret == 0
+    assert pytester.runpytest_subprocess("--profile", "smoke", "--concurrent-members", "3", "-p", "no:cacheprovider").ret == 0
+    result = pytester.runpytest_subprocess("--profile", "smoke", "--concurrent-members", "0", "-p", "no:cacheprovider")
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "--concurrent-members 0: give 1 or more" in output
+    assert "Traceback" not in output
     result = pytester.runpytest_subprocess("--profile", "smoke", "--address", "auto", "-p", "no:cacheprovider")
     output = result.stdout.str() + result.stderr.str()
     assert result.ret == pytest.ExitCode.USAGE_ERROR and "--address does not apply to --backend local" in output
@@ -244,6 +250,9 @@ def test_concurrent_members_on_the_local_backend_equal_members_trained_one_by_on
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ConfigError, match="concurrent members"):
             Workbench(profile, tmp_path / "bad", device="cpu", progress=False, concurrent_members=bad)
+    refused = CliRunner().invoke(main, ["train", "--profile", "smoke", "--arch", "vit", "--setup", "independent",
+                                        "--concurrent-members", "0", "--cache-dir", str(tmp_path / "cli")])
+    assert refused.exit_code == 2 and "--concurrent-members" in refused.output and "0" in refused.output
 
 
 def test_overlapping_groups_in_two_processes_do_not_deadlock(tmp_path):
