@@ -1,15 +1,19 @@
-"""Training throughput: the fast path (``kdclaims.training.train_model``) against the reference loop.
+"""Training throughput: the fast path (``kdclaims.training``) against the reference loop.
 
-For each architecture, in one process on one machine, interleaved (reference, fast, reference, fast, ...
-``--repeats`` times, after one warm-up of each), the same member is trained from the same initial
-weights with the same recipe, loss, batch size and number of steps; the median wall time of each side
-gives member-epochs per second and their ratio (fast / reference; above 1: the fast path is faster).
-On CUDA it also prints the achieved training FLOP/s, counted as 3 x the forward FLOPs of one image
-(``kdclaims.models.model_flops_per_image``) x images per second, and its fraction of the device's
-bf16 dense matrix peak (``--peak-tflops``).
+For each architecture, in one process on one machine, interleaved (reference, then the fast path at each
+``--concurrent`` value, and again, ``--repeats`` times, after one warm-up of each), members are trained
+from the same initial weights with the same recipe, loss, batch size and number of steps. The reference
+trains one member; the fast path trains K members at once (``train_concurrently``: one step of each in
+turn, on CUDA a stream each). The median wall time of each gives member-epochs per second (K members for
+E epochs count K x E) and their ratio (fast / reference; above 1: the fast path is faster). On CUDA it
+also prints the achieved training FLOP/s, counted as 3 x the forward FLOPs of one image
+(``kdclaims.models.model_flops_per_image``) x images per second, and its fraction of the device's bf16
+dense matrix peak (``--peak-tflops``), and it measures a large bf16 matrix product for comparison.
+``--channels-last`` and ``--compile`` try those on the fast side, to see whether they earn a place in it.
 
     python benchmarks/train_throughput.py                                   # CPU, smoke scale (~1 min)
     python benchmarks/train_throughput.py --device cuda --scale paper       # GPU, the paper's models
+    bash benchmarks/gpu.sh                                                  # every GPU figure, one command
 
 Smoke scale: each architecture at the smoke profile's size, on the smoke profile's synthetic data
 (CIFAR-100's format, 1,600 training images pooled to 16x16). Paper scale: the paper's model sizes on
@@ -68,7 +72,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default=None,
                    help="the fast path's precision (fp32, tf32, bf16; default: the profile's). "
                         "The reference loop is always fp32")
-    p.add_argument("--seed", type=int, default=1, help="member seed (data order and dropout)")
+    p.add_argument("--concurrent", default="1",
+                   help="members the fast path trains at once on the device, comma-separated (e.g. 1,4,8): one "
+                        "fast row per value, each timed against the same reference (default 1)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="fast side only: models in channels_last memory format (convolutions in NHWC)")
+    p.add_argument("--compile", action="store_true",
+                   help="fast side only: each model wrapped in torch.compile (compiled during the warm-up)")
+    p.add_argument("--seed", type=int, default=1, help="member seed (data order and dropout); concurrent "
+                                                       "members take the seeds after it")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the harness)")
     p.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS,
                    help="the device's bf16 dense matrix peak in TFLOP/s, for the utilisation column "
@@ -89,6 +101,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = [a for a in args.archs if a not in ARCHS]
     if unknown:
         p.error(f"unknown architecture(s) {', '.join(unknown)}: choose from {', '.join(ARCHS)}")
+    try:
+        args.concurrent = [int(k) for k in args.concurrent.split(",") if k.strip()]
+    except ValueError:
+        p.error(f"--concurrent {args.concurrent!r}: give whole numbers, e.g. 1,4,8")
+    if not args.concurrent or min(args.concurrent) < 1:
+        p.error("--concurrent: every value must be at least 1")
     for name in ("epochs", "repeats", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
@@ -133,11 +151,16 @@ def _first(dataset: Dataset, n: int | None) -> Dataset:
                    f"{dataset.fingerprint}[:{n}]")
 
 
-def fast_path(model, data, recipe, seed, soft_logits, precision: str) -> None:
-    """One member through the fast path, at ``precision`` (passed only when it is not fp32, so the
-    script also runs against a ``train_model`` without the setting)."""
-    extra = {} if precision == "fp32" else {"precision": precision}
-    training.train_model(model, data, recipe, seed, soft_logits, ALPHA, **extra)
+def fast_members(models, data, recipe, seed, soft_logits, precision: str) -> None:
+    """Members through the fast path: ``kdclaims.training.train_concurrently`` over each one's
+    ``training_steps`` (one member: the plain loop), BatchNorm kept in fp32 under bf16 as ``train_members``
+    does. Scoring on the test set is left out, as the reference loop does not score either."""
+    steps = []
+    for i, model in enumerate(models):
+        if precision == "bf16":
+            training.keep_batchnorm_fp32(model)
+        steps.append(training.training_steps(model, data, recipe, seed + i, soft_logits, ALPHA, precision=precision))
+    training.train_concurrently(steps, data.device)
 
 
 # -- timing --------------------------------------------------------------------------------------
@@ -170,33 +193,54 @@ def bench_arch(arch: str, args: argparse.Namespace, dataset: Dataset, image_size
     def fresh() -> torch.nn.Module:
         return copy.deepcopy(initial).to(device)
 
+    def fresh_fast() -> torch.nn.Module:
+        model = fresh()
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return torch.compile(model) if args.compile else model
+
     def run_reference(model, data=reference, rec=recipe):
         train_reference(model, data, rec, args.seed, soft_cpu, ALPHA, image_size=image_size, device=device)
 
-    def run_fast(model, data=prepared, rec=recipe, soft=soft_device):
-        fast_path(model, data, rec, args.seed, soft, args.precision)
+    def run_fast(models, data=prepared, rec=recipe, soft=soft_device):
+        fast_members(models, data, rec, args.seed, soft, args.precision)
 
-    # Warm-up: one short epoch of each side (allocator, cuDNN/oneDNN kernels, lazy initialisation).
-    warm = min(n, WARMUP_BATCHES * recipe.batch_size)
+    # Warm-up: one short epoch of each side (allocator, cuDNN/oneDNN kernels, lazy initialisation, and
+    # torch.compile's graphs: a partial last batch too, so the timed epochs' own partial batch recompiles nothing).
+    warm = min(n, WARMUP_BATCHES * recipe.batch_size + 7)
     warm_recipe = recipe.scaled_to(1)
     warm_ref = ReferenceData(reference.images[:warm], reference.labels[:warm], image_size)
     warm_fast = dataclasses.replace(prepared, train_images=prepared.train_images[:warm],
                                     train_labels=prepared.train_labels[:warm])
     train_reference(fresh(), warm_ref, warm_recipe, args.seed, soft_cpu[:warm], ALPHA, image_size=image_size,
                     device=device)
-    run_fast(fresh(), warm_fast, warm_recipe, soft_device[:warm])
+    for k in args.concurrent:
+        run_fast([fresh_fast() for _ in range(k)], warm_fast, warm_recipe, soft_device[:warm])
 
-    ref_times, fast_times = [], []
-    for _ in range(args.repeats):  # interleaved: A B A B ...
+    ref_times, fast_times = [], {k: [] for k in args.concurrent}
+    for _ in range(args.repeats):  # interleaved: reference, then each fast variant, and again
         model = fresh()
         ref_times.append(timed(lambda: run_reference(model), device))
-        model = fresh()
-        fast_times.append(timed(lambda: run_fast(model), device))
+        for k in args.concurrent:
+            models = [fresh_fast() for _ in range(k)]
+            fast_times[k].append(timed(lambda: run_fast(models), device))
 
-    ref_s, fast_s = statistics.median(ref_times), statistics.median(fast_times)
+    ref_s = statistics.median(ref_times)
     flops = model_flops_per_image(arch, **model_config)
     train_flops_per_member_epoch = 3 * flops * n
-    paired = [r / f for r, f in zip(ref_times, fast_times)]
+    fast = []
+    for k in args.concurrent:
+        fast_s = statistics.median(fast_times[k])
+        paired = [r / (f / k) for r, f in zip(ref_times, fast_times[k])]
+        fast.append({
+            "concurrent": k,
+            "fast_s": fast_times[k],
+            "fast_member_epochs_per_s": k * args.epochs / fast_s,
+            "ratio_fast_over_reference": (k * args.epochs / fast_s) / (args.epochs / ref_s),
+            "paired_ratio_min": min(paired),
+            "paired_ratio_max": max(paired),
+            "fast_train_flops_per_s": train_flops_per_member_epoch * k * args.epochs / fast_s,
+        })
     return {
         "arch": arch,
         "params": count_parameters(initial),
@@ -206,18 +250,24 @@ def bench_arch(arch: str, args: argparse.Namespace, dataset: Dataset, image_size
         "steps_per_epoch": math.ceil(n / recipe.batch_size),
         "forward_flops_per_image": flops,
         "reference_s": ref_times,
-        "fast_s": fast_times,
         "reference_member_epochs_per_s": args.epochs / ref_s,
-        "fast_member_epochs_per_s": args.epochs / fast_s,
-        "ratio_fast_over_reference": ref_s / fast_s,
-        "paired_ratio_min": min(paired),
-        "paired_ratio_max": max(paired),
         "reference_train_flops_per_s": train_flops_per_member_epoch * args.epochs / ref_s,
-        "fast_train_flops_per_s": train_flops_per_member_epoch * args.epochs / fast_s,
+        "fast": fast,
     }
 
 
 # -- report --------------------------------------------------------------------------------------
+
+
+def measured_matmul_tflops(device: torch.device, size: int = 8192, repeats: int = 10) -> float:
+    """TFLOP/s of a ``size``-cubed bf16 matrix product on ``device`` (random data; mean of ``repeats`` after
+    three warm-ups): what the device's matrix units deliver in practice, beside the data-sheet peak."""
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    seconds = timed(lambda: [a @ b for _ in range(repeats)], device) / repeats
+    return 2 * size ** 3 / seconds / 1e12
 
 
 def device_name(device: torch.device) -> str:
@@ -235,20 +285,27 @@ def device_name(device: torch.device) -> str:
 
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
+    """One line per architecture and side: the reference, then the fast path at each --concurrent value."""
     cuda = args.device.type == "cuda"
-    header = ["arch", "params", "images", "ref member-ep/s", "fast member-ep/s", "fast/ref", "paired fast/ref"]
+    header = ["arch", "params", "images", "side", "members at once", "member-ep/s", "fast/ref", "paired fast/ref"]
     if cuda:
-        header += ["ref TFLOP/s", "fast TFLOP/s", "fast % of bf16 peak"]
+        header += ["TFLOP/s", "% of bf16 peak"]
+    peak = args.peak_tflops * 1e12
     lines = [header]
     for r in rows:
-        line = [r["arch"], f"{r['params']:,}", f"{r['train_images']:,}",
-                f"{r['reference_member_epochs_per_s']:.4g}", f"{r['fast_member_epochs_per_s']:.4g}",
-                f"{r['ratio_fast_over_reference']:.2f}x",
-                f"{r['paired_ratio_min']:.2f}-{r['paired_ratio_max']:.2f}"]
+        line = [r["arch"], f"{r['params']:,}", f"{r['train_images']:,}", "reference", "1",
+                f"{r['reference_member_epochs_per_s']:.4g}", "", ""]
         if cuda:
-            line += [f"{r['reference_train_flops_per_s'] / 1e12:.2f}", f"{r['fast_train_flops_per_s'] / 1e12:.2f}",
-                     f"{100 * r['fast_train_flops_per_s'] / (args.peak_tflops * 1e12):.1f}%"]
+            line += [f"{r['reference_train_flops_per_s'] / 1e12:.2f}",
+                     f"{100 * r['reference_train_flops_per_s'] / peak:.1f}%"]
         lines.append(line)
+        for f in r["fast"]:
+            line = [r["arch"], f"{r['params']:,}", f"{r['train_images']:,}", "fast", str(f["concurrent"]),
+                    f"{f['fast_member_epochs_per_s']:.4g}", f"{f['ratio_fast_over_reference']:.2f}x",
+                    f"{f['paired_ratio_min']:.2f}-{f['paired_ratio_max']:.2f}"]
+            if cuda:
+                line += [f"{f['fast_train_flops_per_s'] / 1e12:.2f}", f"{100 * f['fast_train_flops_per_s'] / peak:.1f}%"]
+            lines.append(line)
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     fmt = lambda line: "| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |"  # noqa: E731
     print(fmt(lines[0]))
@@ -280,10 +337,15 @@ def main(argv=None) -> int:
           f"precision: reference fp32, fast {args.precision}; "
           f"median of {args.repeats} interleaved runs per side after one warm-up")
     print("reference: benchmarks/reference_loop.py (DataLoader, shuffle, per-batch copy, one model, fp32, "
-          "no compile); fast: kdclaims.training.train_model")
+          "no compile); fast: kdclaims.training.training_steps, K members at once through train_concurrently "
+          f"(K in {args.concurrent}; on CUDA a stream each)"
+          + (", channels_last" if args.channels_last else "") + (", torch.compile" if args.compile else ""))
+    matmul_tflops = None
     if device.type == "cuda":
+        matmul_tflops = measured_matmul_tflops(device)
         print(f"training FLOPs = 3 x forward FLOPs per image x images; bf16 dense matrix peak used: "
-              f"{args.peak_tflops:g} TFLOP/s (--peak-tflops)")
+              f"{args.peak_tflops:g} TFLOP/s (--peak-tflops); an 8192^3 bf16 matrix product measured now: "
+              f"{matmul_tflops:.0f} TFLOP/s ({100 * matmul_tflops / args.peak_tflops:.0f}% of that peak)")
     print()
     rows = []
     for arch in args.archs:
@@ -291,14 +353,18 @@ def main(argv=None) -> int:
         rows.append(bench_arch(arch, args, dataset, image_size, config, prepared, reference))
     print_table(rows, args)
     print()
-    print("member-ep/s: member-epochs per second (one member trained for one epoch); fast/ref: ratio of the "
-          "median times (>1: the fast path is faster); paired: min-max over the repeats of ref/fast in one pair")
+    print("member-ep/s: member-epochs per second (one member trained for one epoch; K members at once count K); "
+          "fast/ref: ratio of the member throughputs from the median times (>1: the fast path is faster); "
+          "paired: min-max over the repeats of the same ratio within one interleaved round")
     print(f"total wall time: {time.perf_counter() - started:.1f} s")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps({
             "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "scale": args.scale, "epochs": args.epochs,
-            "repeats": args.repeats, "precision": args.precision, "peak_tflops": args.peak_tflops, "rows": rows}, indent=2))
+            "repeats": args.repeats, "precision": args.precision, "peak_tflops": args.peak_tflops,
+            "concurrent": args.concurrent, "channels_last": args.channels_last, "compile": args.compile,
+            "measured_matmul_tflops": matmul_tflops,
+            "rows": rows}, indent=2))
     return 0
 
 

@@ -1,6 +1,7 @@
 """The benchmark's two sides compute the same thing; the throughput script runs. No timing assertions."""
 
 import copy
+import json
 import math
 import subprocess
 import sys
@@ -124,18 +125,48 @@ def test_with_the_dataloaders_own_shuffle_both_do_the_same_steps_and_reach_a_sim
         (start, fast_loss, reference_loss)
 
 
-def test_the_throughput_script_runs_at_smoke_scale():
+def _table_rows(out: str, arch: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.splitlines()
+            if line.startswith(f"| {arch} ")]
+
+
+def test_the_throughput_script_runs_at_smoke_scale(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--epochs", "1", "--archs", "vit",
-         "--repeats", "1", "--train-size", "256"],
+         "--repeats", "1", "--train-size", "256", "--concurrent", "1,3", "--json", str(tmp_path / "r.json")],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "fast/ref" in out and "ref member-ep/s" in out and "fast member-ep/s" in out
+    assert "fast/ref" in out and "member-ep/s" in out and "members at once" in out
     assert "CPU threads: 1" in out
-    row = next(line for line in out.splitlines() if line.startswith("| vit"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == "256" and cells[5].endswith("x") and float(cells[5][:-1]) > 0
+    reference, alone, three = _table_rows(out, "vit")
+    assert reference[2] == "256" and reference[3] == "reference" and reference[6] == ""
+    assert (alone[3], alone[4], three[3], three[4]) == ("fast", "1", "fast", "3")
+    assert all(row[6].endswith("x") and float(row[6][:-1]) > 0 for row in (alone, three))
+    saved = json.loads((tmp_path / "r.json").read_text())
+    (row,) = saved["rows"]
+    assert saved["concurrent"] == [1, 3] and [f["concurrent"] for f in row["fast"]] == [1, 3]
+    # K members at once count K member-epochs: the throughput is K / the group's median time
+    k3 = row["fast"][1]
+    assert k3["fast_member_epochs_per_s"] == pytest.approx(3 / sorted(k3["fast_s"])[0])
+
+
+def test_the_throughput_script_measures_channels_last_and_torch_compile():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--epochs", "1", "--archs", "resnet18",
+         "--repeats", "1", "--train-size", "64", "--channels-last", "--compile"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "channels_last, torch.compile" in result.stdout
+    assert len(_table_rows(result.stdout, "resnet18")) == 2
+
+
+@pytest.mark.parametrize("bad", ["0", "1,x", ""])
+def test_the_throughput_script_refuses_bad_concurrency(bad):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--concurrent", bad],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and "--concurrent" in result.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is missing")
@@ -152,10 +183,22 @@ def test_the_cuda_table_reports_training_flops_against_the_bf16_peak(capsys):
     import train_throughput
 
     row = {"arch": "resnet18", "params": 11_000_000, "train_images": 50_000, "reference_member_epochs_per_s": 0.1,
-           "fast_member_epochs_per_s": 0.2, "ratio_fast_over_reference": 2.0, "paired_ratio_min": 1.9,
-           "paired_ratio_max": 2.1, "reference_train_flops_per_s": 49.45e12, "fast_train_flops_per_s": 98.9e12}
+           "reference_train_flops_per_s": 49.45e12,
+           "fast": [{"concurrent": 4, "fast_member_epochs_per_s": 0.2, "ratio_fast_over_reference": 2.0,
+                     "paired_ratio_min": 1.9, "paired_ratio_max": 2.1, "fast_train_flops_per_s": 98.9e12}]}
     train_throughput.print_table([row], argparse.Namespace(device=torch.device("cuda"), peak_tflops=989.0))
     out = capsys.readouterr().out
-    assert "fast TFLOP/s" in out and "fast % of bf16 peak" in out
-    line = next(line for line in out.splitlines() if line.startswith("| resnet18"))
-    assert "98.90" in line and "10.0%" in line and "2.00x" in line
+    assert "TFLOP/s" in out and "% of bf16 peak" in out
+    reference, fast = _table_rows(out, "resnet18")
+    assert reference[3] == "reference" and reference[8] == "49.45" and reference[9] == "5.0%"
+    assert fast[3:] == ["fast", "4", "0.2", "2.00x", "1.90-2.10", "98.90", "10.0%"]
+
+
+def test_the_gpu_script_checks_its_parts_and_needs_cuda():
+    script = str(ROOT / "benchmarks" / "gpu.sh")
+    bad = subprocess.run(["bash", script, "fp32", "nope"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown part 'nope'" in bad.stderr
+    if not torch.cuda.is_available():
+        env = {**__import__("os").environ, "PATH": f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}"}
+        none = subprocess.run(["bash", script, "fp32"], capture_output=True, text=True, timeout=120, env=env)
+        assert none.returncode == 1 and "no CUDA device" in none.stderr

@@ -14,13 +14,18 @@ from kdclaims.models import build_model
 from kdclaims.training import PRECISIONS, PreparedData, precision_context, train_member
 
 SEEDS = (1, 2, 3)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # benchmarks/gpu.sh runs these on a GPU
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("synthetic")
-    archive = write_synthetic_cifar100(folder, num_classes=10, train_per_class=40, test_per_class=20, seed=0)
-    return PreparedData.from_dataset(load_cifar100(archive), image_size=16, device="cpu")
+    return load_cifar100(write_synthetic_cifar100(folder, num_classes=10, train_per_class=40, test_per_class=20, seed=0))
+
+
+@pytest.fixture(params=DEVICES)
+def data(request, dataset):
+    return PreparedData.from_dataset(dataset, image_size=16, device=request.param)
 
 
 def _population(data, precision, seeds):
@@ -29,7 +34,7 @@ def _population(data, precision, seeds):
     logits = []
     for seed in seeds:
         torch.manual_seed(0)  # M_0, the shared initialisation
-        model = build_model("vgg16_bn", **profile.model_config("vgg16_bn", data.num_classes))
+        model = build_model("vgg16_bn", **profile.model_config("vgg16_bn", data.num_classes)).to(data.device)
         logits.append(train_member(model, data, recipe, seed, None, 0.0, 1.0, precision=precision).test_logits)
     return torch.stack(logits)
 
@@ -38,7 +43,7 @@ def test_bf16_population_agrees_with_fp32_within_seed_noise(data):
     teacher = _population(data, "fp32", (0,))[0]
     fp32, bf16 = _population(data, "fp32", SEEDS), _population(data, "bf16", SEEDS)
     assert not torch.equal(fp32, bf16)  # the arithmetic really changed ...
-    labels = data.test_labels
+    labels = data.test_labels.cpu()
     for metric in METRICS:
         a = evaluate_metric(metric, fp32, teacher, labels)
         b = evaluate_metric(metric, bf16, teacher, labels)
@@ -55,6 +60,27 @@ def test_precision_is_validated_and_fp32_leaves_tf32_off():
     with precision_context("bf16", torch.device("cpu")):
         out = torch.nn.Linear(4, 4)(torch.randn(2, 4))
     assert out.dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="TF32 exists on CUDA only (benchmarks/gpu.sh runs this)")
+@pytest.mark.parametrize("precision,tf32", [("fp32", False), ("tf32", True), ("bf16", False)])
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_the_tf32_switches_cover_the_backward_pass_on_cuda(precision, tf32):
+    """PyTorch leaves cuDNN's TF32 on by default: an fp32 member must have it off in its backward pass too."""
+    from kdclaims.recipe import Recipe
+    from kdclaims.training import train_model
+
+    seen = []
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(4)).cuda()
+    model.register_full_backward_hook(lambda *_: seen.append(
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)))
+    images = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8)
+    data = PreparedData(images.cuda(), torch.arange(8).remainder(4).cuda(), images.cuda(), torch.zeros(8).long().cuda(),
+                        torch.full((1, 3, 1, 1), 0.5).cuda(), torch.full((1, 3, 1, 1), 0.3).cuda(), 8, 4, "tf32-test")
+    model(data.batch(images[:1].cuda()))  # materialise the lazy layer
+    train_model(model, data, Recipe(optimizer="sgd", lr=0.1, weight_decay=0.0, epochs=1, batch_size=4), 1,
+                precision=precision)
+    assert seen and all(flags == (tf32, tf32) for flags in seen)
 
 
 # ---------------------------------------------------------------------------------------------

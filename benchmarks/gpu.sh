@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Every GPU figure issue #5 asks for, in one command, on a machine with one CUDA GPU and PyTorch installed:
+#
+#   bash benchmarks/gpu.sh                  # every part, in this order (budget about 25 min on an H200)
+#   bash benchmarks/gpu.sh fp32 bf16        # only those parts
+#
+# Parts:
+#   tests    the GPU side of the test suite: a member trained alone and with others on its own stream give
+#            the same logits (fp32, same device), bf16 agrees with fp32 within seed noise, CUDA checkpoints
+#   fp32     ResNet-18, VGG-16-BN, ViT at the paper's sizes on data of CIFAR-100's shape: the reference loop
+#            (fp32, DataLoader, one model) against the fast path in fp32, 1, 4 and 8 members at once
+#   bf16     the same, fast path in bf16 with channels_last, 1, 4, 8 and 16 members at once: the figure for
+#            the targets (ResNet-18 >= 5x the reference's member throughput; >= 30% of the bf16 peak)
+#   compile  ResNet-18 in bf16 + channels_last, with torch.compile, 1 and 8 members at once
+#
+# Each part writes its log (and the benchmark's JSON) to $RESULTS, default $OUT when set (the device tool's
+# output folder), else benchmarks/results/gpu-<UTC time>. Copy the tables into benchmarks/RESULTS.md with
+# the date, the device and the command. Each throughput part prints its own reference rows: compare ratios
+# within one run, not absolute times across runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+PARTS=${*:-tests fp32 bf16 compile}
+for part in $PARTS; do
+    case $part in
+        tests|fp32|bf16|compile) ;;
+        *) echo "benchmarks/gpu.sh: unknown part '$part': use tests, fp32, bf16 or compile" >&2; exit 2 ;;
+    esac
+done
+if ! python3 -c "import kdclaims" 2>/dev/null; then
+    # offline machines: an editable install of this checkout with what is already there, else the path
+    python3 -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
+        || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'benchmarks/gpu.sh: no CUDA device')"
+RESULTS=${RESULTS:-${OUT:-benchmarks/results/gpu-$(date -u +%Y%m%dT%H%M%SZ)}}
+mkdir -p "$RESULTS"
+nvidia-smi -L > "$RESULTS/device.txt" 2>&1 || true
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" \
+    | tee -a "$RESULTS/device.txt"
+
+bench() {  # bench NAME ARGS...: one run of the throughput script, log and JSON under $RESULTS
+    local name=$1; shift
+    python3 benchmarks/train_throughput.py --device cuda --scale paper --json "$RESULTS/$name.json" "$@" 2>&1 \
+        | tee "$RESULTS/$name.log"
+}
+
+for part in $PARTS; do
+    echo "== $part ($(date -u +%H:%M:%S) UTC)"
+    case $part in
+        tests)
+            python3 -m pytest tests/test_training.py tests/test_precision.py -q -p no:cacheprovider 2>&1 \
+                | tee "$RESULTS/tests.log" || echo "== tests FAILED: see $RESULTS/tests.log; going on" ;;
+        fp32)
+            bench fp32 --archs resnet18,vgg16_bn,vit --precision fp32 --concurrent 1,4,8 ;;
+        bf16)
+            bench bf16 --archs resnet18,vgg16_bn,vit --precision bf16 --channels-last --concurrent 1,4,8,16 ;;
+        compile)
+            bench compile --archs resnet18 --precision bf16 --channels-last --compile --concurrent 1,8 ;;
+    esac
+done
+echo "results in $RESULTS"
