@@ -357,11 +357,12 @@ def _resume(state: dict, model, optimizer, order: torch.Generator, device: torch
 def training_steps(model: torch.nn.Module, data: PreparedData, recipe: Recipe, seed: int,
                    soft_logits: torch.Tensor | None = None, alpha: float = 0.0, temperature: float = 1.0,
                    on_epoch=None, checkpoint: Checkpointer | None = None, precision: str = "fp32"):
-    """``train_model``'s loop as a generator that yields after every optimiser step.
+    """``train_model``'s loop as a generator: it yields once when it is set up (seeded, optimiser made,
+    checkpoint resumed, the normalised inputs made), then after every optimiser step.
 
     One code path for a member trained alone (``train_model`` runs it to the end) and members trained
     concurrently (``train_concurrently`` takes one step of each in turn), so both compute the same thing.
-    The global RNG (dropout) is seeded at the first step: whoever interleaves members must give each its
+    The global RNG (dropout) is seeded during the set-up: whoever interleaves members must give each its
     own global RNG state between steps, as ``train_concurrently`` does.
     """
     device = data.device
@@ -378,6 +379,7 @@ def training_steps(model: torch.nn.Module, data: PreparedData, recipe: Recipe, s
             del state
     inputs = data.train_inputs()
     model.train()
+    yield  # set up: what follows is the steps
     for epoch in range(start, recipe.epochs):
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr_at_epoch(epoch)
@@ -441,18 +443,23 @@ def train_concurrently(steps: list, device: torch.device) -> None:
             pass
         return
     cuda = device.type == "cuda"
-    streams = [torch.cuda.Stream(device) for _ in steps] if cuda else [None] * len(steps)
-    if cuda:
-        for stream in streams:  # the models and the data were made on the default stream
-            stream.wait_stream(torch.cuda.current_stream(device))
-    states: list[tuple | None] = [None] * len(steps)  # None: the member has not started (it seeds itself)
-    active = list(range(len(steps)))
     outside = _global_rng_state(device)
+    streams = [torch.cuda.Stream(device) for _ in steps] if cuda else [None] * len(steps)
+    states: list[tuple] = []
+    active = []
     try:
+        # The set-ups first, on the current stream: each member seeds itself (or resumes its checkpoint),
+        # and the first makes the normalised inputs every member reads.
+        for i, member in enumerate(steps):
+            if next(member, StopIteration) is not StopIteration:
+                active.append(i)
+            states.append(_global_rng_state(device))
+        if cuda:
+            for stream in streams:  # what the set-ups and the caller made on the current stream comes first
+                stream.wait_stream(torch.cuda.current_stream(device))
         while active:
             for i in list(active):
-                if states[i] is not None:
-                    _set_global_rng_state(states[i], device)
+                _set_global_rng_state(states[i], device)
                 with torch.cuda.stream(streams[i]) if cuda else contextlib.nullcontext():
                     try:
                         next(steps[i])
