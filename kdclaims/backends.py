@@ -150,6 +150,7 @@ class LocalBackend:
     ``concurrent_members`` members of one population at a time (concurrently on its device; 1: one by one)."""
 
     name = "local"
+    trains_concurrently = True  # honours the workbench's concurrent_members
 
     def train_members(self, workbench: "Workbench", requests: list[Request], progress) -> BackendReport:
         report = BackendReport(self.name)
@@ -168,6 +169,18 @@ class LocalBackend:
                     report.trained.add(request)
                 progress.member(seed)
         return report
+
+
+def check_concurrent_members(backend: Backend, count) -> int:
+    """``count`` members at once per device, if ``backend`` can do that (it says so with
+    ``trains_concurrently = True``); otherwise, or for anything but a whole number >= 1, a ConfigError."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"--concurrent-members {count!r}: concurrent members must be a whole number of at least 1")
+    if count > 1 and not getattr(backend, "trains_concurrently", False):
+        raise ConfigError(f"--concurrent-members {count} applies to --backend local; the {backend.name} backend "
+                          "trains one member per task (to share a GPU between members there, use --gpus-per-member, "
+                          "e.g. 0.25)")
+    return count
 
 
 def _groups(requests: list[Request], size: int) -> list[tuple[PopulationSpec, list[int]]]:

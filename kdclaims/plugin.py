@@ -89,8 +89,6 @@ class HarnessState:
         self.evidence_name = opt("--evidence")
         self.correction = {"method": opt("--correction"), "family": opt("--family")}
         self.concurrent_members = opt("--concurrent-members")
-        if self.concurrent_members < 1:
-            raise KdclaimsError(f"--concurrent-members {self.concurrent_members}: give 1 or more")
         self.backend_name = opt("--backend")
         self.backend_options = {"address": opt("--address"), "gpus_per_member": opt("--gpus-per-member"),
                                 "max_retries": opt("--max-retries")}
@@ -98,9 +96,10 @@ class HarnessState:
                 and _is_controller(config) and not self.backend_options["address"]:
             raise KdclaimsError(f"--backend {self.backend_name} with -n starts a cluster per xdist worker: drop -n "
                                 "(the backend trains members in parallel) or give --address of a running cluster")
-        from kdclaims.backends import get_backend
+        from kdclaims.backends import check_concurrent_members, get_backend
 
         self.backend = get_backend(self.backend_name, **self.backend_options)  # fails now if Ray is missing
+        check_concurrent_members(self.backend, self.concurrent_members)  # now, not at the first claim
         self.results: dict[str, dict] = {}
         self.populations: dict[str, dict] = {}
         self.started = time.time()

@@ -159,14 +159,11 @@ class Workbench:
         this device (``kdclaims.training.train_members``). It changes the speed, never the result (each
         member computes what it would alone), so it is not part of any key; each member records it.
         """
-        from kdclaims.backends import get_backend
-
-        if isinstance(concurrent_members, bool) or not isinstance(concurrent_members, int) or concurrent_members < 1:
-            raise ConfigError(f"concurrent members must be a whole number of at least 1, got {concurrent_members!r}")
-        self.concurrent_members = concurrent_members
+        from kdclaims.backends import check_concurrent_members, get_backend
 
         self.profile = profile
         self.backend = get_backend(backend or "local") if backend is None or isinstance(backend, str) else backend
+        self.concurrent_members = check_concurrent_members(self.backend, concurrent_members)
         self.cache = Cache(cache_dir or default_cache_dir())
         # epochs between checkpoints; None: about once a minute (DEFAULT_CHECKPOINT_INTERVAL_S); 0: never
         self.checkpoint_every = checkpoint_every_from_env() if checkpoint_every == "env" else checkpoint_every

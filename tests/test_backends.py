@@ -225,7 +225,7 @@ def test_backend_options_reach_the_workbench_through_pytest_and_are_checked(pyte
     assert pytester.runpytest_subprocess("--profile", "smoke", "--concurrent-members", "3", "-p", "no:cacheprovider").ret == 0
     result = pytester.runpytest_subprocess("--profile", "smoke", "--concurrent-members", "0", "-p", "no:cacheprovider")
     output = result.stdout.str() + result.stderr.str()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR and "--concurrent-members 0: give 1 or more" in output
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "--concurrent-members 0: concurrent members must be a whole number of at least 1" in output
     assert "Traceback" not in output
     result = pytester.runpytest_subprocess("--profile", "smoke", "--address", "auto", "-p", "no:cacheprovider")
     output = result.stdout.str() + result.stderr.str()
@@ -250,6 +250,14 @@ def test_concurrent_members_on_the_local_backend_equal_members_trained_one_by_on
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ConfigError, match="concurrent members"):
             Workbench(profile, tmp_path / "bad", device="cpu", progress=False, concurrent_members=bad)
+    register_backend("one-per-task", Recording)  # a backend that does not say it trains members concurrently
+    try:
+        with pytest.raises(ConfigError, match="applies to --backend local; the recording backend trains one member"):
+            Workbench(profile, tmp_path / "r", device="cpu", progress=False, backend="one-per-task", concurrent_members=2)
+        assert Workbench(profile, tmp_path / "r", device="cpu", progress=False, backend="one-per-task",
+                         concurrent_members=1).concurrent_members == 1
+    finally:
+        del BACKENDS["one-per-task"]
     refused = CliRunner().invoke(main, ["train", "--profile", "smoke", "--arch", "vit", "--setup", "independent",
                                         "--concurrent-members", "0", "--cache-dir", str(tmp_path / "cli")])
     assert refused.exit_code == 2 and "--concurrent-members" in refused.output and "0" in refused.output
@@ -279,3 +287,13 @@ def test_overlapping_groups_in_two_processes_do_not_deadlock(tmp_path):
     fresh = [int(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sum(fresh) == 3  # each member trained once, by one of the two
+
+
+def test_pytest_refuses_concurrent_members_on_the_ray_backend_before_any_claim(pytester):
+    pytest.importorskip("ray")
+    pytester.makepyfile(test_it="def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess("--profile", "smoke", "--backend", "ray", "--concurrent-members", "2",
+                                           "-p", "no:cacheprovider")
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "Traceback" not in output
+    assert "--concurrent-members 2 applies to --backend local" in output and "--gpus-per-member" in output
