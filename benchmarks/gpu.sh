@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Every GPU figure issue #5 asks for, in one command, on a machine with one CUDA GPU and PyTorch installed:
 #
-#   bash benchmarks/gpu.sh                  # every part, in this order (budget about 25 min on an H200)
+#   bash benchmarks/gpu.sh                  # every part, in this order
 #   bash benchmarks/gpu.sh fp32 bf16        # only those parts
+#
+# Not yet run on a GPU: the times are estimates from the FLOP counts (about 8 minutes for each of fp32 and
+# bf16 on an H100/H200, 3 for compile, 1 for tests); where a command may run at most 10 minutes, run the
+# parts one at a time.
 #
 # Parts:
 #   tests    the GPU side of the test suite: a member trained alone and with others on its own stream give
@@ -42,7 +46,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 bench() {  # bench NAME ARGS...: one run of the throughput script, log and JSON under $RESULTS
     local name=$1; shift
     python3 benchmarks/train_throughput.py --device cuda --scale paper --json "$RESULTS/$name.json" "$@" 2>&1 \
-        | tee "$RESULTS/$name.log"
+        | tee "$RESULTS/$name.log" || echo "== $name FAILED: see $RESULTS/$name.log; going on"
 }
 
 for part in $PARTS; do
