@@ -302,7 +302,8 @@ class Workbench:
                 record = None  # dealt with under the lock, where no other process is replacing it
             if record is not None:
                 records[key] = record
-        missing = [(seed, key) for seed, key in zip(seeds, keys) if key not in records]
+        # once each: a seed asked for twice must not take its own lock twice
+        missing = list({key: (seed, key) for seed, key in zip(seeds, keys) if key not in records}.values())
         if missing:
             soft = self.soft_logits(spec)  # before taking the members' locks: the teacher has its own
             self.cache.check_writable()  # fail before training, not after it

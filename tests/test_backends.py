@@ -247,6 +247,9 @@ def test_concurrent_members_on_the_local_backend_equal_members_trained_one_by_on
     assert first["device_time_s"] == pytest.approx(first["wall_time_s"] / 2)  # ... shared between its members
     assert together.wall_time_s == pytest.approx(sum(m["device_time_s"] for m in together.members_meta))
     assert bench.spec().concurrent_members == 2 and bench.spec().build().concurrent_members == 2
+    twice = Workbench(profile, tmp_path / "twice", device="cpu", progress=False, concurrent_members=2)
+    records = twice.ensure_members(KD, [1, 1])  # the same member twice: trained once, no lock taken twice
+    assert records[0] is records[1] and torch.equal(records[0].test_logits, one_by_one.test_logits[0])
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ConfigError, match="concurrent members"):
             Workbench(profile, tmp_path / "bad", device="cpu", progress=False, concurrent_members=bad)
