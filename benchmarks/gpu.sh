@@ -4,17 +4,21 @@
 #   bash benchmarks/gpu.sh                  # every part, in this order
 #   bash benchmarks/gpu.sh fp32 bf16        # only those parts
 #
-# Not yet run on a GPU: the times are estimates from the FLOP counts (about 8 minutes for each of fp32 and
-# bf16 on an H100/H200, 3 for compile, 1 for tests); where a command may run at most 10 minutes, run the
-# parts one at a time.
+#   ARCHS=resnet18 REPEATS=2 bash benchmarks/gpu.sh bf16   # one architecture, fewer timed rounds
+#
+# Not yet run on a GPU: the times are estimates from the FLOP counts (about 10 minutes for each of fp32 and
+# bf16 on an H100/H200, 3 for compile, 1 for tests); where a command may run at most 10 minutes, run one
+# part and one architecture at a time (ARCHS).
 #
 # Parts:
 #   tests    the GPU side of the test suite: a member trained alone and with others on its own stream give
 #            the same logits (fp32, same device), bf16 agrees with fp32 within seed noise, CUDA checkpoints
 #   fp32     ResNet-18, VGG-16-BN, ViT at the paper's sizes on data of CIFAR-100's shape: the reference loop
-#            (fp32, DataLoader, one model) against the fast path in fp32, 1, 4 and 8 members at once
-#   bf16     the same, fast path in bf16 with channels_last, 1, 4, 8 and 16 members at once: the figure for
-#            the targets (ResNet-18 >= 5x the reference's member throughput; >= 30% of the bf16 peak)
+#            (fp32, DataLoader, one model) against the fast path in fp32, 1, 4 and 8 members at once on
+#            streams, and 4 processes at once (one member each)
+#   bf16     the same, fast path in bf16 with channels_last, 1, 4, 8 and 16 members at once on streams and
+#            4 and 8 processes: the figures for the targets (ResNet-18 >= 5x the reference's member
+#            throughput; >= 30% of the bf16 peak)
 #   compile  ResNet-18 in bf16 + channels_last, with torch.compile, 1 and 8 members at once
 #
 # Each part writes its log (and the benchmark's JSON) to $RESULTS, default $OUT when set (the device tool's
@@ -43,9 +47,12 @@ nvidia-smi -L > "$RESULTS/device.txt" 2>&1 || true
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" \
     | tee -a "$RESULTS/device.txt"
 
+ARCHS=${ARCHS:-resnet18,vgg16_bn,vit}
+REPEATS=${REPEATS:-3}
 bench() {  # bench NAME ARGS...: one run of the throughput script, log and JSON under $RESULTS
     local name=$1; shift
-    python3 benchmarks/train_throughput.py --device cuda --scale paper --json "$RESULTS/$name.json" "$@" 2>&1 \
+    python3 benchmarks/train_throughput.py --device cuda --scale paper --repeats "$REPEATS" \
+        --json "$RESULTS/$name.json" "$@" 2>&1 \
         | tee "$RESULTS/$name.log" || echo "== $name FAILED: see $RESULTS/$name.log; going on"
 }
 
@@ -56,9 +63,10 @@ for part in $PARTS; do
             python3 -m pytest tests/test_training.py tests/test_precision.py -q -p no:cacheprovider 2>&1 \
                 | tee "$RESULTS/tests.log" || echo "== tests FAILED: see $RESULTS/tests.log; going on" ;;
         fp32)
-            bench fp32 --archs resnet18,vgg16_bn,vit --precision fp32 --concurrent 1,4,8 ;;
+            bench "fp32-${ARCHS//,/-}" --archs "$ARCHS" --precision fp32 --concurrent 1,4,8 --processes 4 ;;
         bf16)
-            bench bf16 --archs resnet18,vgg16_bn,vit --precision bf16 --channels-last --concurrent 1,4,8,16 ;;
+            bench "bf16-${ARCHS//,/-}" --archs "$ARCHS" --precision bf16 --channels-last --concurrent 1,4,8,16 \
+                --processes 4,8 ;;
         compile)
             bench compile --archs resnet18 --precision bf16 --channels-last --compile --concurrent 1,8 ;;
     esac

@@ -4,7 +4,7 @@ For each architecture, in one process on one machine, interleaved (reference, th
 ``--concurrent`` value, and again, ``--repeats`` times, after one warm-up of each), members are trained
 from the same initial weights with the same recipe, loss, batch size and number of steps. The reference
 trains one member; the fast path trains K members at once (``train_concurrently``: one step of each in
-turn, on CUDA a stream each). The median wall time of each gives member-epochs per second (K members for
+turn, on CUDA a stream each) and, with ``--processes``, P processes train one member each at once. The median wall time of each gives member-epochs per second (K members for
 E epochs count K x E) and their ratio (fast / reference; above 1: the fast path is faster). On CUDA it
 also prints the achieved training FLOP/s, counted as 3 x the forward FLOPs of one image
 (``kdclaims.models.model_flops_per_image``) x images per second, and its fraction of the device's bf16
@@ -75,6 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--concurrent", default="1",
                    help="members the fast path trains at once on the device, comma-separated (e.g. 1,4,8): one "
                         "fast row per value, each timed against the same reference (default 1)")
+    p.add_argument("--processes", default="",
+                   help="also time P processes on the device at once, each training one member (comma-separated, "
+                        "e.g. 2,4): the other way to share a device; one fast row per value")
     p.add_argument("--channels-last", action="store_true",
                    help="fast side only: models in channels_last memory format (convolutions in NHWC)")
     p.add_argument("--compile", action="store_true",
@@ -107,6 +110,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--concurrent {args.concurrent!r}: give whole numbers, e.g. 1,4,8")
     if not args.concurrent or min(args.concurrent) < 1:
         p.error("--concurrent: every value must be at least 1")
+    try:
+        args.processes = [int(k) for k in args.processes.split(",") if k.strip()]
+    except ValueError:
+        p.error(f"--processes {args.processes!r}: give whole numbers, e.g. 2,4")
+    if args.processes and min(args.processes) < 1:
+        p.error("--processes: every value must be at least 1")
     for name in ("epochs", "repeats", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
@@ -151,6 +160,28 @@ def _first(dataset: Dataset, n: int | None) -> Dataset:
                    f"{dataset.fingerprint}[:{n}]")
 
 
+def benchmark_dataset(args: argparse.Namespace) -> Dataset:
+    """The data of this run (deterministic: a worker process rebuilds the very same)."""
+    return smoke_dataset(args.train_size) if args.scale == "smoke" else paper_shaped_dataset(args.train_size)
+
+
+def fast_model(initial: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
+    """A fresh copy of M_0 on the device, as the fast side runs it (``--channels-last``, ``--compile``)."""
+    model = copy.deepcopy(initial).to(args.device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if args.compile else model
+
+
+def warm_up_slice(prepared: training.PreparedData, recipe, n: int):
+    """The warm-up's data (allocator, cuDNN/oneDNN kernels, lazy initialisation, torch.compile's graphs:
+    a partial last batch too, so the timed epochs' own partial batch recompiles nothing) and recipe."""
+    warm = min(n, WARMUP_BATCHES * recipe.batch_size + 7)
+    data = dataclasses.replace(prepared, train_images=prepared.train_images[:warm],
+                               train_labels=prepared.train_labels[:warm])
+    return data, recipe.scaled_to(1), warm
+
+
 def fast_members(models, data, recipe, seed, soft_logits, precision: str) -> None:
     """Members through the fast path: ``kdclaims.training.train_concurrently`` over each one's
     ``training_steps`` (one member: the plain loop), BatchNorm kept in fp32 under bf16 as ``train_members``
@@ -161,6 +192,78 @@ def fast_members(models, data, recipe, seed, soft_logits, precision: str) -> Non
             training.keep_batchnorm_fp32(model)
         steps.append(training.training_steps(model, data, recipe, seed + i, soft_logits, ALPHA, precision=precision))
     training.train_concurrently(steps, data.device)
+
+
+# -- processes: P processes sharing the device, one member each ------------------------------------
+
+
+def _process_worker(rank: int, arch: str, args: argparse.Namespace, rounds: int, start, done) -> None:
+    """One of P processes: rebuild the run's data, M_0 and soft targets (all deterministic), warm up, say
+    "ready", then train one member (seed ``args.seed + rank``) each time the start barrier opens."""
+    try:
+        torch.set_num_threads(args.threads)
+        profile = get_profile(args.scale)
+        dataset = benchmark_dataset(args)
+        prepared = training.PreparedData.from_dataset(dataset, profile.dataset.image_size, args.device)
+        torch.manual_seed(0)
+        initial = build_model(arch, **profile.model_config(arch, dataset.num_classes))
+        recipe = profile.recipe(arch).scaled_to(args.epochs)
+        n = dataset.train_labels.shape[0]
+        soft = training.noise_teacher_logits("gaussian", n, dataset.num_classes).to(args.device)
+        warm_data, warm_recipe, warm = warm_up_slice(prepared, recipe, n)
+        fast_members([fast_model(initial, args)], warm_data, warm_recipe, args.seed + rank, soft[:warm], args.precision)
+        _sync(args.device)
+        done.put(("ready", rank, None))
+        for _ in range(rounds):
+            model = fast_model(initial, args)
+            start.wait()
+            fast_members([model], prepared, recipe, args.seed + rank, soft, args.precision)
+            _sync(args.device)
+            done.put(("done", rank, None))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which stops the run with it
+        import traceback
+
+        done.put(("error", rank, traceback.format_exc()))
+
+
+class ProcessPool:
+    """P worker processes (spawned: each with its own CUDA context), timed together: ``run()`` opens the
+    start barrier and returns the seconds until all P have trained their member."""
+
+    TIMEOUT_S = 3600.0
+
+    def __init__(self, count: int, arch: str, args: argparse.Namespace, rounds: int):
+        import torch.multiprocessing as mp
+
+        context = mp.get_context("spawn")
+        self.count = count
+        self.start = context.Barrier(count + 1)
+        self.done = context.Queue()
+        self.workers = [context.Process(target=_process_worker, args=(rank, arch, args, rounds, self.start, self.done),
+                                        daemon=True) for rank in range(count)]
+        for worker in self.workers:
+            worker.start()
+        self._collect("ready")
+
+    def _collect(self, what: str) -> None:
+        for _ in range(self.count):
+            kind, rank, detail = self.done.get(timeout=self.TIMEOUT_S)
+            if kind == "error":
+                self.close()
+                raise RuntimeError(f"benchmark worker process {rank} failed:\n{detail}")
+            assert kind == what, (kind, what)
+
+    def run(self) -> float:
+        started = time.perf_counter()
+        self.start.wait()
+        self._collect("done")
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
 
 
 # -- timing --------------------------------------------------------------------------------------
@@ -194,10 +297,7 @@ def bench_arch(arch: str, args: argparse.Namespace, dataset: Dataset, image_size
         return copy.deepcopy(initial).to(device)
 
     def fresh_fast() -> torch.nn.Module:
-        model = fresh()
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return torch.compile(model) if args.compile else model
+        return fast_model(initial, args)
 
     def run_reference(model, data=reference, rec=recipe):
         train_reference(model, data, rec, args.seed, soft_cpu, ALPHA, image_size=image_size, device=device)
@@ -205,36 +305,43 @@ def bench_arch(arch: str, args: argparse.Namespace, dataset: Dataset, image_size
     def run_fast(models, data=prepared, rec=recipe, soft=soft_device):
         fast_members(models, data, rec, args.seed, soft, args.precision)
 
-    # Warm-up: one short epoch of each side (allocator, cuDNN/oneDNN kernels, lazy initialisation, and
-    # torch.compile's graphs: a partial last batch too, so the timed epochs' own partial batch recompiles nothing).
-    warm = min(n, WARMUP_BATCHES * recipe.batch_size + 7)
-    warm_recipe = recipe.scaled_to(1)
+    # Warm-up: one short epoch of each side (see warm_up_slice); the process pools warm up as they start.
+    warm_fast, warm_recipe, warm = warm_up_slice(prepared, recipe, n)
     warm_ref = ReferenceData(reference.images[:warm], reference.labels[:warm], image_size)
-    warm_fast = dataclasses.replace(prepared, train_images=prepared.train_images[:warm],
-                                    train_labels=prepared.train_labels[:warm])
     train_reference(fresh(), warm_ref, warm_recipe, args.seed, soft_cpu[:warm], ALPHA, image_size=image_size,
                     device=device)
     for k in args.concurrent:
         run_fast([fresh_fast() for _ in range(k)], warm_fast, warm_recipe, soft_device[:warm])
+    pools = {count: ProcessPool(count, arch, args, args.repeats) for count in args.processes}
 
     ref_times, fast_times = [], {k: [] for k in args.concurrent}
-    for _ in range(args.repeats):  # interleaved: reference, then each fast variant, and again
-        model = fresh()
-        ref_times.append(timed(lambda: run_reference(model), device))
-        for k in args.concurrent:
-            models = [fresh_fast() for _ in range(k)]
-            fast_times[k].append(timed(lambda: run_fast(models), device))
+    process_times = {count: [] for count in args.processes}
+    try:
+        for _ in range(args.repeats):  # interleaved: reference, then each fast variant, and again
+            model = fresh()
+            ref_times.append(timed(lambda: run_reference(model), device))
+            for k in args.concurrent:
+                models = [fresh_fast() for _ in range(k)]
+                fast_times[k].append(timed(lambda: run_fast(models), device))
+            for count, pool in pools.items():
+                process_times[count].append(pool.run())
+    finally:
+        for pool in pools.values():
+            pool.close()
 
     ref_s = statistics.median(ref_times)
     flops = model_flops_per_image(arch, **model_config)
     train_flops_per_member_epoch = 3 * flops * n
     fast = []
-    for k in args.concurrent:
-        fast_s = statistics.median(fast_times[k])
-        paired = [r / (f / k) for r, f in zip(ref_times, fast_times[k])]
+    variants = [(k, "streams", fast_times[k]) for k in args.concurrent]
+    variants += [(count, "processes", process_times[count]) for count in args.processes]
+    for k, how, times in variants:
+        fast_s = statistics.median(times)
+        paired = [r / (f / k) for r, f in zip(ref_times, times)]
         fast.append({
             "concurrent": k,
-            "fast_s": fast_times[k],
+            "how": how if k > 1 or how == "processes" else "alone",
+            "fast_s": times,
             "fast_member_epochs_per_s": k * args.epochs / fast_s,
             "ratio_fast_over_reference": (k * args.epochs / fast_s) / (args.epochs / ref_s),
             "paired_ratio_min": min(paired),
@@ -300,7 +407,8 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
                      f"{100 * r['reference_train_flops_per_s'] / peak:.1f}%"]
         lines.append(line)
         for f in r["fast"]:
-            line = [r["arch"], f"{r['params']:,}", f"{r['train_images']:,}", "fast", str(f["concurrent"]),
+            side = "fast" if f.get("how", "alone") == "alone" else f"fast, {f['how']}"
+            line = [r["arch"], f"{r['params']:,}", f"{r['train_images']:,}", side, str(f["concurrent"]),
                     f"{f['fast_member_epochs_per_s']:.4g}", f"{f['ratio_fast_over_reference']:.2f}x",
                     f"{f['paired_ratio_min']:.2f}-{f['paired_ratio_max']:.2f}"]
             if cuda:
@@ -321,7 +429,7 @@ def main(argv=None) -> int:
     profile = get_profile(args.scale)
     image_size = profile.dataset.image_size
     started = time.perf_counter()
-    dataset = smoke_dataset(args.train_size) if args.scale == "smoke" else paper_shaped_dataset(args.train_size)
+    dataset = benchmark_dataset(args)
     prepared = training.PreparedData.from_dataset(dataset, image_size, device)
     reference = ReferenceData.from_dataset(dataset, image_size)
 
@@ -339,6 +447,7 @@ def main(argv=None) -> int:
     print("reference: benchmarks/reference_loop.py (DataLoader, shuffle, per-batch copy, one model, fp32, "
           "no compile); fast: kdclaims.training.training_steps, K members at once through train_concurrently "
           f"(K in {args.concurrent}; on CUDA a stream each)"
+          + (f"; and P processes at once, one member each (P in {args.processes})" if args.processes else "")
           + (", channels_last" if args.channels_last else "") + (", torch.compile" if args.compile else ""))
     matmul_tflops = None
     if device.type == "cuda":
@@ -362,7 +471,7 @@ def main(argv=None) -> int:
             "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "scale": args.scale, "epochs": args.epochs,
             "repeats": args.repeats, "precision": args.precision, "peak_tflops": args.peak_tflops,
-            "concurrent": args.concurrent, "channels_last": args.channels_last, "compile": args.compile,
+            "concurrent": args.concurrent, "processes": args.processes, "channels_last": args.channels_last, "compile": args.compile,
             "measured_matmul_tflops": matmul_tflops,
             "rows": rows}, indent=2))
     return 0

@@ -133,19 +133,22 @@ def _table_rows(out: str, arch: str) -> list[list[str]]:
 def test_the_throughput_script_runs_at_smoke_scale(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--epochs", "1", "--archs", "vit",
-         "--repeats", "1", "--train-size", "256", "--concurrent", "1,3", "--json", str(tmp_path / "r.json")],
+         "--repeats", "1", "--train-size", "256", "--concurrent", "1,3", "--processes", "2",
+         "--json", str(tmp_path / "r.json")],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "fast/ref" in out and "member-ep/s" in out and "members at once" in out
     assert "CPU threads: 1" in out
-    reference, alone, three = _table_rows(out, "vit")
+    reference, alone, three, processes = _table_rows(out, "vit")
     assert reference[2] == "256" and reference[3] == "reference" and reference[6] == ""
-    assert (alone[3], alone[4], three[3], three[4]) == ("fast", "1", "fast", "3")
-    assert all(row[6].endswith("x") and float(row[6][:-1]) > 0 for row in (alone, three))
+    assert (alone[3], alone[4], three[3], three[4]) == ("fast", "1", "fast, streams", "3")
+    assert (processes[3], processes[4]) == ("fast, processes", "2")
+    assert all(row[6].endswith("x") and float(row[6][:-1]) > 0 for row in (alone, three, processes))
     saved = json.loads((tmp_path / "r.json").read_text())
     (row,) = saved["rows"]
-    assert saved["concurrent"] == [1, 3] and [f["concurrent"] for f in row["fast"]] == [1, 3]
+    assert saved["concurrent"] == [1, 3] and saved["processes"] == [2]
+    assert [(f["concurrent"], f["how"]) for f in row["fast"]] == [(1, "alone"), (3, "streams"), (2, "processes")]
     # K members at once count K member-epochs: the throughput is K / the group's median time
     k3 = row["fast"][1]
     assert k3["fast_member_epochs_per_s"] == pytest.approx(3 / sorted(k3["fast_s"])[0])
@@ -161,12 +164,13 @@ def test_the_throughput_script_measures_channels_last_and_torch_compile():
     assert len(_table_rows(result.stdout, "resnet18")) == 2
 
 
-@pytest.mark.parametrize("bad", ["0", "1,x", ""])
-def test_the_throughput_script_refuses_bad_concurrency(bad):
+@pytest.mark.parametrize("option,bad", [("--concurrent", "0"), ("--concurrent", "1,x"), ("--concurrent", ""),
+                                        ("--processes", "0"), ("--processes", "2,y")])
+def test_the_throughput_script_refuses_bad_concurrency(option, bad):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--concurrent", bad],
+        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), option, bad],
         capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert result.returncode == 2 and "--concurrent" in result.stderr
+    assert result.returncode == 2 and option in result.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is missing")
@@ -184,14 +188,14 @@ def test_the_cuda_table_reports_training_flops_against_the_bf16_peak(capsys):
 
     row = {"arch": "resnet18", "params": 11_000_000, "train_images": 50_000, "reference_member_epochs_per_s": 0.1,
            "reference_train_flops_per_s": 49.45e12,
-           "fast": [{"concurrent": 4, "fast_member_epochs_per_s": 0.2, "ratio_fast_over_reference": 2.0,
+           "fast": [{"concurrent": 4, "how": "streams", "fast_member_epochs_per_s": 0.2, "ratio_fast_over_reference": 2.0,
                      "paired_ratio_min": 1.9, "paired_ratio_max": 2.1, "fast_train_flops_per_s": 98.9e12}]}
     train_throughput.print_table([row], argparse.Namespace(device=torch.device("cuda"), peak_tflops=989.0))
     out = capsys.readouterr().out
     assert "TFLOP/s" in out and "% of bf16 peak" in out
     reference, fast = _table_rows(out, "resnet18")
     assert reference[3] == "reference" and reference[8] == "49.45" and reference[9] == "5.0%"
-    assert fast[3:] == ["fast", "4", "0.2", "2.00x", "1.90-2.10", "98.90", "10.0%"]
+    assert fast[3:] == ["fast, streams", "4", "0.2", "2.00x", "1.90-2.10", "98.90", "10.0%"]
 
 
 def test_the_gpu_script_checks_its_parts_and_needs_cuda():
@@ -202,3 +206,12 @@ def test_the_gpu_script_checks_its_parts_and_needs_cuda():
         env = {**__import__("os").environ, "PATH": f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}"}
         none = subprocess.run(["bash", script, "fp32"], capture_output=True, text=True, timeout=120, env=env)
         assert none.returncode == 1 and "no CUDA device" in none.stderr
+
+
+def test_a_failing_benchmark_process_stops_the_run_with_its_traceback():
+    import train_throughput
+
+    args = train_throughput.parse_args(["--train-size", "64", "--epochs", "1"])
+    with pytest.raises(RuntimeError, match="benchmark worker process 0 failed") as failure:
+        train_throughput.ProcessPool(1, "no_such_arch", args, rounds=1)
+    assert "no_such_arch" in str(failure.value)
