@@ -67,7 +67,7 @@ def info(cache_dir):
             click.echo(f"  by {field}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     stale = {k: v for k, v in data["by"]["schema"].items() if k != data["current_schema"]}
     if stale:
-        click.echo(f"  of an old schema (gc removes them): " + ", ".join(f"{k} {v}" for k, v in stale.items()))
+        click.echo("  of an old schema (gc removes them): " + ", ".join(f"{k} {v}" for k, v in stale.items()))
     if data["unreadable_metadata"]:
         click.echo(f"  unreadable: {data['unreadable_metadata']} (run `kdclaims cache verify`)")
     for field, label in (("checkpoints", "checkpoints (members in flight)"), ("quarantine", "quarantine"),

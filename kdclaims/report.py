@@ -8,7 +8,6 @@ the test and the n behind it.
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
 
 from kdclaims.models import arch_label
 from kdclaims.metrics import SIMILARITY_READINGS

@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 
 from kdclaims import paper as paper_tables
-from kdclaims.models import arch_label
 from kdclaims.metrics import METRICS, get_metric, more_similar_direction
 from kdclaims.stats import ALPHA, Summary, z_test
 

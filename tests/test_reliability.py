@@ -44,14 +44,14 @@ def tiny_profile(seeds=(1, 2), epochs=4):
                                epochs={"vgg16_bn": epochs, "vit": epochs, "resnet18": epochs})
 
 
-TINY = f"""
+TINY = """
 import dataclasses
 from kdclaims.config import get_profile
 base = get_profile("smoke")
 PROFILE = dataclasses.replace(base, name="tiny-test", seeds=SEEDS,
-    dataset=dataclasses.replace(base.dataset, synthetic={{"num_classes": 4, "train_per_class": 48,
-                                                          "test_per_class": 16, "seed": 0}}),
-    epochs={{"vgg16_bn": EPOCHS, "vit": EPOCHS, "resnet18": EPOCHS}})
+    dataset=dataclasses.replace(base.dataset, synthetic={"num_classes": 4, "train_per_class": 48,
+                                                          "test_per_class": 16, "seed": 0}),
+    epochs={"vgg16_bn": EPOCHS, "vit": EPOCHS, "resnet18": EPOCHS})
 """
 
 
