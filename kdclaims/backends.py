@@ -154,7 +154,7 @@ class LocalBackend:
 
     def train_members(self, workbench: "Workbench", requests: list[Request], progress) -> BackendReport:
         report = BackendReport(self.name)
-        for spec, seeds in _groups(requests, getattr(workbench, "concurrent_members", 1)):
+        for spec, seeds in _groups(requests, workbench.concurrent_members):
             for seed in seeds:
                 progress.started(seed)
             records = workbench.ensure_members(spec, seeds, on_epoch=progress.epoch)

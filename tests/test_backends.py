@@ -4,7 +4,6 @@ members a backend reports as failed, and the one-line message when ``--backend r
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import pytest
@@ -14,21 +13,14 @@ from click.testing import CliRunner
 from kdclaims.backends import (BACKENDS, RAY_INSTALL_MESSAGE, Backend, BackendReport, LocalBackend, get_backend,
                                register_backend)
 from kdclaims.cli import main
-from kdclaims.config import TEACHER_SEED, PopulationSpec, get_profile, teacher_spec
+from kdclaims.config import TEACHER_SEED, PopulationSpec, teacher_spec
 from kdclaims.errors import ConfigError, KdclaimsError
 from kdclaims.population import PopulationIncomplete, Workbench, _MemberProgress
 
+from helpers import TESTS_DIR, tiny_profile
+
 INDEPENDENT = PopulationSpec("vgg16_bn", "independent")
 KD = PopulationSpec("vgg16_bn", "kd", 0.5)
-
-
-def tiny_profile(seeds=(1, 2), epochs=2):
-    """The smoke pipeline on a smaller synthetic dataset: a member trains in a fraction of a second."""
-    base = get_profile("smoke")
-    dataset = dataclasses.replace(base.dataset, synthetic={"num_classes": 4, "train_per_class": 48,
-                                                           "test_per_class": 16, "seed": 0})
-    return dataclasses.replace(base, name="tiny-test", dataset=dataset, seeds=tuple(seeds),
-                               epochs={"vgg16_bn": epochs, "vit": epochs, "resnet18": epochs})
 
 
 class Recording:
@@ -273,10 +265,12 @@ def test_overlapping_groups_in_two_processes_do_not_deadlock(tmp_path):
     import textwrap
 
     script = textwrap.dedent(f"""
-        import sys, dataclasses
-        sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
-        from test_backends import tiny_profile, INDEPENDENT
+        import sys
+        sys.path.insert(0, {str(TESTS_DIR)!r})
+        from helpers import tiny_profile
+        from kdclaims.config import PopulationSpec
         from kdclaims.population import Workbench
+        INDEPENDENT = PopulationSpec("vgg16_bn", "independent")
         seeds = [int(s) for s in sys.argv[1].split(",")]
         bench = Workbench(tiny_profile(seeds=(1, 2, 3)), {str(tmp_path / 'cache')!r}, device="cpu", progress=False,
                           concurrent_members=3)

@@ -28,6 +28,8 @@ from kdclaims.config import PopulationSpec, get_profile
 from kdclaims.data import ARCHIVE_NAME, write_synthetic_cifar100
 from kdclaims.errors import ConfigError
 
+from helpers import GOOD_CLAIM
+
 TRAIN = ["train", "--profile", "smoke", "--arch", "vgg16_bn", "--setup", "independent", "--device", "cpu"]
 
 
@@ -97,21 +99,6 @@ def test_an_empty_population_is_refused():
 # claim files (through `kdclaims claims validate` and through pytest)
 # ---------------------------------------------------------------------------------------------
 
-GOOD_CLAIM = """
-group: g
-defaults:
-  kind: comparison
-  source: Table 4
-  arch: resnet18
-  baseline: {setup: independent}
-claims:
-  - id: c1
-    sentence: "KD is not more similar than independent on AD"
-    metric: activation_distance
-    treatment: {setup: kd, alpha: 0.1}
-    direction: less
-    paper: {outcome: retain, p: 0.956}
-"""
 
 BAD_CLAIMS = {
     "missing-field": (GOOD_CLAIM.replace("    direction: less\n", ""), "missing field 'direction'"),

@@ -7,21 +7,7 @@ import pytest
 from kdclaims.claims import CLAIMS_DIR, load_claim_file, load_claims
 from kdclaims.errors import ClaimError
 
-GOOD = """
-group: g
-defaults:
-  kind: comparison
-  source: Table 4
-  arch: resnet18
-  baseline: {setup: independent}
-claims:
-  - id: c1
-    sentence: "KD is not more similar than independent on AD"
-    metric: activation_distance
-    treatment: {setup: kd, alpha: 0.1}
-    direction: less
-    paper: {outcome: retain, p: 0.956}
-"""
+from helpers import GOOD_CLAIM as GOOD
 
 
 def write(tmp_path, text, name="x.yaml"):

@@ -12,7 +12,6 @@ Skipped (the whole module) only where Ray is not installed: ``pip install -e '.[
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import signal
@@ -28,22 +27,17 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.
 
 from kdclaims.backends import RayBackend  # noqa: E402
 from kdclaims.cache import read_entry  # noqa: E402
-from kdclaims.config import PopulationSpec, get_profile  # noqa: E402
+from kdclaims.config import PopulationSpec  # noqa: E402
 from kdclaims.population import Workbench, _MemberProgress  # noqa: E402
+
+import helpers  # noqa: E402
+
+tiny_profile = functools.partial(helpers.tiny_profile, epochs=3)
 
 pytestmark = pytest.mark.xdist_group("ray")  # one xdist worker runs them all, on one Ray cluster
 
 VIT_KD = PopulationSpec("vit", "kd", 0.9)
 VGG = PopulationSpec("vgg16_bn", "independent")
-
-
-def tiny_profile(seeds=(1, 2), epochs=3):
-    """The smoke pipeline on a smaller synthetic dataset: a member trains in a fraction of a second."""
-    base = get_profile("smoke")
-    dataset = dataclasses.replace(base.dataset, synthetic={"num_classes": 4, "train_per_class": 48,
-                                                           "test_per_class": 16, "seed": 0})
-    return dataclasses.replace(base, name="tiny-test", dataset=dataset, seeds=tuple(seeds),
-                               epochs={"vgg16_bn": epochs, "vit": epochs, "resnet18": epochs})
 
 
 @pytest.fixture(scope="module", autouse=True)

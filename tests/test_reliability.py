@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import re
 import signal
 import subprocess
@@ -27,31 +27,23 @@ from click.testing import CliRunner
 
 from kdclaims.cache import Cache, read_entry
 from kdclaims.cli import main
-from kdclaims.config import PopulationSpec, get_profile
+from kdclaims.config import PopulationSpec
 from kdclaims.errors import CacheError
 from kdclaims.population import Workbench
 from kdclaims.training import load_checkpoint, save_checkpoint
 
+import helpers
+from helpers import TESTS_DIR
+
 REPO = Path(__file__).resolve().parent.parent
+tiny_profile = functools.partial(helpers.tiny_profile, epochs=4)
 
 
-def tiny_profile(seeds=(1, 2), epochs=4):
-    """The smoke pipeline on a smaller synthetic dataset: a member trains in a fraction of a second."""
-    base = get_profile("smoke")
-    dataset = dataclasses.replace(base.dataset, synthetic={"num_classes": 4, "train_per_class": 48,
-                                                           "test_per_class": 16, "seed": 0})
-    return dataclasses.replace(base, name="tiny-test", dataset=dataset, seeds=tuple(seeds),
-                               epochs={"vgg16_bn": epochs, "vit": epochs, "resnet18": epochs})
-
-
-TINY = """
-import dataclasses
-from kdclaims.config import get_profile
-base = get_profile("smoke")
-PROFILE = dataclasses.replace(base, name="tiny-test", seeds=SEEDS,
-    dataset=dataclasses.replace(base.dataset, synthetic={"num_classes": 4, "train_per_class": 48,
-                                                          "test_per_class": 16, "seed": 0}),
-    epochs={"vgg16_bn": EPOCHS, "vit": EPOCHS, "resnet18": EPOCHS})
+TINY = f"""
+import sys
+sys.path.insert(0, {str(TESTS_DIR)!r})
+from helpers import tiny_profile
+PROFILE = tiny_profile(seeds=SEEDS, epochs=EPOCHS)
 """
 
 

@@ -1,0 +1,40 @@
+"""What several test files share: the tiny profile members train with, and a well-formed claim file.
+
+Importable as ``helpers`` from any test (pytest puts ``tests/`` on the path) and from a subprocess that
+puts ``TESTS_DIR`` on its ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from kdclaims.config import get_profile
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def tiny_profile(seeds=(1, 2), epochs=2):
+    """The smoke pipeline on a smaller synthetic dataset: a member trains in a fraction of a second."""
+    base = get_profile("smoke")
+    dataset = dataclasses.replace(base.dataset, synthetic={"num_classes": 4, "train_per_class": 48,
+                                                           "test_per_class": 16, "seed": 0})
+    return dataclasses.replace(base, name="tiny-test", dataset=dataset, seeds=tuple(seeds),
+                               epochs={"vgg16_bn": epochs, "vit": epochs, "resnet18": epochs})
+
+
+GOOD_CLAIM = """
+group: g
+defaults:
+  kind: comparison
+  source: Table 4
+  arch: resnet18
+  baseline: {setup: independent}
+claims:
+  - id: c1
+    sentence: "KD is not more similar than independent on AD"
+    metric: activation_distance
+    treatment: {setup: kd, alpha: 0.1}
+    direction: less
+    paper: {outcome: retain, p: 0.956}
+"""
