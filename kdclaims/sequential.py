@@ -117,6 +117,7 @@ __all__ = [
     "SequentialDecisions",
     "sequential_test",
     "sequential_decisions",
+    "simulate_looks",
 ]
 
 ALPHA = 0.025  # the paper's one-tailed level (the same value as kdclaims.stats.ALPHA)
@@ -450,9 +451,10 @@ def z_from_t(t_statistic, df):
 
 def _ratio(numerator, se):
     """numerator / se with se == 0 read as kdclaims.stats does: +-inf by the sign, 0 for 0/0."""
+    numerator, se = np.broadcast_arrays(np.asarray(numerator, dtype=np.float64), np.asarray(se, dtype=np.float64))
+    degenerate = np.where(numerator > 0, np.inf, np.where(numerator < 0, -np.inf, 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = numerator / se
-    return np.where(se > 0, out, np.sign(numerator) * np.inf * (numerator != 0) + 0.0 * (numerator == 0))
+        return np.where(se > 0, numerator / se, degenerate)
 
 
 # --------------------------------------------------------------------------------------------
@@ -629,3 +631,42 @@ def sequential_test(differences, standard_errors, *, direction: str, expected: s
         equivalence_shown=None if expected != "retain" or stop < 0 else bool(d.equivalence_shown[0]),
         expected=expected, margin=None if margin is None else float(margin), spending=spending,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Simulation
+# --------------------------------------------------------------------------------------------
+
+def simulate_looks(rng: np.random.Generator, n_trials: int, looks: Sequence[int] = PAPER_LOOKS, *,
+                   effect: float = 0.0, sd_treatment: float = 1.0, sd_baseline: float = 1.0,
+                   chunk: int = 5000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simulate two-sample trials with normal members observed at cumulative sizes ``looks`` (per
+    population, equal in both). The treatment's true improvement in the H_a direction is
+    ``effect`` (metric units). Returns arrays (trials x looks) of the improvement estimate, its
+    Welch standard error ``sqrt(s_t^2/n + s_b^2/n)`` and the Welch-Satterthwaite degrees of freedom,
+    ready for :func:`sequential_decisions`. Members are shared across looks, as in a real trial.
+    """
+    sizes = np.asarray(looks, dtype=np.int64)
+    if sizes.ndim != 1 or sizes.size == 0 or sizes[0] < 2 or np.any(np.diff(sizes) <= 0):
+        raise ConfigError(f"looks must be increasing group sizes >= 2, got {list(looks)}")
+    n_max = int(sizes[-1])
+    favour = np.empty((n_trials, sizes.size))
+    se = np.empty_like(favour)
+    df = np.empty_like(favour)
+    for start in range(0, n_trials, chunk):
+        m = min(chunk, n_trials - start)
+        stats = []
+        for mean, sd in ((effect, sd_treatment), (0.0, sd_baseline)):
+            x = rng.standard_normal((m, n_max)) * sd + mean
+            s1 = np.cumsum(x, axis=1)[:, sizes - 1]
+            s2 = np.cumsum(x * x, axis=1)[:, sizes - 1]
+            mu = s1 / sizes
+            var = np.maximum(s2 - sizes * mu * mu, 0.0) / (sizes - 1)
+            stats.append((mu, var / sizes))
+        (mu_t, v_t), (mu_b, v_b) = stats
+        rows = slice(start, start + m)
+        favour[rows] = mu_t - mu_b
+        se[rows] = np.sqrt(v_t + v_b)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            df[rows] = (v_t + v_b) ** 2 / (v_t**2 / (sizes - 1) + v_b**2 / (sizes - 1))
+    return favour, se, df
