@@ -470,8 +470,8 @@ class SequentialDecisions:
 
     ``stop_look``: 0-based index of the look where the trial stopped, -1 if it has not stopped;
     ``reject``: H0 rejected (efficacy crossed); ``reason``: 0 efficacy, 1 equivalence, 2 final,
-    -1 not stopped; ``equivalence_shown``: the repeated upper bound was below the margin at the
-    stopping look (False where no margin applies); ``efficacy_boundaries`` and
+    -1 not stopped; ``equivalence_shown``: the trial stopped with H0 retained and the repeated upper
+    bound below the margin -- a reproduced retain claim (always False without a margin); ``efficacy_boundaries`` and
     ``equivalence_critical`` are the per-look values used (shared by all trials); ``alpha_spent``
     the cumulative alpha allowed at each look.
     """

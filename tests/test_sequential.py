@@ -238,7 +238,7 @@ def test_equivalence_is_falsely_shown_at_most_alpha_when_the_improvement_equals_
 
 
 def test_a_large_effect_stops_at_the_first_look():
-    # at 25 members per group the OBF-type boundary is about 8.8 (t = 0.065, alpha(t) ~ 1e-18); a
+    # at 25 members per group the OBF-type boundary is 8.72 (t = 0.065, alpha(t) ~ 1e-18); a
     # Welch t of 48 df must be about 21 to reach that tail on the z scale, so 6 sd are needed.
     # Pocock-type spending stops at 1.5 sd already.
     for spending, effect in (("obf", 6.0), ("pocock", 1.5)):
