@@ -13,13 +13,9 @@ from pathlib import Path
 import click
 
 from kdclaims.errors import KdclaimsError
+from kdclaims.options import chosen_profile, click_options, forwarded_to_pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Not a click.Choice: the names live in kdclaims.training, which imports torch, and the CLI starts without it.
-# Profile.with_precision checks the name (a one-line error naming fp32, tf32 and bf16).
-CONCURRENT_HELP = ("members of one population trained at once on the device by the local backend (default 1); on CUDA each has a stream of its own. Changes the speed only: each member computes what it would alone")
-PRECISION_HELP = ("override the profile's arithmetic precision: fp32, tf32 or bf16 (default: the profile's, fp32 for "
-                  "paper and smoke); part of every member's cache key, so bf16 members never mix with fp32 ones")
 
 
 class _Group(click.Group):
@@ -51,68 +47,35 @@ def main(ctx, debug):
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--profile", default="paper", show_default=True, help="paper or smoke")
-@click.option("--seeds", default=None, help="override the profile's seeds: 5, 1-385, 1,4,7-9")
-@click.option("--precision", default=None, help=PRECISION_HELP)
-@click.option("--concurrent-members", type=click.IntRange(min=1), default=None, help=CONCURRENT_HELP)
+@click_options("run")
 @click.option("-n", "workers", default=None, help="pytest-xdist workers (e.g. 2, or auto)")
-@click.option("--cache-dir", default=None, help="member cache directory")
-@click.option("--evidence", type=click.Choice(["trained", "paper"]), default="trained", show_default=True)
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def run(profile, seeds, precision, concurrent_members, workers, cache_dir, evidence, pytest_args):
+def run(workers, pytest_args, **options):
     """Evaluate the claims (runs `pytest claims/` with these options; extra args go to pytest)."""
     import pytest
 
-    args = [str(REPO_ROOT / "claims"), "--profile", profile, "--evidence", evidence]
-    if seeds:
-        args += ["--seeds", seeds]
-    if precision:
-        args += ["--precision", precision]
-    if concurrent_members:
-        args += ["--concurrent-members", str(concurrent_members)]
+    args = [str(REPO_ROOT / "claims"), *forwarded_to_pytest(options)]
     if workers:
         args += ["-n", str(workers)]
-    if cache_dir:
-        args += ["--cache-dir", cache_dir]
     sys.exit(pytest.main(args + list(pytest_args)))
 
 
 @main.command()
-@click.option("--profile", default="paper", show_default=True, help="paper or smoke")
 @click.option("--arch", required=True, help="resnet18, vgg16_bn or vit")
 @click.option("--setup", "setup_name", required=True, help="independent, kd, uniform_kd or gaussian_kd")
 @click.option("--alpha", type=float, default=None, help="teacher weight of loss (1), in [0, 1]")
 @click.option("--temperature", type=float, default=1.0, show_default=True)
-@click.option("--seeds", default=None, help="override the profile's seeds")
-@click.option("--precision", default=None, help=PRECISION_HELP)
-@click.option("--cache-dir", default=None)
-@click.option("--data-dir", default=None)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--backend", default="local", show_default=True,
-              help="local (in this process) or ray (members as Ray tasks; needs pip install -e '.[ray]')")
-@click.option("--address", default=None,
-              help="Ray cluster for --backend ray (auto, host:6379, ray://host:10001); default: $RAY_ADDRESS "
-                   "or a local cluster")
-@click.option("--gpus-per-member", type=float, default=None,
-              help="GPU fraction per member on Ray (0.25: four share a GPU; default 1); CPUs where there is no GPU")
-@click.option("--max-retries", type=int, default=None,
-              help="resubmissions of a failed member (task error or dead worker) before it is reported failed "
-                   "(default 2)")
-@click.option("--concurrent-members", type=click.IntRange(min=1), default=1, show_default=True, help=CONCURRENT_HELP)
-def train(profile, arch, setup_name, alpha, temperature, seeds, precision, cache_dir, data_dir, device, backend,
-          address, gpus_per_member, max_retries, concurrent_members):
+@click_options("train")
+def train(arch, setup_name, alpha, temperature, profile, seeds, precision, cache_dir, data_dir, device, backend,
+          address, gpus_per_member, concurrent_members, max_retries):
     """Train (or load from the cache) one population and print its accuracy."""
     import warnings
 
     from kdclaims.backends import get_backend
-    from kdclaims.config import PopulationSpec, get_profile, parse_seeds
+    from kdclaims.config import PopulationSpec
     from kdclaims.population import PopulationIncomplete, Workbench
 
-    prof = get_profile(profile)
-    if seeds:
-        prof = prof.with_seeds(parse_seeds(seeds))
-    if precision:
-        prof = prof.with_precision(precision)  # a bad name: one line naming the valid ones
+    prof = chosen_profile(profile, seeds, precision)
     spec = PopulationSpec(arch, setup_name, alpha, temperature)
     chosen = get_backend(backend, address=address, gpus_per_member=gpus_per_member, max_retries=max_retries)
     bench = Workbench(prof, cache_dir, data_dir, device, backend=chosen, concurrent_members=concurrent_members)

@@ -10,6 +10,8 @@ import sys
 
 import click
 
+from kdclaims.options import chosen_profile, click_options
+
 
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -34,38 +36,22 @@ def _hours(hours: float | None) -> str:
 
 
 @click.command()
-@click.option("--profile", default="paper", show_default=True, help="paper or smoke")
-@click.option("--seeds", default=None, help="override the profile's seeds: 5, 1-385, 1,4,7-9")
-@click.option("--precision", default=None,
-              help="override the profile's arithmetic precision: fp32, tf32 or bf16 (default: the profile's, fp32 "
-                   "for paper and smoke); part of every member's cache key (bf16 members never mix with fp32 ones), "
-                   "so it changes what counts as cached and the time per member")
-@click.option("--cache-dir", default=None, help="member cache directory (default $KDCLAIMS_CACHE_DIR, else ~/.cache/kdclaims)")
-@click.option("--data-dir", default=None, help="where CIFAR-100 is (default $KDCLAIMS_DATA_DIR, else <cache>/data)")
-@click.option("--device", default="auto", show_default=True, help="device the time per member is measured on")
+@click_options("plan")
 @click.option("--per-member-seconds", type=float, default=None,
               help="use this time per member instead of the cached wall times or a measurement")
 @click.option("--arch", "archs", multiple=True, help="only this architecture; repeatable (default: all)")
-@click.option("--concurrent-members", type=click.IntRange(min=1), default=1, show_default=True,
-              help="members trained at once on the device (as the run will use): the measured time per member "
-                   "is the group's time divided by this")
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
-def plan(profile, seeds, precision, cache_dir, data_dir, device, per_member_seconds, archs, concurrent_members,
+def plan(profile, seeds, precision, cache_dir, data_dir, device, concurrent_members, per_member_seconds, archs,
          as_json):
     """Print what a run will cost before it starts: members to train and already cached, the estimated
     device-hours (from cached wall times, or a quick measurement), and the cache's size on disk."""
     from rich.console import Console
     from rich.table import Table
 
-    from kdclaims.config import get_profile, parse_seeds
     from kdclaims.models import get_architecture
     from kdclaims.plan import plan as make_plan
 
-    prof = get_profile(profile)
-    if seeds:
-        prof = prof.with_seeds(parse_seeds(seeds))
-    if precision:
-        prof = prof.with_precision(precision)
+    prof = chosen_profile(profile, seeds, precision)
     for arch in archs:
         get_architecture(arch)  # a ConfigError naming the known ones
     result = make_plan(prof, cache_dir=cache_dir, data_dir=data_dir, archs=archs or None, device=device,

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from kdclaims.claims import Claim, load_claim_file
-from kdclaims.config import get_profile, parse_seeds
 from kdclaims.errors import ClaimError, KdclaimsError
+from kdclaims.options import add_pytest_options, chosen_profile
 
 RESULT_PROPERTY = "kdclaims_result"
 POPULATION_PROPERTY = "kdclaims_populations"
@@ -30,42 +30,7 @@ STATE = pytest.StashKey["HarnessState"]()
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("kdclaims", "kdclaims: the paper's claims as hypothesis tests")
-    group.addoption("--profile", default=None,
-                    help="paper (default: CIFAR-100, full models, 385 seeds) or smoke (synthetic data, small models)")
-    group.addoption("--seeds", default=None, help="override the profile's student seeds: 5, 1-385 or 1,4,7-9")
-    # No choices= here: the names live in kdclaims.training (torch), which the plugin does not load on start-up;
-    # Profile.with_precision refuses a bad one, and pytest_configure makes that one line.
-    group.addoption("--precision", default=None,
-                    help="override the profile's arithmetic precision: fp32, tf32 or bf16 (default: the profile's, "
-                         "fp32 for paper and smoke); part of every member's cache key, so bf16 members never mix "
-                         "with fp32 ones")
-    group.addoption("--cache-dir", default=None, help="member cache (default $KDCLAIMS_CACHE_DIR or ~/.cache/kdclaims)")
-    group.addoption("--data-dir", default=None, help="where CIFAR-100 is (default $KDCLAIMS_DATA_DIR or <cache>/data)")
-    group.addoption("--results-dir", default=None,
-                    help="where evaluations are saved (default $KDCLAIMS_RESULTS_DIR or <cache>/evaluations)")
-    group.addoption("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    group.addoption("--evidence", default="trained", choices=("trained", "paper"),
-                    help="trained: train/load populations (the reproduction); paper: the paper's own tables")
-    group.addoption("--correction", default="none", choices=("none", "holm", "bh"),
-                    help="family-wise correction of the claims' p-values (default none, as in the paper)")
-    group.addoption("--family", default="group", choices=("all", "group", "arch", "source"),
-                    help="what a family is for --correction (default: a claim group)")
-    backend = parser.getgroup("kdclaims-backend", "kdclaims: where missing members are trained")
-    backend.addoption("--backend", default="local",
-                      help="local (default: in this process; parallel with -n) or ray (members as Ray tasks; "
-                           "needs pip install -e '.[ray]')")
-    backend.addoption("--address", default=None,
-                      help="Ray cluster to use with --backend ray (auto, host:6379 or ray://host:10001); "
-                           "default: $RAY_ADDRESS or a local cluster")
-    backend.addoption("--gpus-per-member", type=float, default=None,
-                      help="GPU fraction each member asks Ray for (0.25: four share a GPU; default 1); "
-                           "members run on CPUs where the cluster has no GPU")
-    backend.addoption("--concurrent-members", type=int, default=1,
-                      help="members of one population trained at once on the device by the local backend (default 1); on CUDA each has a stream of its own. Changes the speed only: each member computes what it would alone")
-    backend.addoption("--max-retries", type=int, default=None,
-                      help="times a failed member (task error or dead worker) is resubmitted before it is "
-                           "reported failed (default 2)")
+    add_pytest_options(parser)
 
 
 class HarnessState:
@@ -77,11 +42,7 @@ class HarnessState:
 
         opt = config.getoption
         self.config = config
-        self.profile = get_profile(opt("--profile") or "paper")
-        if opt("--seeds"):
-            self.profile = self.profile.with_seeds(parse_seeds(opt("--seeds")))
-        if opt("--precision"):
-            self.profile = self.profile.with_precision(opt("--precision"))
+        self.profile = chosen_profile(opt("--profile"), opt("--seeds"), opt("--precision"))
         self.cache_dir = Path(opt("--cache-dir") or default_cache_dir()).expanduser()
         self.data_dir = opt("--data-dir")
         self.results_dir = Path(opt("--results-dir") or default_results_dir(self.cache_dir)).expanduser()
