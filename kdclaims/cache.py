@@ -10,9 +10,13 @@ Layout under the cache directory::
 A member file holds the member's test logits (and, for a teacher, its training-set logits) plus a
 JSON metadata string: the full config that was hashed, the seed, accuracy, loss, versions, device,
 pid, host, wall time, a SHA-256 of every tensor and a SHA-256 of the metadata itself. safetensors
-stores raw tensors and a header, so loading runs no code. Every load checks all of it: the tensors
-against their checksums, the metadata against its own, the key against the file name and against the
-hash of the recorded config. A corrupt entry is never returned (``CacheError`` names its path).
+stores raw tensors and a header, so loading runs no code. Every load checks all of it, cheapest first so
+that a hostile file costs little: the file's size and its header (tensor names, float32, 2-D shapes, a
+size limit) before any tensor byte is read; the metadata's fields and types, its checksum, the key
+against the file name and against the hash of the recorded config; the tensors against their checksums;
+and what the metadata derives from the logits (accuracy, loss, finite), recomputed where the loader knows
+the dataset (``KnownDataset``), since checksums anyone can recompute prove nothing about them. A corrupt
+entry is never returned (``CacheError`` names its path).
 
 Writes go to a temporary file in the same directory (``.<key>-*.tmp``), are fsynced and renamed into
 place, so a reader sees a whole entry or none, and a writer killed mid-write leaves only a ``.tmp``

@@ -11,7 +11,9 @@ and ``meta`` holds ``b'fine_label_names'`` (100 names) and ``b'coarse_label_name
 
 Pickles run code on load, and an archive from the internet (or a shared drive) is untrusted. So this
 module never calls ``pickle.load``: a restricted unpickler accepts only the handful of globals a numpy
-array needs, and tar members are read into memory by exact name, never extracted to disk. Everything a
+array needs, and tar members are read into memory by exact name, never extracted to disk. Each member's
+opcodes are scanned as it is read, MD5 or no MD5, and a pickle with more than its size can hold (a list
+of millions of elements gzips to a few KB) is refused before anything is built. Everything a
 user can get wrong (missing, truncated, tampered, malformed, malicious) surfaces as a one-line
 ``DataError`` that names the file and says how to fix it.
 
