@@ -10,9 +10,13 @@ Layout under the cache directory::
 A member file holds the member's test logits (and, for a teacher, its training-set logits) plus a
 JSON metadata string: the full config that was hashed, the seed, accuracy, loss, versions, device,
 pid, host, wall time, a SHA-256 of every tensor and a SHA-256 of the metadata itself. safetensors
-stores raw tensors and a header, so loading runs no code. Every load checks all of it: the tensors
-against their checksums, the metadata against its own, the key against the file name and against the
-hash of the recorded config. A corrupt entry is never returned (``CacheError`` names its path).
+stores raw tensors and a header, so loading runs no code. Every load checks all of it, cheapest first so
+that a hostile file costs little: the file's size and its header (tensor names, float32, 2-D shapes, a
+size limit) before any tensor byte is read; the metadata's fields and types, its checksum, the key
+against the file name and against the hash of the recorded config; the tensors against their checksums;
+and what the metadata derives from the logits (accuracy, loss, finite), recomputed where the loader knows
+the dataset (``KnownDataset``), since checksums anyone can recompute prove nothing about them. A corrupt
+entry is never returned (``CacheError`` names its path).
 
 Writes go to a temporary file in the same directory (``.<key>-*.tmp``), are fsynced and renamed into
 place, so a reader sees a whole entry or none, and a writer killed mid-write leaves only a ``.tmp``
@@ -26,9 +30,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import hmac
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -40,8 +46,6 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock, Timeout
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from kdclaims.config import CACHE_SCHEMA, canonical_json, hash_config
@@ -54,9 +58,13 @@ TMP_RE = re.compile(r"^\.([0-9a-f]{64})-.*\.tmp$")
 STAGING_PREFIX = ".import-"
 EXPORT_FORMAT = "kdclaims-cache-export-v1"
 MANIFEST_NAME = "manifest.json"
-_MAX_ENTRY_BYTES = 1 << 32  # 4 GiB: far beyond any member (a CIFAR-100 teacher is ~25 MB)
+# A member stores logits, not weights: the largest kdclaims writes is a CIFAR-100 teacher, (50,000 train +
+# 10,000 test) x 100 classes x 4 bytes = 24 MB plus a few KB of metadata. 64 MiB is 2.5 times that, and
+# is what a reader that does not know the dataset (`cache verify`, `cache import`) accepts, so a forged
+# header cannot make it read gigabytes; raise it for a dataset whose teacher logits are bigger.
+_MAX_ENTRY_BYTES = 64 << 20
 _MAX_MANIFEST_BYTES = 64 << 20
-_MAX_HEADER_BYTES = 100 << 20
+_MAX_HEADER_BYTES = 1 << 20  # a real header (the config and metadata as JSON) is ~3 KB
 
 log = logging.getLogger("kdclaims")
 
@@ -149,10 +157,174 @@ class CorruptEntry(CacheError):
         self.where, self.problem = where, problem
 
 
-def _check_entry(key: str, where: str, raw_meta: str | None, tensors: dict[str, torch.Tensor]) -> MemberRecord:
-    """Everything a member entry must satisfy; CorruptEntry naming ``where`` otherwise."""
-    if raw_meta is None:
-        raise CorruptEntry(where, "has no kdclaims metadata")
+# What a member file may hold: logits, never weights. ``test_logits`` (N_test, C) always, ``train_logits``
+# (N_train, C) for a teacher (KD's soft targets); float32 ("F32") both, as ``training.predict`` returns them.
+TENSOR_NAMES = frozenset({"test_logits", "train_logits"})
+TENSOR_DTYPE, TENSOR_ITEMSIZE = "F32", 4
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: a tensor field does not compare to one bool
+class KnownDataset:
+    """What the reader knows of the dataset a member was trained on (a ``Workbench`` knows it; ``cache verify``
+    and ``cache import`` do not). With it the header's shapes are checked exactly and the metadata's
+    derived fields (test accuracy, test loss, finite) are recomputed from the stored logits, never trusted."""
+
+    test_labels: torch.Tensor  # (N_test,) int64
+    num_classes: int
+    num_train: int
+
+    @property
+    def num_test(self) -> int:
+        return int(self.test_labels.shape[0])
+
+    def max_entry_bytes(self) -> int:
+        """The largest a member of this dataset can be: a teacher's two logit tensors plus its header."""
+        return 8 + _MAX_HEADER_BYTES + TENSOR_ITEMSIZE * self.num_classes * (self.num_test + self.num_train)
+
+
+class _Unreadable(ValueError):
+    """The bytes are not a well-formed member file; each entry point words that its own way."""
+
+
+@dataclass
+class _Layout:
+    """A member file's header, checked: its raw metadata and where each tensor's bytes lie."""
+
+    raw_meta: str
+    shapes: dict[str, tuple[int, int]]
+    offsets: dict[str, tuple[int, int]]  # [begin, end) within the data that follows the header
+    data_bytes: int
+
+
+def _check_layout(header_bytes: bytes, file_size: int, known: KnownDataset | None) -> _Layout:
+    """The safetensors header of a member, checked before a single tensor byte is read: names, dtypes,
+    2-D shapes (exactly the dataset's where it is known), offsets that tile the data, and a data size
+    that is what the shapes say and what the file holds. ``_Unreadable`` otherwise."""
+    try:
+        header = json.loads(header_bytes)
+    except ValueError as exc:
+        raise _Unreadable(f"header is not JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise _Unreadable("header is not a JSON object")
+    metadata = header.pop("__metadata__", None)
+    raw_meta = metadata.get("kdclaims") if isinstance(metadata, dict) else None
+    if not isinstance(raw_meta, str):
+        raise _Unreadable("it has no kdclaims metadata")
+    if not header.keys() <= TENSOR_NAMES or "test_logits" not in header:
+        raise _Unreadable(f"it holds tensors {sorted(header)[:4]}, not test_logits (and train_logits for a teacher)")
+    shapes, offsets = {}, {}
+    for name, info in header.items():
+        info = info if isinstance(info, dict) else {}
+        shape, span = info.get("shape"), info.get("data_offsets")
+        if info.get("dtype") != TENSOR_DTYPE:
+            raise _Unreadable(f"{name} is not {TENSOR_DTYPE} ({_short_json(info)})")
+        if (not isinstance(shape, list) or len(shape) != 2
+                or not all(type(s) is int and s >= 1 for s in shape)):
+            raise _Unreadable(f"{name} has shape {_short_json(shape)}, not (examples, classes)")
+        if not isinstance(span, list) or len(span) != 2 or not all(type(s) is int and s >= 0 for s in span):
+            raise _Unreadable(f"{name} has data offsets {_short_json(span)}")
+        if span[1] - span[0] != shape[0] * shape[1] * TENSOR_ITEMSIZE:
+            raise _Unreadable(f"{name} of shape {shape} has {span[1] - span[0]} bytes of data")
+        shapes[name], offsets[name] = (shape[0], shape[1]), (span[0], span[1])
+    position = 0
+    for begin, end in sorted(offsets.values()):
+        if begin != position:
+            raise _Unreadable("its tensors' data overlap or leave gaps")
+        position = end
+    if file_size != 8 + len(header_bytes) + position:
+        raise _Unreadable(f"it is {file_size} bytes, its header describes {8 + len(header_bytes) + position}")
+    classes = {c for _, c in shapes.values()}
+    if len(classes) != 1:
+        raise _Unreadable(f"its tensors disagree on the number of classes ({shapes})")
+    if known is not None:
+        expected = {"test_logits": (known.num_test, known.num_classes),
+                    "train_logits": (known.num_train, known.num_classes)}
+        for name, shape in shapes.items():
+            if shape != expected[name]:
+                raise _Unreadable(f"{name} has shape {list(shape)}, the dataset's is {list(expected[name])}")
+    return _Layout(raw_meta, shapes, offsets, position)
+
+
+def _short_json(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _read_layout(f, file_size: int, known: KnownDataset | None) -> _Layout:
+    """Read a member's header from ``f`` (at its start) with bounded reads and check it."""
+    limit = known.max_entry_bytes() if known is not None else _MAX_ENTRY_BYTES
+    if file_size > limit:
+        why = "the dataset's logits and a header" if known is not None else "any member"
+        raise _Unreadable(f"it is {file_size} bytes, more than {why} can take ({limit})")
+    prefix = f.read(8)
+    if len(prefix) < 8:
+        raise _Unreadable("it is shorter than a safetensors header")
+    header_len = int.from_bytes(prefix, "little")
+    if header_len > min(file_size - 8, _MAX_HEADER_BYTES):
+        raise _Unreadable(f"header length {header_len} exceeds the file or {_MAX_HEADER_BYTES} bytes")
+    header_bytes = f.read(header_len)
+    if len(header_bytes) != header_len:
+        raise _Unreadable("it ends inside its header")
+    return _check_layout(header_bytes, file_size, known)
+
+
+def _read_tensors(f, layout: _Layout) -> dict[str, torch.Tensor]:
+    """The tensors whose checked layout ``_read_layout`` returned, read from ``f`` (just past the header)."""
+    import numpy as np
+
+    data = bytearray(layout.data_bytes)
+    if f.readinto(data) != layout.data_bytes:
+        raise _Unreadable("it ends inside its tensor data")
+    tensors = {}
+    for name, (begin, end) in layout.offsets.items():
+        # safetensors stores little-endian; "<f4" reads it right on any machine (no copy on little-endian ones)
+        array = np.frombuffer(data, dtype="<f4", count=(end - begin) // TENSOR_ITEMSIZE, offset=begin)
+        tensors[name] = torch.from_numpy(array.astype(np.float32, copy=False)).reshape(layout.shapes[name])
+    return tensors
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value, low: int = 0) -> bool:
+    return type(value) is int and value >= low
+
+
+# The metadata a member must carry (see the module docstring), field -> (check, what it must be). Derived
+# fields (test_accuracy, test_loss, finite) are further checked against the logits in ``_check_derived``.
+_REQUIRED_META = {
+    "key": (lambda v: isinstance(v, str) and bool(KEY_RE.match(v)), "64 hex digits"),
+    "config": (lambda v: isinstance(v, dict), "an object"),
+    "population": (lambda v: isinstance(v, str) and v != "", "a name"),
+    "seed": (_is_count, "an integer >= 0"),
+    "profile": (lambda v: isinstance(v, str) and v != "", "a name"),
+    "test_accuracy": (lambda v: _is_number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]"),
+    "test_loss": (lambda v: _is_number(v) and (math.isnan(v) or v >= 0.0), "a number >= 0 (NaN if diverged)"),
+    "finite": (lambda v: isinstance(v, bool), "true or false"),
+    "sha256": (lambda v: isinstance(v, dict) and all(isinstance(d, str) and KEY_RE.match(d) for d in v.values()),
+               "an object of SHA-256s"),
+    "meta_sha256": (lambda v: isinstance(v, str) and bool(KEY_RE.match(v)), "a SHA-256"),
+}
+# Recorded by every member kdclaims trains, read by reports and plans; older entries may lack some.
+_OPTIONAL_META = {
+    "wall_time_s": (lambda v: _is_number(v) and math.isfinite(v) and v >= 0, "a number of seconds >= 0"),
+    "device_time_s": (lambda v: _is_number(v) and math.isfinite(v) and v >= 0, "a number of seconds >= 0"),
+    "concurrent": (lambda v: _is_count(v, 1), "an integer >= 1"),
+    "resumed_from_epoch": (lambda v: v is None or _is_count(v), "null or an epoch"),
+    "device": (lambda v: isinstance(v, str), "a string"),
+    "device_name": (lambda v: isinstance(v, str), "a string"),
+    "torch_threads": (lambda v: _is_count(v, 1), "an integer >= 1"),
+    "versions": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+                 "an object of strings"),
+    "pid": (_is_count, "a process id"),
+    "host": (lambda v: isinstance(v, str), "a string"),
+    "created_at": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _check_meta(key: str, where: str, raw_meta: str) -> dict:
+    """The metadata of the member filed under ``key``: its schema, its checksum, its key and its config."""
     try:
         meta = json.loads(raw_meta)
     except ValueError as exc:
@@ -161,62 +333,161 @@ def _check_entry(key: str, where: str, raw_meta: str | None, tensors: dict[str, 
         raise CorruptEntry(where, "has metadata that is not a JSON object")
     if meta.get("meta_sha256") != meta_sha256(meta):
         raise CorruptEntry(where, "fails its metadata checksum")
-    if meta.get("key") != key:
-        raise CorruptEntry(where, f"holds key {str(meta.get('key'))[:64]}, not {key}")
-    config = meta.get("config")
-    if not isinstance(config, dict) or hash_config(config) != key:
+    for name, (ok, what) in _REQUIRED_META.items():
+        if name not in meta:
+            raise CorruptEntry(where, f"has no {name} in its metadata")
+        if not ok(meta[name]):
+            raise CorruptEntry(where, f"has {name} {_short_json(meta[name])} in its metadata, not {what}")
+    for name, (ok, what) in _OPTIONAL_META.items():
+        if name in meta and not ok(meta[name]):
+            raise CorruptEntry(where, f"has {name} {_short_json(meta[name])} in its metadata, not {what}")
+    if meta["key"] != key:
+        raise CorruptEntry(where, f"holds key {meta['key']}, not {key}")
+    config = meta["config"]
+    if hash_config(config) != key:
         raise CorruptEntry(where, f"records a config whose hash is not its key {key}")
-    digests = meta.get("sha256")
-    if not isinstance(digests, dict) or set(digests) != set(tensors) or "test_logits" not in tensors:
-        raise CorruptEntry(where, f"holds tensors {sorted(tensors)} but checksums for "
-                                  f"{sorted(digests) if isinstance(digests, dict) else None}")
+    if "seed" in config and config["seed"] != meta["seed"]:
+        raise CorruptEntry(where, f"records seed {meta['seed']} but its config has seed {_short_json(config['seed'])}")
+    return meta
+
+
+# How far a recorded test loss may be from the one recomputed here: float32 sums reduced in another order
+# (another torch version or thread count) differ in the last digits; the recomputed value is used anyway.
+_LOSS_RTOL = 1e-4
+
+
+def _check_derived(where: str, meta: dict, tensors: dict[str, torch.Tensor], known: KnownDataset | None) -> dict:
+    """What the metadata records that the logits determine, checked against them; the metadata to use.
+
+    With the dataset known, test accuracy, test loss and the finite flag are recomputed from the test
+    logits and the test labels, a mismatch makes the entry corrupt, and the recomputed values replace the
+    recorded ones. Without it (``cache verify``, ``cache import``) only what the logits alone determine can
+    be checked: the finite flag, the class count of the config, and an accuracy that is a whole number of
+    test examples. ``verify`` says so."""
+    from kdclaims import metrics
+
+    logits = tensors["test_logits"]
+    num_test, num_classes = logits.shape
+    model = meta["config"].get("model")
+    declared = model.get("num_classes") if isinstance(model, dict) else None
+    if type(declared) is int and declared != num_classes:
+        raise CorruptEntry(where, f"holds logits of {num_classes} classes, its config says {declared}")
+    finite = bool(torch.isfinite(logits).all())
+    if meta["finite"] != finite:
+        raise CorruptEntry(where, f"records finite={meta['finite']}, but its test logits are "
+                                  f"{'all' if finite else 'not all'} finite")
+    recorded_accuracy, recorded_loss = float(meta["test_accuracy"]), float(meta["test_loss"])
+    if known is None:
+        correct = recorded_accuracy * num_test
+        if abs(correct - round(correct)) > 1e-6 * num_test:
+            raise CorruptEntry(where, f"records test accuracy {recorded_accuracy!r}, which is no whole number of "
+                                      f"its {num_test} test examples")
+        return meta
+    labels = known.test_labels.cpu()
+    accuracy = metrics.test_accuracy(logits, labels).item()
+    loss = metrics.test_loss(logits, labels).item()
+    if abs(accuracy - recorded_accuracy) > 0.5 / num_test:
+        raise CorruptEntry(where, f"records test accuracy {recorded_accuracy:.6g}, its logits give {accuracy:.6g}")
+    same_loss = (math.isnan(loss) and math.isnan(recorded_loss)) or loss == recorded_loss or (
+        math.isfinite(loss) and abs(loss - recorded_loss) <= _LOSS_RTOL * max(abs(loss), 1e-6))
+    if not same_loss:
+        raise CorruptEntry(where, f"records test loss {recorded_loss:.6g}, its logits give {loss:.6g}")
+    return dict(meta, test_accuracy=accuracy, test_loss=loss, finite=finite)
+
+
+def _read_member(f, file_size: int, key: str, where: str, known: KnownDataset | None,
+                 unreadable: Callable[[str], CacheError]) -> MemberRecord:
+    """Everything a member must satisfy, in the order that keeps a hostile file cheap: the size and the
+    header (bounded reads), then the metadata's schema and checksums, and only then the tensors, their
+    checksums and what the metadata derives from them. ``unreadable(reason)`` words a malformed file."""
+    try:
+        layout = _read_layout(f, file_size, known)
+    except _Unreadable as exc:
+        raise unreadable(str(exc)) from exc
+    meta = _check_meta(key, where, layout.raw_meta)
+    digests = meta["sha256"]
+    if set(digests) != set(layout.shapes):
+        raise CorruptEntry(where, f"holds tensors {sorted(layout.shapes)} but checksums for {sorted(digests)}")
+    try:
+        tensors = _read_tensors(f, layout)
+    except _Unreadable as exc:
+        raise unreadable(str(exc)) from exc
     for name in sorted(tensors):
         if tensor_sha256(tensors[name]) != digests[name]:
             raise CorruptEntry(where, f"fails its checksum ({name})")
-    return MemberRecord(key, tensors, meta)
+    return MemberRecord(key, tensors, _check_derived(where, meta, tensors, known))
 
 
-def read_entry(path: Path | str, key: str | None = None) -> MemberRecord:
-    """Read and fully verify the member file at ``path`` (its key is its file name unless given)."""
+def read_entry(path: Path | str, key: str | None = None, known: KnownDataset | None = None) -> MemberRecord:
+    """Read and fully verify the member file at ``path`` (its key is its file name unless given); with the
+    dataset ``known``, its shapes and derived metadata are checked against it too (``KnownDataset``)."""
     path = Path(path)
     key = key if key is not None else path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
     if not KEY_RE.match(key):
         raise CacheError(f"cache entry {path} is not named <64 hex digits>{SUFFIX}: move it out of the cache")
+
+    def unreadable(reason: str) -> CacheError:
+        return CorruptEntry(str(path), f"is unreadable ({' '.join(reason.split())[:200]})")
+
     try:
-        with safe_open(str(path), framework="pt") as f:
-            raw_meta = (f.metadata() or {}).get("kdclaims")
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise CorruptEntry(str(path), f"is unreadable ({' '.join(str(exc).split())[:200]})") from exc
-    return _check_entry(key, str(path), raw_meta, tensors)
+        with open(path, "rb") as f:
+            return _read_member(f, os.fstat(f.fileno()).st_size, key, str(path), known, unreadable)
+    except OSError as exc:
+        raise unreadable(exc.strerror or str(exc)) from exc
 
 
 def read_meta(path: Path | str) -> dict:
-    """The metadata of a member file, unverified (cheap: the header only). ValueError if unreadable."""
+    """The metadata of a member file, unverified (cheap: the header only, read with bounded reads).
+    ValueError if unreadable."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["kdclaims"])
-    except (SafetensorError, OSError, KeyError, TypeError, RuntimeError) as exc:
-        raise ValueError(str(exc)) from exc
+        with open(path, "rb") as f:
+            layout = _read_layout(f, os.fstat(f.fileno()).st_size, None)
+    except OSError as exc:
+        raise ValueError(exc.strerror or str(exc)) from exc
+    meta = json.loads(layout.raw_meta)
     if not isinstance(meta, dict):
         raise ValueError("metadata is not a JSON object")
     return meta
 
 
-def verify_entry_bytes(key: str, data: bytes, where: str) -> MemberRecord:
+def verify_entry_bytes(key: str, data: bytes, where: str, known: KnownDataset | None = None) -> MemberRecord:
     """Verify a member file held in memory (an archive member), exactly as ``read_entry`` would on disk."""
-    try:
-        if len(data) < 8:
-            raise ValueError("shorter than a safetensors header")
-        header_len = int.from_bytes(data[:8], "little")
-        if header_len > min(len(data) - 8, _MAX_HEADER_BYTES):
-            raise ValueError(f"header length {header_len} exceeds the file")
-        header = json.loads(data[8:8 + header_len])
-        raw_meta = (header.get("__metadata__") or {}).get("kdclaims") if isinstance(header, dict) else None
-        tensors = load_safetensors_bytes(data)
-    except (SafetensorError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
-        raise CacheError(f"{where} is not a readable cache entry ({' '.join(str(exc).split())[:200]})") from exc
-    return _check_entry(key, where, raw_meta, tensors)
+
+    def unreadable(reason: str) -> CacheError:
+        return CacheError(f"{where} is not a readable cache entry ({' '.join(reason.split())[:200]})")
+
+    return _read_member(io.BytesIO(data), len(data), key, where, known, unreadable)
+
+
+class MemberLock:
+    """A member's FileLock (flock on POSIX) whose failures are one-line CacheErrors naming the lock file: a
+    lock replaced by a symlink (never followed: ELOOP), by a folder, or one that cannot be opened.
+    ``Timeout`` (a lock another process holds past ``timeout``) passes through unchanged."""
+
+    def __init__(self, cache: "Cache", path: Path, timeout: float = -1):
+        self.cache, self.path = cache, path
+        self._lock = FileLock(str(path), timeout=timeout)
+
+    def acquire(self) -> "MemberLock":
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+                raise self.cache._os_error(self.path, exc) from exc
+            raise CacheError(f"cannot take the lock {self.path} ({exc.strerror or exc}): it must be a regular file "
+                             "kdclaims can create; delete it, and the next run makes a new one") from exc
+        return self
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> "MemberLock":
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
 
 
 class Cache:
@@ -247,10 +518,10 @@ class Cache:
     def checkpoint_path(self, key: str) -> Path:
         return self.checkpoints_dir / f"{key}.pt"
 
-    def member_lock(self, key: str, timeout: float = -1) -> FileLock:
+    def member_lock(self, key: str, timeout: float = -1) -> MemberLock:
         path = self.member_path(key)
         self._ensure_dir(path.parent)
-        return FileLock(str(path.with_suffix(".lock")), timeout=timeout)
+        return MemberLock(self, path.with_suffix(".lock"), timeout)
 
     def entries(self) -> list[Path]:
         """Every member file, sorted."""
@@ -285,12 +556,13 @@ class Cache:
     def has(self, key: str) -> bool:
         return self.member_path(key).is_file()
 
-    def load(self, key: str) -> MemberRecord | None:
-        """The cached member, or None if absent. A corrupt entry raises CacheError naming its path."""
+    def load(self, key: str, known: KnownDataset | None = None) -> MemberRecord | None:
+        """The cached member, or None if absent. A corrupt entry raises CacheError naming its path; with the
+        dataset ``known``, so does one whose shapes or derived metadata do not match it (``KnownDataset``)."""
         path = self.member_path(key)
         if not path.is_file():
             return None
-        return read_entry(path, key)
+        return read_entry(path, key, known)
 
     def store(self, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> MemberRecord:
         """Write atomically: a temporary file in the same directory, fsync, then rename into place."""
@@ -402,10 +674,15 @@ class VerifyReport:
     bad: list[tuple[Path, str]] = field(default_factory=list)
     checkpoints_good: list[Path] = field(default_factory=list)
     checkpoints_bad: list[tuple[Path, str]] = field(default_factory=list)
+    # What verify cannot check without the dataset, which a run (knowing it) checks on every load.
+    unchecked: str = ("test accuracy and loss were checked for consistency only (no test labels here to "
+                      "recompute them from); a run recomputes them from the logits on every load")
 
 
 def verify_cache(cache: Cache) -> VerifyReport:
-    """Read every entry and checkpoint in full and check everything a load checks."""
+    """Read every entry and checkpoint in full and check everything a load checks without the dataset
+    (``KnownDataset``): each entry's header before its tensors, its metadata's schema and checksums, its
+    tensors' checksums and what the logits alone determine. ``VerifyReport.unchecked`` says what is left."""
     from kdclaims.training import load_checkpoint
 
     report = VerifyReport()
@@ -555,9 +832,11 @@ def _selected_entries(cache: Cache, populations: tuple[str, ...]) -> list[Path]:
     return sorted(chosen)
 
 
-def export_cache(cache: Cache, out: Path | str, populations: tuple[str, ...] = ()) -> dict:
+def export_cache(cache: Cache, out: Path | str, populations: tuple[str, ...] = (),
+                 sign_with: SigningKey | None = None) -> dict:
     """Write the selected entries (default all; with a population, its teachers too) and a manifest into
-    one tar.gz, atomically. Every entry is verified first: a corrupt one stops the export, named."""
+    one tar.gz, atomically. Every entry is verified first: a corrupt one stops the export, named. With
+    ``sign_with``, the manifest carries an HMAC-SHA-256 of itself under that key (see ``SIGNATURE_FIELD``)."""
     import tarfile
 
     out = Path(out).expanduser()
@@ -574,9 +853,11 @@ def export_cache(cache: Cache, out: Path | str, populations: tuple[str, ...] = (
                        "profile": record.meta.get("profile")})
     import kdclaims
 
-    manifest = json.dumps({"format": EXPORT_FORMAT, "schema": CACHE_SCHEMA, "kdclaims": kdclaims.__version__,
-                           "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "entries": listed}, indent=1, sort_keys=True).encode()
+    document = {"format": EXPORT_FORMAT, "schema": CACHE_SCHEMA, "kdclaims": kdclaims.__version__,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "entries": listed}
+    if sign_with is not None:
+        document[SIGNATURE_FIELD] = {"algorithm": SIGNATURE_ALGORITHM, "mac": _manifest_mac(document, sign_with)}
+    manifest = _manifest_bytes(document)
 
     def info(name: str, size: int) -> tarfile.TarInfo:
         ti = tarfile.TarInfo(name)
@@ -597,7 +878,63 @@ def export_cache(cache: Cache, out: Path | str, populations: tuple[str, ...] = (
         write_atomically(out, write, f".{out.name}-")
     except OSError as exc:
         raise CacheError(f"cannot write {out}: {exc.strerror or exc}; choose a writable path with free space") from exc
-    return {"path": str(out), "entries": len(listed), "bytes": out.stat().st_size}
+    return {"path": str(out), "entries": len(listed), "bytes": out.stat().st_size, "signed": sign_with is not None}
+
+
+# Signing: `cache export --sign KEYFILE` adds an HMAC-SHA-256 of the manifest, keyed with the file's bytes,
+# and `cache import --require-signature KEYFILE` refuses an archive whose manifest it does not authenticate.
+# The manifest lists every entry's SHA-256 and size, and each entry is checked against them, so the one MAC
+# covers every byte that is imported. Plain SHA-256s (all an unsigned archive has) anyone can recompute.
+SIGNATURE_FIELD = "signature"
+SIGNATURE_ALGORITHM = "hmac-sha256"
+_MIN_KEY_BYTES = 16  # 128 bits: HMAC-SHA-256's security needs a key at least that random
+_MAX_KEY_BYTES = 1 << 16  # a key file holds a few dozen random bytes; anything huge is the wrong file
+
+
+@dataclass(frozen=True, repr=False)  # repr=False: the key's bytes never appear in a log or a traceback
+class SigningKey:
+    path: Path
+    secret: bytes
+
+
+def read_signing_key(path: Path | str) -> SigningKey:
+    """The raw bytes of a key file (at least 16: e.g. ``head -c 32 /dev/urandom > KEYFILE``); CacheError otherwise."""
+    path = Path(path).expanduser()
+    make = f"make one with `head -c 32 /dev/urandom > {path}` and share it only with whoever must import"
+    try:
+        with open(path, "rb") as f:
+            secret = f.read(_MAX_KEY_BYTES + 1)
+    except OSError as exc:
+        raise CacheError(f"cannot read the signing key {path}: {exc.strerror or exc}; {make}") from exc
+    if len(secret) < _MIN_KEY_BYTES:
+        size = "empty" if not secret else f"only {len(secret)} bytes"
+        raise CacheError(f"signing key {path} is {size}: a key needs at least {_MIN_KEY_BYTES} random bytes; {make}")
+    if len(secret) > _MAX_KEY_BYTES:
+        raise CacheError(f"signing key {path} is over {_MAX_KEY_BYTES} bytes, not a key file; {make}")
+    return SigningKey(path, secret)
+
+
+def _manifest_bytes(manifest: dict) -> bytes:
+    """The manifest as written into an archive, and (without its signature) as signed."""
+    return json.dumps(manifest, indent=1, sort_keys=True).encode()
+
+
+def _manifest_mac(manifest: dict, key: SigningKey) -> str:
+    unsigned = {k: v for k, v in manifest.items() if k != SIGNATURE_FIELD}
+    return hmac.new(key.secret, _manifest_bytes(unsigned), hashlib.sha256).hexdigest()
+
+
+def _check_signature(archive: Path, manifest: dict, key: SigningKey) -> None:
+    signature = manifest.get(SIGNATURE_FIELD)
+    if signature is None:
+        raise _refuse(archive, f"it is not signed, and --require-signature {key.path} asks for a signature "
+                               "(export it with `kdclaims cache export --sign KEYFILE`)")
+    mac = signature.get("mac") if isinstance(signature, dict) else None
+    if not isinstance(signature, dict) or signature.get("algorithm") != SIGNATURE_ALGORITHM or not isinstance(mac, str):
+        raise _refuse(archive, f"its signature is not an {SIGNATURE_ALGORITHM} signature")
+    if not hmac.compare_digest(mac.encode(), _manifest_mac(manifest, key).encode()):
+        raise _refuse(archive, f"its signature does not match the key {key.path} (signed with another key, or "
+                               "the manifest was altered)")
 
 
 def _refuse(archive: Path, what: str) -> CacheError:
@@ -626,7 +963,7 @@ def _check_member_name(archive: Path, member, entries: dict[str, dict]) -> dict:
     return entry
 
 
-def _parse_manifest(archive: Path, data: bytes) -> dict[str, dict]:
+def _parse_manifest(archive: Path, data: bytes, signing_key: SigningKey | None = None) -> dict[str, dict]:
     try:
         manifest = json.loads(data)
     except ValueError as exc:
@@ -634,6 +971,8 @@ def _parse_manifest(archive: Path, data: bytes) -> dict[str, dict]:
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT \
             or not isinstance(manifest.get("entries"), list):
         raise _refuse(archive, f"{MANIFEST_NAME} is not a {EXPORT_FORMAT} manifest")
+    if signing_key is not None:
+        _check_signature(archive, manifest, signing_key)
     entries: dict[str, dict] = {}
     for entry in manifest["entries"]:
         ok = (isinstance(entry, dict) and isinstance(entry.get("key"), str) and KEY_RE.match(entry["key"])
@@ -648,14 +987,33 @@ def _parse_manifest(archive: Path, data: bytes) -> dict[str, dict]:
     return entries
 
 
-def import_archive(cache: Cache, archive: Path | str) -> dict:
+def _read_manifest(archive: Path, tar, members, signing_key: SigningKey | None) -> dict[str, dict]:
+    """The entries listed by the archive's first member (the next of the iterator ``members`` over
+    ``tar``), which must be its manifest, signed under ``signing_key`` when one is given."""
+    member = next(members, None)
+    if member is None:
+        raise _refuse(archive, "it is empty")
+    if member.name != MANIFEST_NAME or not member.isfile() or member.size > _MAX_MANIFEST_BYTES:
+        raise _refuse(archive, f"the first member is {member.name!r}, not {MANIFEST_NAME}: "
+                               "not an archive written by `kdclaims cache export`")
+    return _parse_manifest(archive, tar.extractfile(member).read(), signing_key)
+
+
+def _unreadable_archive(archive: Path, exc: BaseException) -> CacheError:
+    return CacheError(f"{archive}: not a readable gzip tar archive ({type(exc).__name__}: "
+                      f"{' '.join(str(exc).split())[:200]}); nothing was imported")
+
+
+def import_archive(cache: Cache, archive: Path | str, require_signature: SigningKey | None = None) -> dict:
     """Import an archive written by ``export_cache``, all or nothing.
 
     Nothing is extracted: members are read one by one into memory by name, and only names of the form
     ``members/xx/<key>.safetensors`` listed in the manifest are accepted (absolute paths, ``..``, links,
     devices and anything else make the whole archive refused). Each is checked against the manifest's
-    SHA-256 and its own checksums, staged in a folder inside the cache, and only when the whole archive
-    has passed are the entries renamed into place. Nothing is written outside the cache directory.
+    SHA-256 and everything a load checks (``verify_entry_bytes``), staged in a folder inside the cache, and
+    only when the whole archive has passed are the entries renamed into place. Nothing is written outside
+    the cache directory. With ``require_signature``, an archive whose manifest that key does not
+    authenticate is refused before anything at all is written.
     """
     import tarfile
     import zlib
@@ -663,6 +1021,12 @@ def import_archive(cache: Cache, archive: Path | str) -> dict:
     archive = Path(archive).expanduser()
     if not archive.is_file():
         raise CacheError(f"archive {archive} not found: give the .tar.gz that `kdclaims cache export` wrote")
+    if require_signature is not None:  # checked here, before the staging folder exists, and again below
+        try:
+            with tarfile.open(archive, "r|gz") as tar:
+                _read_manifest(archive, tar, iter(tar), require_signature)
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise _unreadable_archive(archive, exc) from exc
     cache._ensure_dir(cache.root)
     try:
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=cache.root))
@@ -674,15 +1038,10 @@ def import_archive(cache: Cache, archive: Path | str) -> dict:
             staged: list[tuple[str, Path]] = []
             try:
                 with tarfile.open(archive, "r|gz") as tar:
-                    entries: dict[str, dict] | None = None
+                    members = iter(tar)
+                    entries = _read_manifest(archive, tar, members, require_signature)
                     seen: set[str] = set()
-                    for member in tar:
-                        if entries is None:
-                            if member.name != MANIFEST_NAME or not member.isfile() or member.size > _MAX_MANIFEST_BYTES:
-                                raise _refuse(archive, f"the first member is {member.name!r}, not {MANIFEST_NAME}: "
-                                                       "not an archive written by `kdclaims cache export`")
-                            entries = _parse_manifest(archive, tar.extractfile(member).read())
-                            continue
+                    for member in members:
                         entry = _check_member_name(archive, member, entries)
                         if member.name in seen:
                             raise _refuse(archive, f"member {member.name!r} appears twice")
@@ -698,8 +1057,6 @@ def import_archive(cache: Cache, archive: Path | str) -> dict:
                         target = staging / f"{entry['key']}{SUFFIX}"
                         target.write_bytes(data)
                         staged.append((entry["key"], target))
-                    if entries is None:
-                        raise _refuse(archive, "it is empty")
                     unlisted = sorted(set(entries) - seen)
                     if unlisted:
                         raise _refuse(archive, f"{len(unlisted)} entries of the manifest are missing, e.g. "
@@ -709,8 +1066,7 @@ def import_archive(cache: Cache, archive: Path | str) -> dict:
             except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
                 if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
                     raise cache._os_error(staging, exc) from exc
-                raise CacheError(f"{archive}: not a readable gzip tar archive ({type(exc).__name__}: "
-                                 f"{' '.join(str(exc).split())[:200]}); nothing was imported") from exc
+                raise _unreadable_archive(archive, exc) from exc
             for key, source in staged:
                 with cache.member_lock(key):
                     path = cache.member_path(key)

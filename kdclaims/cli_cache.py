@@ -46,6 +46,8 @@ def verify(cache_dir):
                f"{len(report.checkpoints_good)} checkpoints good, {len(report.checkpoints_bad)} bad")
     for path, reason in report.bad + report.checkpoints_bad:
         click.echo(f"BAD {path}: {reason}")
+    if report.good:
+        click.echo(f"note: {report.unchecked}")
     if report.bad or report.checkpoints_bad:
         click.echo("a run never uses a bad entry: it moves it to quarantine/ and retrains that member", err=True)
         sys.exit(1)
@@ -99,22 +101,30 @@ def gc(cache_dir, dry_run):
 @click.option("--population", "populations", multiple=True,
               help="only this population (e.g. vit/kd-a0.9), with its teacher; repeatable (default: everything)")
 @click.option("--cache-dir", default=None, help=CACHE_DIR_HELP)
-def export_command(out, populations, cache_dir):
+@click.option("--sign", "sign_keyfile", default=None, type=click.Path(dir_okay=False), metavar="KEYFILE",
+              help="sign the manifest with an HMAC-SHA-256 under the raw bytes of KEYFILE (16 or more random "
+                   "bytes), for `cache import --require-signature KEYFILE`")
+def export_command(out, populations, cache_dir, sign_keyfile):
     """Write cache entries and a manifest of their SHA-256s into one .tar.gz, to share a population."""
-    from kdclaims.cache import export_cache
+    from kdclaims.cache import export_cache, read_signing_key
 
-    done = export_cache(_cache(cache_dir), out, tuple(populations))
-    click.echo(f"wrote {done['path']}: {done['entries']} entries, {_size(done['bytes'])}")
+    key = read_signing_key(sign_keyfile) if sign_keyfile else None
+    done = export_cache(_cache(cache_dir), out, tuple(populations), sign_with=key)
+    click.echo(f"wrote {done['path']}: {done['entries']} entries, {_size(done['bytes'])}"
+               + (f", signed with {sign_keyfile}" if done["signed"] else ""))
 
 
 @cache.command("import")
 @click.argument("archive", type=click.Path(dir_okay=False))
 @click.option("--cache-dir", default=None, help=CACHE_DIR_HELP)
-def import_command(archive, cache_dir):
+@click.option("--require-signature", "keyfile", default=None, type=click.Path(dir_okay=False), metavar="KEYFILE",
+              help="refuse the archive unless `cache export --sign KEYFILE` signed it with this key")
+def import_command(archive, cache_dir, keyfile):
     """Verify an exported archive completely and add its entries to the cache (all or nothing)."""
-    from kdclaims.cache import import_archive
+    from kdclaims.cache import import_archive, read_signing_key
 
     c = _cache(cache_dir)
-    counts = import_archive(c, archive)
+    key = read_signing_key(keyfile) if keyfile else None
+    counts = import_archive(c, archive, require_signature=key)
     click.echo(f"imported {counts['imported']} entries into {c.root} ({counts['already_present']} already there"
                + (f", {counts['replaced_corrupt']} corrupt ones replaced" if counts["replaced_corrupt"] else "") + ")")

@@ -11,7 +11,9 @@ and ``meta`` holds ``b'fine_label_names'`` (100 names) and ``b'coarse_label_name
 
 Pickles run code on load, and an archive from the internet (or a shared drive) is untrusted. So this
 module never calls ``pickle.load``: a restricted unpickler accepts only the handful of globals a numpy
-array needs, and tar members are read into memory by exact name, never extracted to disk. Everything a
+array needs, and tar members are read into memory by exact name, never extracted to disk. Each member's
+opcodes are scanned as it is read, MD5 or no MD5, and a pickle with more than its size can hold (a list
+of millions of elements gzips to a few KB) is refused before anything is built. Everything a
 user can get wrong (missing, truncated, tampered, malformed, malicious) surfaces as a one-line
 ``DataError`` that names the file and says how to fix it.
 
@@ -59,6 +61,8 @@ ROW_LEN = 3 * 32 * 32
 # The real train pickle is ~155 MB; a member far beyond that is not CIFAR-100 and reading it into
 # memory would only let a hostile archive (a gzip bomb) exhaust RAM.
 _MAX_MEMBER_BYTES = 1 << 30
+# The real meta pickle (100 + 20 class names) is ~1.5 KB; 256 KiB holds ten thousand names of 20 characters.
+_MAX_META_BYTES = 256 << 10
 
 _FETCH_HINT = "re-download it with `kdclaims data fetch`"
 
@@ -378,18 +382,71 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise DataError(f"{self.where}: the reader refuses persistent ids: the file may be malicious; {_FETCH_HINT}")
 
 
-def _check_memo_indices(data: bytes, where: str) -> None:
-    """Refuse memo slots far beyond what the pickle has stored so far.
+# How much a pickle may make the unpickler build, from its size alone. Every element of a list (or dict, or
+# tuple) is pushed by at least one opcode, so a bound on the opcodes bounds every container, and a bytes or
+# str object is never longer than the pickle. A split of N images holds their N x ROW_LEN bytes of pixels,
+# so N <= size // ROW_LEN, and per image a label, a coarse label and a file name: about 4 opcodes as Python 2
+# wrote them, 10 as Python 3 does (bytes as _codecs.encode calls). A meta pickle holds only class names, at
+# least 2 bytes per opcode. Allowing other image sizes or class counts changes only these expected shapes.
+_SPLIT_OPS_PER_ROW = 16
+_FIXED_OPS = 4096  # the dicts, keys, batch label and array header around the per-image entries
 
-    Picklers number memo slots 0, 1, 2... (cPickle from 1), one per PUT opcode, so a slot index above
-    the opcode count only serves to make the C unpickler grow (and zero) its memo table to that
-    size: a four-byte LONG_BINPUT could demand tens of GB. This pure-Python scan also rejects
-    structurally broken pickles before any object is built.
+
+def _max_opcodes(kind: str, size: int) -> int:
+    """The most opcodes a well-formed ``kind`` ("meta", or a split) pickle of ``size`` bytes has."""
+    if kind == "meta":
+        return _FIXED_OPS + size // 2
+    return _FIXED_OPS + _SPLIT_OPS_PER_ROW * (size // ROW_LEN)
+
+
+class _RecordingReader:
+    """The bytes of a pickle as they are read from ``stream`` (``size`` at most), kept so the unpickler sees
+    exactly what was scanned, and only as far as the scan got: a refused member costs what was read of it."""
+
+    def __init__(self, stream, size: int):
+        self.stream, self.left, self.chunks = stream, size, []
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self.stream.read(self.left if n is None or n < 0 else min(n, self.left))
+        self.left -= len(chunk)
+        self.chunks.append(chunk)
+        return chunk
+
+    def readline(self) -> bytes:  # protocol-0 opcodes end their arguments with a newline
+        line = self.stream.readline(self.left)
+        self.left -= len(line)
+        self.chunks.append(line)
+        return line
+
+    def data(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks = [data]
+        return data
+
+
+def _scan_pickle(stream, size: int, where: str, kind: str) -> bytes:
+    """Read a ``kind`` pickle of ``size`` bytes from ``stream``, scanning its opcodes (pure Python, building
+    nothing) as they arrive; return its bytes for the unpickler. Refused, before anything is built:
+
+    * more opcodes than a well-formed pickle of that size has (``_max_opcodes``): a list of millions of
+      elements fits in a few KB of gzip, and would cost the unpickler seconds and hundreds of MB;
+    * memo slots far beyond what the pickle has stored so far. Picklers number memo slots 0, 1, 2...
+      (cPickle from 1), one per PUT opcode, so a slot index above the opcode count only serves to make
+      the C unpickler grow (and zero) its memo table to that size: a four-byte LONG_BINPUT could demand
+      tens of GB;
+    * anything structurally broken.
     """
-    for count, (op, arg, _) in enumerate(pickletools.genops(data)):
+    reader = _RecordingReader(stream, size)
+    max_ops = _max_opcodes(kind, size)
+    for count, (op, arg, _) in enumerate(pickletools.genops(reader)):
+        if count >= max_ops:
+            what = "class names" if kind == "meta" else "images"
+            raise DataError(f"{where}: the pickle holds more than {max_ops} opcodes, more than any CIFAR pickle of "
+                            f"{what} of its size ({size} bytes) has: the file may be malicious; {_FETCH_HINT}")
         if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > count + 1:
             raise DataError(f"{where}: pickle memo index {arg} is out of all proportion to its size: the file may "
                             f"be malicious; {_FETCH_HINT}")
+    return reader.data()
 
 
 def _materialize(obj, where: str):
@@ -408,10 +465,22 @@ def _one_line(text) -> str:
     return " ".join(str(text).split())
 
 
-def _unpickle(data: bytes, where: str):
+def _unpickle(data: bytes, where: str, kind: str = "split"):
+    """Scan (``_scan_pickle``) and load a ``kind`` ("meta", or a split) pickle held in memory."""
+    return _load_scanned(_guarded(lambda: _scan_pickle(io.BytesIO(data), len(data), where, kind), where), where)
+
+
+def _load_scanned(data: bytes, where: str):
+    """Load a pickle that ``_scan_pickle`` has passed, through the restricted unpickler."""
+    return _guarded(lambda: _materialize(_RestrictedUnpickler(data, where).load(), where), where)
+
+
+def _guarded(step, where: str, passthrough: tuple[type[BaseException], ...] = ()):
+    """``step()``, with every failure but ``passthrough`` a one-line DataError naming ``where``."""
     try:
-        _check_memo_indices(data, where)
-        return _materialize(_RestrictedUnpickler(data, where).load(), where)
+        return step()
+    except passthrough:
+        raise
     except DataError as e:
         if str(e).startswith(where):
             raise
@@ -502,12 +571,13 @@ def _parse_split(obj, num_classes: int, where: str) -> tuple[np.ndarray, np.ndar
 
 
 def _build(raw: dict[str, bytes], where: dict[str, str], source: str, archive_md5: str | None) -> Dataset:
-    meta = _unpickle(raw["meta"], where["meta"])
+    """The dataset from the three pickles, each already passed by ``_scan_pickle`` as it was read."""
+    meta = _load_scanned(raw["meta"], where["meta"])
     class_names = _parse_meta(meta, where["meta"])
     del meta
     splits = {}
     for name in ("train", "test"):
-        obj = _unpickle(raw[name], where[name])
+        obj = _load_scanned(raw[name], where[name])
         raw[name] = b""  # drop the pickle bytes early: the real train split is ~155 MB
         splits[name] = _parse_split(obj, len(class_names), where[name])
         del obj
@@ -555,13 +625,9 @@ def _read_archive_members(archive: Path) -> dict[str, bytes]:
                     kind = "symlink" if member.issym() else "hard link" if member.islnk() else "non-regular file"
                     raise DataError(f"{archive}: member {name} is a {kind}, not a regular file: the archive may be "
                                     f"malicious; {_FETCH_HINT}")
-                if member.size > _MAX_MEMBER_BYTES:
-                    raise DataError(f"{archive}: member {name} claims {member.size} bytes, far more than CIFAR-100 "
-                                    f"holds; {_FETCH_HINT}")
-                payload = tar.extractfile(member).read()
-                if len(payload) != member.size:
-                    raise EOFError(f"member {name} is truncated")
-                found[key] = payload
+                _check_member_size(key, member.size, f"{archive}: member {name}")
+                found[key] = _read_member(tar.extractfile(member), member.size,
+                                          f"{archive} member {FOLDER_NAME}/{key}", key)
             # tar stops at its end-of-archive marker; reading on to EOF makes gzip check its CRC and
             # length, so corruption is caught even when the caller skipped the MD5 check.
             while gz.read(1 << 20):
@@ -588,13 +654,27 @@ def _read_folder_files(folder: Path) -> dict[str, bytes]:
     for name in SPLIT_FILES:
         path = folder / name
         try:
-            if path.stat().st_size > _MAX_MEMBER_BYTES:
-                raise DataError(f"{path}: {path.stat().st_size} bytes is far more than CIFAR-100 holds; "
-                                f"{_FETCH_HINT}")
-            found[name] = path.read_bytes()
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                _check_member_size(name, size, str(path))
+                found[name] = _read_member(f, size, str(path), name)
         except OSError as e:
             raise DataError(f"cannot read {path}: {e.strerror or e}; check the file's permissions") from e
     return found
+
+
+def _check_member_size(kind: str, size: int, what: str) -> None:
+    limit = _MAX_META_BYTES if kind == "meta" else _MAX_MEMBER_BYTES
+    if size > limit:
+        raise DataError(f"{what} claims {size} bytes, far more than CIFAR-100's {kind} holds (at most {limit}); "
+                        f"{_FETCH_HINT}")
+
+
+def _read_member(stream, size: int, where: str, kind: str) -> bytes:
+    """The bytes of one pickle member, scanned as they are read (``_scan_pickle``). Errors of the stream
+    itself (a damaged gzip or tar, an unreadable file) pass through for the caller to name the container."""
+    return _guarded(lambda: _scan_pickle(stream, size, where, kind), where,
+                    passthrough=(OSError, EOFError, zlib.error, tarfile.TarError))
 
 
 def load_cifar100(path, expected_md5: str | None = None, *, check_md5: bool = True) -> Dataset:

@@ -39,7 +39,7 @@ import torch
 
 import kdclaims
 from kdclaims import metrics
-from kdclaims.cache import Cache, CorruptEntry, MemberRecord
+from kdclaims.cache import Cache, CorruptEntry, KnownDataset, MemberRecord
 from kdclaims.config import (CACHE_SCHEMA, INIT_SEED, NOISE_SEED, TEACHER_SEED, PopulationSpec, Profile,
                              default_cache_dir, default_data_dir, get_dataset, get_setup, hash_config, teacher_spec)
 from kdclaims.data import Dataset, load_cifar100
@@ -205,6 +205,13 @@ class Workbench:
         return load_cifar100(self.dataset_path())
 
     @cached_property
+    def known_dataset(self) -> KnownDataset:
+        """What every load checks a cached member against: its shapes, and its accuracy, loss and finite flag
+        recomputed from its logits and these test labels (a forged or damaged entry is quarantined)."""
+        dataset = self.dataset
+        return KnownDataset(dataset.test_labels, dataset.num_classes, int(dataset.train_labels.shape[0]))
+
+    @cached_property
     def data(self) -> PreparedData:
         return PreparedData.from_dataset(self.dataset, self.profile.dataset.image_size, self.device)
 
@@ -267,7 +274,7 @@ class Workbench:
     def _load_or_quarantine(self, key: str) -> MemberRecord | None:
         """The cached member; a corrupt entry is moved aside (never used, kept as evidence) and None returned."""
         try:
-            return self.cache.load(key)
+            return self.cache.load(key, self.known_dataset)
         except CorruptEntry as exc:
             moved = self.cache.quarantine(self.cache.member_path(key), exc.problem, "retraining it")
             self.quarantined.append(moved)
@@ -297,7 +304,7 @@ class Workbench:
         records: dict[str, MemberRecord] = {}
         for key in keys:
             try:
-                record = self.cache.load(key)
+                record = self.cache.load(key, self.known_dataset)
             except CorruptEntry:
                 record = None  # dealt with under the lock, where no other process is replacing it
             if record is not None:

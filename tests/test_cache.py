@@ -24,7 +24,7 @@ from kdclaims.cli import main
 from kdclaims.config import CACHE_SCHEMA, PopulationSpec, get_profile, hash_config
 from kdclaims.errors import CacheError
 
-ACCURACY = 0.123456  # a distinctive value, to find in the file's bytes
+ACCURACY = 0.328125  # a distinctive value, to find in the file's bytes: 21 of put's 64 test examples
 
 
 def member_config(setup="independent", seed=1, alpha=None, schema=CACHE_SCHEMA, arch="vgg16_bn") -> dict:
@@ -39,7 +39,8 @@ def put(cache: Cache, config: dict, population: str | None = None, n: int = 64) 
     population = population or (f"{config['arch']}/{config['setup']}" if config["alpha"] is None
                                 else f"{config['arch']}/{config['setup']}-a{config['alpha']:g}")
     cache.store(key, {"test_logits": logits}, {"config": config, "population": population, "seed": config["seed"],
-                                               "profile": "smoke", "test_accuracy": ACCURACY, "test_loss": 1.0})
+                                               "profile": "smoke", "test_accuracy": ACCURACY, "test_loss": 1.0,
+                                               "finite": True})
     return key
 
 

@@ -199,10 +199,12 @@ import itertools, sys, torch
 from kdclaims.cache import Cache
 from kdclaims.config import CACHE_SCHEMA, hash_config
 cache = Cache(sys.argv[1])
-big = torch.randn(3_000_000)  # 12 MB: a write takes long enough to be caught in the middle
+big = torch.randn(30_000, 100)  # 12 MB: a write takes long enough to be caught in the middle
 for i in itertools.count():
     config = {"schema": CACHE_SCHEMA, "slot": i % 4}
-    cache.store(hash_config(config), {"test_logits": big + i}, {"config": config, "write": i})
+    # the metadata every member must carry; 0.5 is a whole number (15,000) of its 30,000 test examples
+    cache.store(hash_config(config), {"test_logits": big + i}, {"config": config, "write": i, "population": "w",
+                "seed": 0, "profile": "writer", "test_accuracy": 0.5, "test_loss": 1.0, "finite": True})
 """
 
 
@@ -309,6 +311,7 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
 
 
 def test_a_diverged_member_is_reported_not_averaged_in(tmp_path):
+    from kdclaims import metrics
     from kdclaims.evaluate import TrainedEvidence
 
     profile, spec = tiny_profile(seeds=(1, 2, 3), epochs=2), PopulationSpec("vgg16_bn", "independent")
@@ -317,7 +320,10 @@ def test_a_diverged_member_is_reported_not_averaged_in(tmp_path):
     key = bench.member_key(spec, 2)
     record = bench.cache.load(key)  # replace seed 2 by what a diverged run stores: NaN logits
     nan = torch.full_like(record.test_logits, float("nan"))
-    bench.cache.store(key, {"test_logits": nan}, dict(record.meta, finite=False))
+    # with what training derives from such logits: every load recomputes these and refuses a mismatch
+    accuracy = metrics.test_accuracy(nan, bench.dataset.test_labels).item()
+    bench.cache.store(key, {"test_logits": nan}, dict(record.meta, finite=False, test_accuracy=accuracy,
+                                                      test_loss=float("nan")))
     arm = TrainedEvidence(Workbench(profile, tmp_path / "cache", device="cpu", progress=False)).arm(
         spec, "js_divergence")
     assert arm.diverged_seeds == [2] and arm.summary.n == 2
