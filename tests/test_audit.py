@@ -1,4 +1,4 @@
-"""Tests for kdclaims.audit and `kdclaims audit-paper`: the paper audited against its own numbers."""
+"""Tests for kdclaims.audit, its markdown rendering and `kdclaims audit-paper`: the paper audited against its own numbers."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from kdclaims.audit import CLAIM_VERDICTS, PVALUE_KEYS, audit_json, audit_markdown, claim_audit, pvalue_audit
+from kdclaims.audit import CLAIM_VERDICTS, PVALUE_KEYS, audit_json, claim_audit, pvalue_audit
 from kdclaims.claims import load_claims, parse_claim
 from kdclaims.cli import main
 from kdclaims.paper import PAPER_DIR
+from kdclaims.render.markdown import audit_markdown
 
 REQUIRED_PVALUE_KEYS = {"source", "arch", "metric", "treatment", "treatment_alpha", "baseline", "baseline_alpha",
                         "p_reported", "p_recomputed", "agrees"}

@@ -13,8 +13,11 @@ import pytest
 from kdclaims.claims import load_claims
 from kdclaims.evaluate import PaperEvidence, evaluate_all
 from kdclaims.metrics import METRICS
-from kdclaims.report import VERDICT_LABEL, claims_csv, compare_runs, markdown_report, members_csv, print_table
-from kdclaims.reportdoc import SCHEMA_PATH, build_document, claims_frame, members_frame
+from kdclaims.render.csvfile import claims_csv, members_csv
+from kdclaims.render.document import SCHEMA_PATH, build_document, claims_frame, compare_runs, members_frame
+from kdclaims.render.format import verdict_label
+from kdclaims.render.markdown import markdown_report
+from kdclaims.render.terminal import print_table
 from kdclaims.results import jsonable, save_evaluation
 
 
@@ -63,7 +66,7 @@ def test_every_format_holds_every_claim_with_its_verdict(document):
     md = markdown_report(document)
     for claim_id, verdict in ids.items():
         line = next(l for l in md.splitlines() if f"`{claim_id}`" in l and l.startswith("|"))
-        assert VERDICT_LABEL[verdict] in line
+        assert verdict_label(verdict) in line
     rows = {r["id"]: r["verdict"] for r in csv.DictReader(io.StringIO(claims_csv(document)))}
     assert rows == ids
     from rich.console import Console
