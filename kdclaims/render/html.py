@@ -506,7 +506,7 @@ def render_html(document: dict, figures: dict[str, bytes] | None = None) -> str:
     """The report document as one self-contained HTML page.
 
     ``figures``: PNG bytes per architecture. ``None`` (the default) draws them with
-    ``kdclaims.figures.figure_png_bytes`` for every architecture with trained members; pass ``{}`` for
+    ``kdclaims.render.figures.figure_png_bytes`` for every architecture with trained members; pass ``{}`` for
     a report without figures.
     """
     archs = _archs(document)
