@@ -92,6 +92,7 @@ def test_markdown_has_every_source_table_and_marks_the_disagreements(markdown):
     assert len(marked) == 3
     for line in marked:
         assert "❌ **disagrees**" in line and "Prediction Dissimilarity" in line and "**1.000**" in line
+        assert "**<0.001**" in line  # the recomputed p, by the one p-value rule of kdclaims.render.format
     table8 = markdown[markdown.index("### Table 8"):markdown.index("## 2. Claims")]
     assert all(line in table8 for line in marked)
     assert "Appendix F.2" in table8  # the paper's text is part of the explanation
