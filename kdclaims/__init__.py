@@ -5,6 +5,6 @@ __version__ = "0.1.0"
 
 def load(path=None):
     """Load an evaluation as pandas DataFrames: ``claims, members = kdclaims.load()`` (default: the latest)."""
-    from kdclaims.reportdoc import load as _load
+    from kdclaims.render.document import load as _load
 
     return _load(path)

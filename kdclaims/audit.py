@@ -14,31 +14,27 @@ Two checks, both from ``fixtures/paper/`` alone:
 Only generic claim fields are used (id, source, kind, sentence, outcomes, verdict, reason, note), so
 claims of any kind appear here without this module knowing their details.
 
-``pvalue_audit`` and ``claim_audit`` return DataFrames; ``audit_json`` and ``audit_markdown`` are
-what ``kdclaims audit-paper`` prints.
+``pvalue_audit`` and ``claim_audit`` return DataFrames, ``audit_frames`` both with their summary;
+``audit_json`` is what ``kdclaims audit-paper --format json`` prints. The markdown rendering is
+``kdclaims.render.markdown.audit_markdown``; the explanations here format through ``kdclaims.render.format``.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 
 import pandas as pd
 
 from kdclaims import paper as paper_tables
-from kdclaims.models import arch_label
+from kdclaims.render.format import (
+    arch_label, decision, metric_label, number, p_clause, paper_pvalue, setup_label, source_order_key,
+)
 from kdclaims.stats import ALPHA
 
-__all__ = ["pvalue_audit", "claim_audit", "audit_json", "audit_markdown", "CLAIM_VERDICTS"]
+__all__ = ["pvalue_audit", "claim_audit", "audit_frames", "audit_json", "CLAIM_VERDICTS"]
 
 CLAIM_VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "not_evaluable")
-VERDICT_LABEL = {
-    "reproduced": "✅ reproduced",
-    "not_reproduced": "❌ not reproduced",
-    "inconclusive": "⚠️ inconclusive",
-    "not_evaluable": "➖ not evaluable from the tables",
-}
 PVALUE_KEYS = [  # the leading columns of pvalue_audit() and of every JSON p-value row, in this order
     "source", "arch", "metric", "treatment", "treatment_alpha", "baseline", "baseline_alpha",
     "p_reported", "p_recomputed", "agrees",
@@ -55,69 +51,12 @@ _TEXT_CONTEXT = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Formatting helpers
+# Helpers
 # ---------------------------------------------------------------------------------------------
 
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _setup_label(setup: str, alpha) -> str:
-    from kdclaims.config import get_setup
-
-    try:
-        label = get_setup(setup).label
-    except Exception:  # an unknown setup name still gets a readable label
-        label = setup
-    return label if _missing(alpha) else f"{label} α={float(alpha):g}"
-
-
-def _metric_label(metric: str) -> str:
-    from kdclaims.metrics import get_metric
-
-    try:
-        return get_metric(metric).label
-    except Exception:
-        return metric
-
-
-def _p_text(p) -> str:
-    """A p-value as a reader compares it with a printed one: 3 dp, scientific below 0.001."""
-    if _missing(p):
-        return "–"
-    p = float(p)
-    if p == 0.0:
-        return "<1e-300"  # below double precision: |z| is enormous
-    if p < 0.001:
-        return f"{p:.1e}"
-    return f"{p:.3f}"
-
-
-def _num(value, digits: int = 4) -> str:
-    if _missing(value):
-        return "–"
-    value = float(value)
-    if math.isinf(value):
-        return "∞" if value > 0 else "−∞"
-    return f"{value:.{digits}f}"
-
-
-def _decision(reject) -> str:
-    return "reject H0" if bool(reject) else "retain H0"
-
-
-def _cell(text) -> str:
-    """Text made safe for one cell of a GitHub-flavoured markdown table."""
-    if _missing(text):
-        return ""
-    return re.sub(r"\s*\n\s*", " ", str(text)).replace("|", "\\|")
-
-
-def _sentence(text) -> str:
-    """Text ending in exactly one full stop (or its own ! / ?)."""
-    text = "" if _missing(text) else str(text).strip()
-    return text if not text or text[-1] in ".!?" else text + "."
 
 
 def _plain(value):
@@ -141,11 +80,6 @@ def _records(df: pd.DataFrame) -> list[dict]:
     return [{str(k): _plain(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
 
 
-def _source_key(source: str):
-    match = re.search(r"(\d+)", str(source))
-    return (0, int(match.group(1)), str(source)) if match else (1, 0, str(source))
-
-
 # ---------------------------------------------------------------------------------------------
 # P-values
 # ---------------------------------------------------------------------------------------------
@@ -158,18 +92,17 @@ def _cell_summary(arch: str, metric: str, setup: str, alpha):
         return None
 
 
-def _comparison_text(row) -> tuple[str, str, str]:
-    metric = _metric_label(row["metric"])
-    treatment = _setup_label(row["treatment"], row["treatment_alpha"])
-    baseline = _setup_label(row["baseline"], row["baseline_alpha"])
-    return metric, treatment, baseline
+def comparison_labels(row) -> tuple[str, str, str]:
+    """The metric, treatment and baseline of one p-value row as a reader names them."""
+    return (metric_label(row["metric"]), setup_label(row["treatment"], row["treatment_alpha"]),
+            setup_label(row["baseline"], row["baseline_alpha"]))
 
 
 def _short_explanation(row) -> str:
     """One sentence: why a printed p-value disagrees (empty where it agrees)."""
     if bool(row["agrees"]):
         return ""
-    metric, treatment, baseline = _comparison_text(row)
+    metric, treatment, baseline = comparison_labels(row)
     if _missing(row["p_recomputed"]):
         return f"Tables 1–3 have no usable {metric} numbers for this comparison, so the printed p cannot be checked"
     t = _cell_summary(row["arch"], row["metric"], row["treatment"], row["treatment_alpha"])
@@ -179,13 +112,13 @@ def _short_explanation(row) -> str:
 
         lower = more_similar_direction(row["metric"]) == "less"
         relation = "below" if t.mean < b.mean else ("above" if t.mean > b.mean else "equal to")
-        means = (f"{treatment}'s mean {_num(t.mean)} ± {_num(t.std)} is {relation} {baseline}'s {_num(b.mean)} ± "
-                 f"{_num(b.std)} ({'lower' if lower else 'higher'} = more similar), so")
+        means = (f"{treatment}'s mean {number(t.mean)} ± {number(t.std)} is {relation} {baseline}'s {number(b.mean)} ± "
+                 f"{number(b.std)} ({'lower' if lower else 'higher'} = more similar), so")
     else:
         means = f"{treatment} vs {baseline} gives"
-    return (f"{means} z = {_num(row['z'], 2)}, p = {_p_text(row['p_recomputed'])} "
-            f"({_decision(row['reject_recomputed'])}); the paper prints p = {row['p_reported']:.3f} "
-            f"({_decision(row['reject_reported'])})")
+    return (f"{means} z = {number(row['z'], 2)}, {p_clause(row['p_recomputed'])} "
+            f"({decision(row['reject_recomputed'])}); the paper prints p = {paper_pvalue(row['p_reported'])} "
+            f"({decision(row['reject_reported'])})")
 
 
 def _table_of(arch: str) -> str:
@@ -194,16 +127,16 @@ def _table_of(arch: str) -> str:
     return str(sources[0]) if len(sources) == 1 else "Tables 1–3"
 
 
-def _core_explanation(row) -> str:
+def core_explanation(row) -> str:
     """The numbers behind one disagreement, without the paper's prose (empty where it agrees)."""
     if bool(row["agrees"]):
         return ""
-    metric, treatment, baseline = _comparison_text(row)
+    metric, treatment, baseline = comparison_labels(row)
     source, printed = row["source"], row["p_reported"]
     table = _table_of(row["arch"])
     if _missing(row["p_recomputed"]):
         return (f"{table} gives no usable {metric} mean and std for {treatment} or {baseline}, so the printed "
-                f"p = {printed:.3f} of {source} cannot be checked.")
+                f"p = {paper_pvalue(printed)} of {source} cannot be checked.")
     from kdclaims.metrics import more_similar_direction
 
     t = _cell_summary(row["arch"], row["metric"], row["treatment"], row["treatment_alpha"])
@@ -215,39 +148,39 @@ def _core_explanation(row) -> str:
         relation = "lower" if t.mean < b.mean else ("higher" if t.mean > b.mean else "equal to")
         than = "" if relation == "equal to" else " than"
         parts.append(
-            f"{table} gives {treatment} a mean {metric} of {_num(t.mean)} ± {_num(t.std)}, {relation}{than} "
-            f"{baseline}'s {_num(b.mean)} ± {_num(b.std)} ({'lower' if lower else 'higher'} is more similar to "
-            f"the teacher); with n = {t.n} each the difference {_num(row['diff'])} has se {_num(row['se'])}, "
-            f"so z = {_num(row['z'], 2)} and p = {_p_text(row['p_recomputed'])}: "
-            f"{_decision(row['reject_recomputed'])} at {ALPHA}.")
+            f"{table} gives {treatment} a mean {metric} of {number(t.mean)} ± {number(t.std)}, {relation}{than} "
+            f"{baseline}'s {number(b.mean)} ± {number(b.std)} ({'lower' if lower else 'higher'} is more similar to "
+            f"the teacher); with n = {t.n} each the difference {number(row['diff'])} has se {number(row['se'])}, "
+            f"so z = {number(row['z'], 2)} and {p_clause(row['p_recomputed'])}: "
+            f"{decision(row['reject_recomputed'])} at {ALPHA}.")
     else:
-        parts.append(f"Recomputed: z = {_num(row['z'], 2)}, p = {_p_text(row['p_recomputed'])} "
-                     f"({_decision(row['reject_recomputed'])} at {ALPHA}).")
+        parts.append(f"Recomputed: z = {number(row['z'], 2)}, {p_clause(row['p_recomputed'])} "
+                     f"({decision(row['reject_recomputed'])} at {ALPHA}).")
     if bool(row["reject_reported"]) != bool(row["reject_recomputed"]):
         if favours and not bool(row["reject_reported"]):
             parts.append(
                 f"{treatment} is significantly more similar to the teacher by the paper's own numbers; the printed "
-                f"p = {printed:.3f} (H0 retained) would need its mean to be {'above' if lower else 'below'} the "
+                f"p = {paper_pvalue(printed)} (H0 retained) would need its mean to be {'above' if lower else 'below'} the "
                 f"baseline's, the opposite of what {table} shows.")
         else:
             printed_decision = "rejects" if bool(row["reject_reported"]) else "retains"
-            parts.append(f"{source} prints p = {printed:.3f} and so {printed_decision} H0: the opposite of the "
+            parts.append(f"{source} prints p = {paper_pvalue(printed)} and so {printed_decision} H0: the opposite of the "
                          f"decision its own means and stds support.")
     else:
-        parts.append(f"{source} prints p = {printed:.3f}: the same decision on H0, but off by "
+        parts.append(f"{source} prints p = {paper_pvalue(printed)}: the same decision on H0, but off by "
                      f"{abs(printed - float(row['p_recomputed'])):.3f}, more than the ±{paper_tables.AGREE_TOL} "
                      f"rounding tolerance.")
     return " ".join(parts)
 
 
-def _context(row) -> str:
+def text_context(row) -> str:
     """What the paper's prose says about a disagreeing cell, where that matters ("" otherwise)."""
     return "" if bool(row["agrees"]) else _TEXT_CONTEXT.get((row["source"], row["metric"]), "")
 
 
 def _explanation(row) -> str:
     """A short paragraph: why a printed p-value disagrees with the recomputed one (empty where it agrees)."""
-    return " ".join(part for part in (_core_explanation(row), _context(row)) if part)
+    return " ".join(part for part in (core_explanation(row), text_context(row)) if part)
 
 
 def pvalue_audit(alpha: float = ALPHA) -> pd.DataFrame:
@@ -303,12 +236,12 @@ def claim_audit(claims=None) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# Summary, JSON, markdown
+# Summary, JSON
 # ---------------------------------------------------------------------------------------------
 
 
 def _pvalue_label(row) -> str:
-    metric, treatment, baseline = _comparison_text(row)
+    metric, treatment, baseline = comparison_labels(row)
     return f"{row['source']} · {arch_label(row['arch'])} · {metric} · {treatment} vs {baseline}"
 
 
@@ -331,7 +264,7 @@ def _summary(pv: pd.DataFrame, cl: pd.DataFrame) -> dict:
                    f"{counts.get('not_evaluable', 0)} not evaluable from the tables")
     disagree = len(pv) - agree
     where = "; ".join(f"{n} in {source}" for source, n in
-                      sorted(Counter(pv.loc[~pv["agrees"], "source"]).items(), key=lambda kv: _source_key(kv[0])))
+                      sorted(Counter(pv.loc[~pv["agrees"], "source"]).items(), key=lambda kv: source_order_key(kv[0])))
     line = (f"P-values: {agree} of {len(pv)} printed p-values agree with those recomputed from Tables 1–3 "
             f"(n = {paper_tables.PAPER_N}, one-tailed z-test, ±{paper_tables.AGREE_TOL}); {disagree} disagree"
             f"{f' ({where}; {flips} with the opposite decision on H0)' if disagree else ''}. "
@@ -347,7 +280,8 @@ def _summary(pv: pd.DataFrame, cl: pd.DataFrame) -> dict:
     }
 
 
-def _audit(claims=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def audit_frames(claims=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """``pvalue_audit()``, ``claim_audit(claims)`` and their summary (the counts, the exceptions, one line)."""
     pv = pvalue_audit()
     cl = claim_audit(claims)
     return pv, cl, _summary(pv, cl)
@@ -355,90 +289,5 @@ def _audit(claims=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 
 def audit_json(claims=None) -> dict:
     """``{"pvalues": [...], "claims": [...], "summary": {...}}``: plain JSON (no NaN: missing is null)."""
-    pv, cl, summary = _audit(claims)
+    pv, cl, summary = audit_frames(claims)
     return {"pvalues": _records(pv), "claims": _records(cl), "summary": summary}
-
-
-def _pvalue_table(rows: pd.DataFrame) -> list[str]:
-    out = ["| metric | treatment | baseline | p printed | p recomputed | z | printed → | recomputed → | check |",
-           "|---|---|---|---:|---:|---:|---|---|---|"]
-    for _, row in rows.iterrows():
-        metric, treatment, baseline = _comparison_text(row)
-        cells = [metric, treatment, baseline, f"{row['p_reported']:.3f}", _p_text(row["p_recomputed"]),
-                 _num(row["z"], 2), _decision(row["reject_reported"]), _decision(row["reject_recomputed"])]
-        if bool(row["agrees"]):
-            cells.append("✅ agrees")
-        else:
-            cells = [f"**{c}**" for c in cells] + ["❌ **disagrees**"]
-        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return out
-
-
-def _outcome_text(outcome, p=None) -> str:
-    if _missing(outcome) or outcome == "":
-        return "–"
-    text = {"reject": "reject H0", "retain": "retain H0"}.get(outcome, str(outcome))  # other kinds: holds/fails
-    if not _missing(p) and outcome:
-        text += f" (p = {float(p):.3f})"
-    return text
-
-
-def audit_markdown(claims=None) -> str:
-    """The audit as GitHub-flavoured markdown: one p-value table per source table, the claim check, a summary."""
-    pv, cl, summary = _audit(claims)
-    n, tol = paper_tables.PAPER_N, paper_tables.AGREE_TOL
-    out = ["# Audit: the paper against its own numbers", "",
-           "> Nothing was trained. Every number here comes from the paper's Tables 1–8 "
-           "(`fixtures/paper/`).", "",
-           "## Summary", "", summary["line"], ""]
-    for e in summary["pvalue_exceptions"]:
-        out.append(f"- ❌ p-value, {e['label']}: {_sentence(e['explanation'])}")
-    for e in summary["claim_exceptions"]:
-        note = f" Note: {_sentence(e['note'])}" if e.get("note") else ""
-        out.append(f"- {VERDICT_LABEL.get(e['verdict'], e['verdict'])}: claim `{e['id']}` ({e['source']}): "
-                   f"{_sentence(e['reason'])}{note}")
-    if summary["pvalue_exceptions"] or summary["claim_exceptions"]:
-        out.append("")
-
-    out += ["## 1. Printed p-values vs recomputed", "",
-            f"Each p-value of Tables 4–8 is recomputed from the means and standard deviations of Tables 1–3 with "
-            f"n = {n} students per group: one-tailed two-sample z-test, se = √(s₁²/n₁ + s₂²/n₂), H_a \"the KD "
-            f"students are more similar to the teacher than the baseline\", significance {ALPHA}. A printed value "
-            f"*agrees* when it is within ±{tol} of the recomputed one (the paper rounds to 3 dp) and both give the "
-            f"same decision on H0. z > 0 favours H_a.", ""]
-    for source in sorted(pv["source"].unique(), key=_source_key):
-        rows = pv[pv["source"] == source]
-        archs = ", ".join(arch_label(a) for a in dict.fromkeys(rows["arch"]))
-        baselines = ", ".join(dict.fromkeys(_setup_label(r["baseline"], r["baseline_alpha"]) for _, r in rows.iterrows()))
-        bad = int((~rows["agrees"]).sum())
-        status = f"{len(rows) - bad} of {len(rows)} agree" + (f", **{bad} disagree**" if bad else "")
-        out += [f"### {source}: {archs}, KD vs {baselines} ({status})", ""]
-        out += _pvalue_table(rows)
-        out.append("")
-        contexts = []
-        for _, row in rows[~rows["agrees"]].iterrows():
-            metric, treatment, baseline = _comparison_text(row)
-            out += [f"**❌ {metric}, {treatment} vs {baseline}: printed p = {row['p_reported']:.3f}, recomputed "
-                    f"p = {_p_text(row['p_recomputed'])}.** {_core_explanation(row)}", ""]
-            context = _context(row)
-            if context and context not in contexts:
-                contexts.append(context)
-        for context in contexts:
-            out += [context, ""]
-
-    out += ["## 2. Claims checked against the paper's own numbers", "",
-            f"Each claim in `claims/` evaluated with Tables 1–3 as evidence (n = {n}): *reproduced* when the "
-            f"outcome the tables support (the decision on H0, or whether the statement holds) matches the one the "
-            f"paper reports. A claim the tables have no numbers for is *not evaluable from the tables*.", "",
-            "| claim | source | kind | sentence | paper | from the tables | verdict | reason | note |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for _, row in cl.iterrows():
-        verdict = VERDICT_LABEL.get(row["verdict"], row["verdict"])
-        if row["verdict"] not in ("reproduced",):
-            verdict = f"**{verdict}**"
-        cells = [f"`{row['id']}`", row["source"], row["kind"], row["sentence"],
-                 _outcome_text(row["paper_outcome"], row["paper_p"]), _outcome_text(row["observed_outcome"]),
-                 verdict, row["reason"], row["note"]]
-        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    out += ["", "---", "", summary["line"], ""]
-    return "\n".join(out)

@@ -128,13 +128,14 @@ def report(fmt, evaluation, results_dir, cache_dir, output, compare):
     """
     import json as jsonlib
 
-    from kdclaims import report as rep
-    from kdclaims.reportdoc import build_document
+    from kdclaims.render.document import build_document
     from kdclaims.results import default_results_dir, jsonable, load_evaluation
 
     if compare:
+        from kdclaims.render.markdown import compare_markdown
+
         runs = [jsonlib.loads(Path(p).read_text()) for p in compare]
-        text = rep.compare_markdown(runs[0], runs[1], compare[0], compare[1])
+        text = compare_markdown(runs[0], runs[1], compare[0], compare[1])
         _emit(text, None if output in (None, "-") else Path(output), None)
         return
     payload = load_evaluation(evaluation, results_dir or default_results_dir(cache_dir))
@@ -143,31 +144,35 @@ def report(fmt, evaluation, results_dir, cache_dir, output, compare):
     path = None if output == "-" else Path(output) if output else (
         Path("reports") / f"{stem}{REPORT_FORMATS[fmt]}" if REPORT_FORMATS[fmt] else None)
     if fmt == "table":
-        rep.print_table(document)
+        from kdclaims.render.terminal import print_table
+
+        print_table(document)
         return
     if fmt == "json":
         text = jsonlib.dumps(jsonable(document), indent=1, allow_nan=False)
     elif fmt == "csv":
-        text = rep.claims_csv(document)
+        from kdclaims.render.csvfile import claims_csv, members_csv
+
+        text = claims_csv(document)
         if path is not None:
             members = path.with_name(path.stem + "-members.csv")
             members.parent.mkdir(parents=True, exist_ok=True)
-            members.write_text(rep.members_csv(document))
+            members.write_text(members_csv(document))
     elif fmt == "html":
-        from kdclaims.figures import figure_png_bytes
-        from kdclaims.html import render_html
+        from kdclaims.render.figures import archs_with_members, figure_png_bytes
+        from kdclaims.render.html import render_html
 
-        archs = list(dict.fromkeys(m["arch"] for m in document["members"]))
-        text = render_html(document, {arch: figure_png_bytes(document, arch) for arch in archs})
+        text = render_html(document, {arch: figure_png_bytes(document, arch) for arch in archs_with_members(document)})
     else:
+        from kdclaims.render.figures import make_figures
+        from kdclaims.render.markdown import markdown_report
+
         figures = {}
         if path is not None:
-            from kdclaims.figures import make_figures
-
             path.parent.mkdir(parents=True, exist_ok=True)
             for png in make_figures(document, path.parent, prefix=f"{path.stem}-figure"):
                 figures[png.stem.rsplit("-", 1)[-1]] = png.name
-        text = rep.markdown_report(document, figures)
+        text = markdown_report(document, figures)
     _emit(text, None if output == "-" else path, f"{len(document['claims'])} claims, from {payload['_path']}")
 
 
@@ -287,12 +292,13 @@ def audit_paper(fmt, output):
     recomputed from Tables 1-3 beside the printed one, and every claim checked against the tables."""
     import json
 
-    from kdclaims.audit import audit_json, audit_markdown
-
     if fmt == "json":
-        payload = audit_json()
-        text = json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False)
+        from kdclaims.audit import audit_json
+
+        text = json.dumps(audit_json(), indent=2, ensure_ascii=False, allow_nan=False)
     else:
+        from kdclaims.render.markdown import audit_markdown
+
         text = audit_markdown()
     if output is None or output == "-":
         click.echo(text)

@@ -242,7 +242,7 @@ class ClaimItem(pytest.Item):
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, ClaimNotReproduced):
-            from kdclaims.report import describe_result
+            from kdclaims.render.terminal import describe_result
 
             return describe_result(excinfo.value.result)
         if isinstance(excinfo.value, ClaimNotEvaluated):

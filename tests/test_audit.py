@@ -1,4 +1,4 @@
-"""Tests for kdclaims.audit and `kdclaims audit-paper`: the paper audited against its own numbers."""
+"""Tests for kdclaims.audit, its markdown rendering and `kdclaims audit-paper`: the paper audited against its own numbers."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from kdclaims.audit import CLAIM_VERDICTS, PVALUE_KEYS, audit_json, audit_markdown, claim_audit, pvalue_audit
+from kdclaims.audit import CLAIM_VERDICTS, PVALUE_KEYS, audit_json, claim_audit, pvalue_audit
 from kdclaims.claims import load_claims, parse_claim
 from kdclaims.cli import main
 from kdclaims.paper import PAPER_DIR
+from kdclaims.render.markdown import audit_markdown
 
 REQUIRED_PVALUE_KEYS = {"source", "arch", "metric", "treatment", "treatment_alpha", "baseline", "baseline_alpha",
                         "p_reported", "p_recomputed", "agrees"}
@@ -91,6 +92,7 @@ def test_markdown_has_every_source_table_and_marks_the_disagreements(markdown):
     assert len(marked) == 3
     for line in marked:
         assert "❌ **disagrees**" in line and "Prediction Dissimilarity" in line and "**1.000**" in line
+        assert "**<0.001**" in line  # the recomputed p, by the one p-value rule of kdclaims.render.format
     table8 = markdown[markdown.index("### Table 8"):markdown.index("## 2. Claims")]
     assert all(line in table8 for line in marked)
     assert "Appendix F.2" in table8  # the paper's text is part of the explanation

@@ -18,10 +18,10 @@ from kdclaims.claims import parse_claim
 from kdclaims.config import PopulationSpec
 from kdclaims.errors import KdclaimsError
 from kdclaims.evaluate import ArmEvidence, evaluate_all
-from kdclaims.figures import figure_png_bytes, make_figures
-from kdclaims.html import render_html
 from kdclaims.metrics import METRICS
-from kdclaims.reportdoc import build_document
+from kdclaims.render.document import build_document
+from kdclaims.render.figures import figure_png_bytes, make_figures
+from kdclaims.render.html import render_html
 from kdclaims.results import jsonable
 from kdclaims.stats import Summary
 
@@ -213,7 +213,7 @@ def test_html_accepts_given_figures_and_none(document):
 
 
 def test_setups_are_ordered_as_in_the_paper_with_extra_temperatures_last():
-    from kdclaims.figures import setup_order_key, short_label
+    from kdclaims.render.format import setup_order_key, short_setup_label as short_label
 
     rows = [{"setup": "gaussian_kd", "alpha": 0.1, "temperature": 1.0},
             {"setup": "kd", "alpha": 0.9, "temperature": 4.0},

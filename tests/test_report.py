@@ -13,8 +13,11 @@ import pytest
 from kdclaims.claims import load_claims
 from kdclaims.evaluate import PaperEvidence, evaluate_all
 from kdclaims.metrics import METRICS
-from kdclaims.report import VERDICT_LABEL, claims_csv, compare_runs, markdown_report, members_csv, print_table
-from kdclaims.reportdoc import SCHEMA_PATH, build_document, claims_frame, members_frame
+from kdclaims.render.csvfile import claims_csv, members_csv
+from kdclaims.render.document import SCHEMA_PATH, build_document, claims_frame, compare_runs, members_frame
+from kdclaims.render.format import verdict_label
+from kdclaims.render.markdown import markdown_report
+from kdclaims.render.terminal import print_table
 from kdclaims.results import jsonable, save_evaluation
 
 
@@ -63,7 +66,7 @@ def test_every_format_holds_every_claim_with_its_verdict(document):
     md = markdown_report(document)
     for claim_id, verdict in ids.items():
         line = next(l for l in md.splitlines() if f"`{claim_id}`" in l and l.startswith("|"))
-        assert VERDICT_LABEL[verdict] in line
+        assert verdict_label(verdict) in line
     rows = {r["id"]: r["verdict"] for r in csv.DictReader(io.StringIO(claims_csv(document)))}
     assert rows == ids
     from rich.console import Console
@@ -114,3 +117,49 @@ def test_report_cli_from_a_saved_evaluation_alone(tmp_path):
     compare = subprocess.run([sys.executable, "-m", "kdclaims.cli", "report", "--compare", str(path), str(path),
                               "--output", "-"], capture_output=True, text=True)
     assert compare.returncode == 0 and "0 of 12 claims changed verdict" in compare.stdout
+
+
+def test_format_has_one_pvalue_rule():
+    from kdclaims.render import format as fmt
+
+    assert [fmt.pvalue(p) for p in (0.0, 2.8e-46, 0.000999, 0.001, 0.0234, 1.0)] == [
+        "<0.001", "<0.001", "<0.001", "0.001", "0.023", "1.000"]
+    assert fmt.pvalue(None) == "–" and fmt.pvalue("nan") == "nan" and fmt.pvalue(float("nan")) == "nan"
+    assert fmt.p_clause(0.0) == "p < 0.001" and fmt.p_clause(0.0234) == "p = 0.023"
+    assert fmt.paper_pvalue(0.0) == "0.000" and fmt.paper_pvalue(1.0) == "1.000"  # as the paper prints them
+    assert fmt.number(-0.5, 2) == "-0.50" and fmt.number(-0.5, 2, unicode_minus=True) == "−0.50"
+    assert fmt.number("-inf") == "−∞" and fmt.number(None) == "–"
+    assert fmt.setup_label("uniform_kd", 0.1) == "Uniform Noise KD α=0.1" and fmt.setup_label("independent") == "Independent"
+    assert fmt.arch_label("vgg16_bn") == "VGG-16-BN" and fmt.arch_label("my_net") == "my_net"
+    assert fmt.ordered_archs({"vit", "my_net", "resnet18"}) == ["resnet18", "vit", "my_net"]
+
+
+def test_every_format_prints_a_tiny_computed_pvalue_the_same_way(document):
+    """p = 0 and p = 3e-5 read "<0.001" in markdown, HTML, the terminal table and the pytest text; the
+    paper's printed p = 0.0 reads "0.000" everywhere."""
+    from rich.console import Console
+
+    from kdclaims.render.html import render_html
+    from kdclaims.render.terminal import describe_result
+
+    doc = json.loads(json.dumps(jsonable(document)))
+    comparisons = [r for r in doc["claims"] if r["kind"] == "comparison" and "test" in (r.get("details") or {})]
+    for claim, p in zip(comparisons[:2], (0.0, 3e-5)):
+        claim["details"]["test"]["p_value"] = p
+        claim["paper"]["p"] = 0.0
+    ids = [c["id"] for c in comparisons[:2]]
+    md = markdown_report(doc)
+    page = render_html(doc, figures={})
+    console = Console(width=400, record=True)
+    print_table(doc, console)
+    table = console.export_text()
+    for claim_id, claim in zip(ids, comparisons):
+        md_row = next(line for line in md.splitlines() if f"`{claim_id}`" in line and line.startswith("|"))
+        assert "| <0.001 |" in md_row and "(p=0.000)" in md_row
+        html_row = next(row for row in page.split("<tr>") if f'id="claim-{claim_id}"' in row)
+        assert '<td class="num">&lt;0.001</td>' in html_row and "p = 0.000" in html_row
+        assert "p <0.001" in next(line for line in table.splitlines() if claim_id in line)
+        text = describe_result(claim)
+        assert "p <0.001" in text and "(p = 0.000)" in text
+    for rendered in (md, page, table):
+        assert "e-05" not in rendered and "e−05" not in rendered and "1e-300" not in rendered

@@ -1,157 +1,40 @@
 """The reproduction report as one self-contained HTML file.
 
-``render_html(document)`` renders the report document of ``kdclaims.reportdoc.build_document``: the
+``render_html(document)`` renders the report document of ``kdclaims.render.document.build_document``: the
 title, the smoke/paper notice as a banner, the headline counts, the method, then per architecture its
-figure (``kdclaims.figures``) and its claims with their numbers, the paper's Tables 1-3 rebuilt from the
+figure (``kdclaims.render.figures``) and its claims with their numbers, the paper's Tables 1-3 rebuilt from the
 observed populations, the audit of the paper's printed p-values, and the provenance.
 
 The file stands alone: inline CSS, no scripts, no external fonts or links; figures are embedded as
-``data:image/png;base64,...``. Every piece of text from the document is escaped.
+``data:image/png;base64,...``. Every piece of text from the document is escaped. Numbers, p-values and
+labels come from ``kdclaims.render.format``, with the typographic minus.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import math
 from collections import defaultdict
 from html import escape
+from importlib import resources
 
-from kdclaims.figures import (
-    ARCH_LABEL, BETTER_MARK, WORSE_MARK, arch_label, archs_with_members, figure_png_bytes, setup_order_key,
-    short_label,
-)
 from kdclaims.metrics import METRICS, SIMILARITY_READINGS
+from kdclaims.render.document import VERDICTS
+from kdclaims.render.figures import BETTER_MARK, WORSE_MARK, archs_with_members, figure_png_bytes
+from kdclaims.render.format import (
+    MISSING, VERDICT_SYMBOL, arch_label, correction_text, metric_label, number, ordered_archs, outcome, pvalue,
+    paper_pvalue, mean_std, seed_text, setup_label, setup_order_key, short_setup_label, to_float, verdict_label,
+    decision, p_clause, source_order_key, verdict_words,
+)
 
-__all__ = ["render_html", "VERDICT_TEXT"]
+__all__ = ["render_html"]
 
-VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "error")
-VERDICT_TEXT = {
-    "reproduced": "✔ reproduced",
-    "not_reproduced": "✘ not reproduced",
-    "inconclusive": "? inconclusive",
-    "error": "! not evaluated",
-    "not_evaluable": "– not evaluable",
-}
 KIND_TEXT = {"smoke": "smoke run", "reproduction": "reproduction", "paper": "paper's own numbers"}
 KEY_CHARS = 12  # cache keys are shown abbreviated, the full key in a title attribute
 MEMBER_ROWS_MAX = 1500  # the per-member table is included (collapsed) up to this many members
 
-CSS = """
-:root { --fg: #1f2328; --muted: #656d76; --line: #d0d7de; --zebra: #f6f8fa; --head: #eaeef2;
-  --green: #1a7f37; --green-bg: #dafbe1; --red: #cf222e; --red-bg: #ffebe9; --amber: #9a6700; --amber-bg: #fff8c5;
-  --grey: #57606a; --grey-bg: #eaeef2; --blue-bg: #ddf4ff; --blue: #0969da;
-  --mono: ui-monospace, SFMono-Regular, "SF Mono", Menlo, Consolas, "Liberation Mono", "DejaVu Sans Mono", monospace; }
-* { box-sizing: border-box; }
-html { -webkit-text-size-adjust: 100%; }
-body { margin: 0; color: var(--fg); background: #fff; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto,
-  "Helvetica Neue", Arial, "Liberation Sans", "DejaVu Sans", sans-serif; }
-main { max-width: 1600px; margin: 0 auto; padding: 24px 28px 64px; }
-h1 { font-size: 28px; line-height: 1.25; margin: 0 0 6px; }
-h2 { font-size: 22px; margin: 40px 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
-h3 { font-size: 17px; margin: 26px 0 8px; }
-p { margin: 8px 0; }
-code, .mono { font-family: var(--mono); font-size: 0.88em; }
-.muted { color: var(--muted); }
-.small { font-size: 0.86em; }
-.subtitle { color: var(--muted); margin-bottom: 14px; }
-.kind { display: inline-block; padding: 1px 10px; border-radius: 999px; font-size: 13px; font-weight: 600;
-  vertical-align: middle; background: var(--grey-bg); color: var(--grey); }
-.kind-smoke { background: var(--amber-bg); color: var(--amber); border: 1px solid #d4a72c; }
-.kind-paper { background: var(--blue-bg); color: var(--blue); }
-.kind-reproduction { background: var(--green-bg); color: var(--green); }
-.banner { margin: 16px 0 20px; padding: 14px 18px; border-radius: 8px; font-size: 16px; border: 2px solid; }
-.banner strong { display: block; font-size: 18px; margin-bottom: 2px; letter-spacing: 0.02em; }
-.banner-smoke { background: var(--amber-bg); border-color: #d4a72c; color: #4d2d00; }
-.banner-paper { background: var(--blue-bg); border-color: #54aeff; color: #0a3069; }
-nav.toc { margin: 10px 0 0; padding: 10px 14px; background: var(--zebra); border-radius: 8px; font-size: 14px; }
-nav.toc a { color: var(--blue); text-decoration: none; margin-right: 16px; white-space: nowrap; }
-nav.toc a:hover { text-decoration: underline; }
-.tiles { display: flex; flex-wrap: wrap; gap: 12px; margin: 12px 0 16px; }
-.tile { min-width: 150px; padding: 10px 16px; border-radius: 8px; border: 1px solid var(--line); background: #fff; }
-.tile .n { font-size: 30px; font-weight: 700; line-height: 1.1; font-variant-numeric: tabular-nums; }
-.tile .l { font-size: 13px; color: var(--muted); }
-.tile.reproduced { background: var(--green-bg); border-color: #4ac26b; } .tile.reproduced .n { color: var(--green); }
-.tile.not_reproduced { background: var(--red-bg); border-color: #ff8182; } .tile.not_reproduced .n { color: var(--red); }
-.tile.inconclusive { background: var(--amber-bg); border-color: #d4a72c; } .tile.inconclusive .n { color: var(--amber); }
-.tile.error { background: var(--grey-bg); } .tile.error .n { color: var(--grey); }
-.v { display: inline-block; padding: 1px 8px; border-radius: 999px; font-size: 12.5px; font-weight: 600;
-  white-space: nowrap; border: 1px solid transparent; }
-.v-reproduced { background: var(--green-bg); color: var(--green); border-color: #4ac26b; }
-.v-not_reproduced { background: var(--red-bg); color: var(--red); border-color: #ff8182; }
-.v-inconclusive { background: var(--amber-bg); color: var(--amber); border-color: #d4a72c; }
-.v-error, .v-not_evaluable { background: var(--grey-bg); color: var(--grey); border-color: #afb8c1; }
-.count-reproduced { color: var(--green); font-weight: 600; }
-.count-not_reproduced { color: var(--red); font-weight: 600; }
-.count-inconclusive { color: var(--amber); font-weight: 600; }
-.count-error { color: var(--grey); font-weight: 600; }
-.zero { color: #afb8c1; font-weight: 400; }
-.table-wrap { overflow: auto; max-height: 80vh; margin: 10px 0 18px; border: 1px solid var(--line); border-radius: 6px; }
-.table-wrap.short { max-height: none; }
-table { border-collapse: separate; border-spacing: 0; width: 100%; font-size: 13.5px; }
-th, td { padding: 6px 8px; text-align: left; vertical-align: baseline; border-bottom: 1px solid var(--line); }
-thead th { position: sticky; top: 0; z-index: 2; background: var(--head); font-weight: 600; white-space: nowrap;
-  border-bottom: 1px solid #afb8c1; }
-tbody tr:nth-child(even) > td { background: var(--zebra); }
-tbody tr:last-child > td { border-bottom: none; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.num { font-family: var(--mono); font-size: 12.5px; }
-td.id { font-family: var(--mono); font-size: 12.5px; white-space: nowrap; }
-td.claim { min-width: 250px; max-width: 380px; }
-td.claim .cid { display: block; font-size: 12px; font-weight: 600; overflow-wrap: anywhere; }
-td.claim .src { display: block; font-size: 12px; color: var(--muted); }
-td.claim .sentence { margin-top: 3px; }
-td.metric { min-width: 90px; }
-td.arm { min-width: 130px; }
-td.arm .lab { font-size: 12px; color: var(--muted); display: block; }
-td.arm .val { font-family: var(--mono); font-size: 12.5px; white-space: nowrap; display: block; }
-td.outcome { white-space: nowrap; font-size: 13px; }
-td.outcome .lab { display: inline-block; min-width: 38px; font-size: 11.5px; color: var(--muted); }
-td.verdict { min-width: 150px; max-width: 260px; }
-td.summary { min-width: 300px; }
-.note { margin-top: 4px; padding: 3px 8px; border-left: 3px solid #d4a72c; background: #fffdf0; font-size: 12.5px; }
-.reason { display: block; margin-top: 3px; font-size: 12px; color: var(--muted); }
-.kindtag { display: inline-block; font-size: 11.5px; padding: 0 6px; border-radius: 4px; background: var(--grey-bg);
-  color: var(--grey); margin-right: 6px; text-transform: uppercase; letter-spacing: 0.03em; }
-.arms { margin: 6px 0 0; padding: 0; list-style: none; font-size: 12.5px; display: grid; gap: 1px 18px;
-  grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); }
-.arms li { white-space: nowrap; }
-.arms .rank { color: var(--muted); display: inline-block; min-width: 1.6em; }
-.arms .val { font-family: var(--mono); }
-table.rebuilt td { white-space: nowrap; }
-table.rebuilt td.metric { font-weight: 600; position: sticky; left: 0; z-index: 1; background: #fff;
-  border-right: 1px solid var(--line); }
-table.rebuilt tbody tr:nth-child(even) > td.metric { background: var(--zebra); }
-table.rebuilt thead th:first-child { left: 0; z-index: 3; border-right: 1px solid var(--line); }
-table.rebuilt .obs { font-family: var(--mono); font-size: 12.5px; display: block; }
-table.rebuilt .mk { display: inline-block; width: 1.1em; text-align: center; }
-table.rebuilt .pap { font-family: var(--mono); font-size: 11.5px; color: var(--muted); display: block; }
-.better { color: var(--green); font-weight: 700; }
-.worse { color: var(--red); font-weight: 700; }
-table.audit td { white-space: nowrap; }
-table.audit tr.explain > td { white-space: normal; }
-table.audit tr.bad > td { background: var(--red-bg) !important; font-weight: 600; }
-table.audit tr.explain > td { background: #fff5f4 !important; font-weight: 400; font-size: 13px; border-top: none; }
-.ok { color: var(--green); font-weight: 600; white-space: nowrap; }
-.bad-text { color: var(--red); font-weight: 700; white-space: nowrap; }
-figure { margin: 12px 0 18px; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
-figcaption { font-size: 13px; color: var(--muted); margin-top: 6px; }
-dl.prov { display: grid; grid-template-columns: max-content 1fr; gap: 4px 18px; margin: 10px 0 16px; }
-dl.prov dt { font-weight: 600; color: var(--muted); }
-dl.prov dd { margin: 0; overflow-wrap: anywhere; }
-ul.method li { margin: 3px 0; }
-details { margin: 8px 0; }
-details > summary { cursor: pointer; color: var(--blue); }
-.keys code { margin-right: 6px; }
-footer { margin-top: 48px; padding-top: 12px; border-top: 1px solid var(--line); font-size: 13px; color: var(--muted); }
-@media print {
-  .table-wrap { overflow: visible; max-height: none; border: none; }
-  thead th { position: static; }
-  nav.toc { display: none; }
-  details > *:not(summary) { display: block; }
-}
-"""
+# The stylesheet is package data (kdclaims/render/report.css), inlined into every page.
+CSS = "\n" + resources.files("kdclaims.render").joinpath("report.css").read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,64 +44,25 @@ footer { margin-top: 48px; padding-top: 12px; border-top: 1px solid var(--line);
 
 def _e(value) -> str:
     """Escaped text; None becomes an en dash."""
-    return "–" if value is None else escape(str(value), quote=True)
+    return MISSING if value is None else escape(str(value), quote=True)
 
 
-def _number(value) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            return float(value)  # "inf", "-inf", "nan" as saved in JSON
-        except ValueError:
-            return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+def _typeset_number(value, digits: int = 4) -> str:
+    """``format.number`` with the typographic minus of a typeset page."""
+    return number(value, digits, unicode_minus=True)
 
 
-def _num(value, digits: int = 4) -> str:
-    x = _number(value)
-    if x is None:
-        return "–"
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    return f"{x:.{digits}f}".replace("-", "−")
-
-
-def _p(value) -> str:
-    x = _number(value)
-    if x is None:
-        return "–"
-    if x == 0.0:
-        return "<1e-300"
-    if 0 < x < 0.001:
-        return f"{x:.1e}".replace("-", "−")
-    return _num(x, 3)
-
-
-def _outcome(outcome) -> str:
-    return {"reject": "reject H0", "retain": "retain H0", "holds": "holds", "fails": "fails"}.get(outcome or "", "–")
-
-
-def _verdict(verdict) -> str:
+def _verdict_badge(verdict) -> str:
     v = str(verdict)
-    return f'<span class="v v-{_e(v)}">{_e(VERDICT_TEXT.get(v, v.replace("_", " ")))}</span>'
+    return f'<span class="v v-{_e(v)}">{_e(verdict_label(v, VERDICT_SYMBOL))}</span>'
 
 
 def _key(key, chars: int = KEY_CHARS) -> str:
     if not key:
-        return "–"
+        return MISSING
     key = str(key)
     short = key if len(key) <= chars else key[:chars] + "…"
     return f'<code title="{_e(key)}">{_e(short)}</code>'
-
-
-def _arch_label(arch) -> str:
-    return arch_label(arch)
 
 
 def _anchor(text) -> str:
@@ -227,19 +71,11 @@ def _anchor(text) -> str:
 
 def _stats(stats: dict | None, digits: int = 4, n: bool = True) -> str:
     if not stats:
-        return "–"
-    text = f"{_num(stats.get('mean'), digits)} ± {_num(stats.get('std'), digits)}"
+        return MISSING
+    text = mean_std(stats, digits, unicode_minus=True)
     if n and stats.get("n") is not None:
         text += f" (n={_e(stats['n'])})"
     return text
-
-
-def _setup_label(setup, alpha) -> str:
-    from kdclaims.config import SETUPS
-
-    label = SETUPS[setup].label if setup in SETUPS else str(setup)
-    a = _number(alpha)
-    return label if a is None or math.isnan(a) else f"{label} α={a:g}"
 
 
 def _table(head: list[str], rows: list[str], cls: str = "", wrap_cls: str = "") -> str:
@@ -261,11 +97,8 @@ def _th(text: str, num: bool = False, title: str | None = None) -> str:
 
 def _archs(document: dict) -> list[str]:
     """Every architecture the document speaks of: claims, members, headline (the paper's order first)."""
-    seen = dict.fromkeys([c.get("arch") for c in document.get("claims") or []]
-                         + archs_with_members(document) + list((document.get("headline") or {}).get("by_arch") or {}))
-    seen.pop(None, None)
-    known = [a for a in ARCH_LABEL if a in seen]
-    return known + sorted(a for a in seen if a not in known)
+    return ordered_archs([c.get("arch") for c in document.get("claims") or []] + archs_with_members(document)
+                         + list((document.get("headline") or {}).get("by_arch") or {}))
 
 
 def _header(document: dict, archs: list[str]) -> str:
@@ -282,7 +115,7 @@ def _header(document: dict, archs: list[str]) -> str:
         heading = {"smoke": "Smoke run — not a reproduction", "paper": "The paper's own numbers as evidence"}.get(kind, "Note")
         out.append(f'<div class="banner banner-{_e(kind)}" role="note"><strong>{_e(heading)}</strong>{_e(notice)}</div>')
     links = [("headline", "Headline"), ("method", "Setup and method")]
-    links += [(f"arch-{_anchor(a)}", _arch_label(a)) for a in archs]
+    links += [(f"arch-{_anchor(a)}", arch_label(a)) for a in archs]
     links += [("tables", "Tables 1–3 rebuilt"), ("audit", "Audit of the paper's p-values"), ("provenance", "Provenance")]
     out.append('<nav class="toc">' + "".join(f'<a href="#{_e(i)}">{_e(t)}</a>' for i, t in links) + "</nav>")
     return "\n".join(out)
@@ -295,14 +128,14 @@ def _headline(document: dict) -> str:
     for v in VERDICTS:
         if v == "error" and not counts.get(v):
             continue
-        label = "not evaluated" if v == "error" else v.replace("_", " ")
-        tiles.append(f'<div class="tile {v}"><div class="n">{_e(counts.get(v, 0))}</div><div class="l">{_e(label)}</div></div>')
-    head = [_th("architecture"), _th("claims", True)] + [_th(_e(VERDICT_TEXT[v]), True) for v in VERDICTS]
+        tiles.append(f'<div class="tile {v}"><div class="n">{_e(counts.get(v, 0))}</div>'
+                     f'<div class="l">{_e(verdict_words(v))}</div></div>')
+    head = [_th("architecture"), _th("claims", True)] + [_th(_e(verdict_label(v, VERDICT_SYMBOL)), True) for v in VERDICTS]
     rows = []
     by_arch = h.get("by_arch") or {}
-    for arch in [a for a in ARCH_LABEL if a in by_arch] + sorted(a for a in by_arch if a not in ARCH_LABEL):
+    for arch in ordered_archs(by_arch):
         c = by_arch[arch]
-        cells = [f'<td><a href="#arch-{_e(_anchor(arch))}">{_e(_arch_label(arch))}</a></td>',
+        cells = [f'<td><a href="#arch-{_e(_anchor(arch))}">{_e(arch_label(arch))}</a></td>',
                  f'<td class="num">{_e(sum(c.get(v, 0) for v in VERDICTS))}</td>']
         for v in VERDICTS:
             n = c.get(v, 0)
@@ -313,13 +146,9 @@ def _headline(document: dict) -> str:
             + (_table(head, rows, "headline", "short") if rows else "") + "</section>")
 
 
-def _correction_text(correction: dict | None) -> str:
-    if not correction or correction.get("method", "none") == "none":
-        return "off (each claim tested at 0.025 on its own, as in the paper)"
-    name = {"holm": "Holm (family-wise error rate)", "bh": "Benjamini–Hochberg (false discovery rate)"}.get(
-        correction.get("method"), str(correction.get("method")))
-    return (f"<strong>on</strong>: {_e(name)} at 0.025 within each {_e(correction.get('family'))}, applied to "
-            "comparisons and rankings; the verdicts below use the adjusted p-values")
+def _correction(correction: dict | None) -> str:
+    escaped = {k: _e(v) for k, v in correction.items()} if correction else correction
+    return correction_text(escaped, strong=lambda word: f"<strong>{word}</strong>")
 
 
 def _method(document: dict) -> str:
@@ -338,7 +167,7 @@ def _method(document: dict) -> str:
         "95% CI for the difference of means; d = Cohen's d (pooled sd) in the H<sub>a</sub> direction",
         f"Verdict: <em>reproduced</em> when our outcome (reject/retain H0) matches the paper's; a retained H0 needs "
         f"power ≥ {_e(method.get('power_target', 0.8))} to detect the paper's effect at our n, else <em>inconclusive</em>",
-        f"Family-wise correction: {_correction_text(method.get('correction'))}",
+        f"Family-wise correction: {_correction(method.get('correction'))}",
         "Compression threshold (Section 3): the paper does not say how a distance becomes a similarity; we read "
         f"{readings}, and a student reaches 95% only if all four are ≥ 0.95 at once",
         "Rankings must lead the best other setup significantly; trends must improve at every step with a significant "
@@ -380,21 +209,21 @@ def _claim_row(claim: dict) -> str:
     cells = [_claim_cell(claim)]
     if "test" in d:
         test, pw = dict(d.get("test") or {}), d.get("power") or {}
-        p_cell = _p(test.get("p_value"))
+        p_cell = _e(pvalue(test.get("p_value")))
         correction = claim.get("correction")
         if correction:
             p_cell = (f'<span title="{_e(correction.get("method"))}-adjusted over {_e(correction.get("family"))}">'
-                      f'{_p(correction.get("p_adjusted"))}<sup>adj</sup></span><br>'
-                      f'<span class="muted small">raw {_p(correction.get("p_raw", test.get("p_value")))}</span>')
+                      f'{_e(pvalue(correction.get("p_adjusted")))}<sup>adj</sup></span><br>'
+                      f'<span class="muted small">raw {_e(pvalue(correction.get("p_raw", test.get("p_value"))))}</span>')
         direction = "&lt;" if d.get("direction") == "less" else "&gt;"
-        ci = f"[{_num(test.get('ci_low'))}, {_num(test.get('ci_high'))}]"
-        power_title = f' title="{_e(pw.get("basis"))}; effect {_e(_num(pw.get("effect")))}"' if pw.get("basis") else ""
+        ci = f"[{_typeset_number(test.get('ci_low'))}, {_typeset_number(test.get('ci_high'))}]"
+        power_title = f' title="{_e(pw.get("basis"))}; effect {_e(_typeset_number(pw.get("effect")))}"' if pw.get("basis") else ""
         cells += [f'<td class="metric">{_e(d.get("metric_label") or d.get("metric"))}<br>'
                   f'<span class="muted small">H<sub>a</sub>: T {direction} B</span></td>',
                   _arm_cell(d.get("treatment")), _arm_cell(d.get("baseline")),
-                  f'<td class="num">{_num(test.get("z"), 2)}</td>', f'<td class="num">{p_cell}</td>',
-                  f'<td class="num">{_num(test.get("effect_size"), 2)}</td>', f'<td class="num">{ci}</td>',
-                  f'<td class="num"{power_title}>{_num(pw.get("power"), 2)}</td>']
+                  f'<td class="num">{_typeset_number(test.get("z"), 2)}</td>', f'<td class="num">{p_cell}</td>',
+                  f'<td class="num">{_typeset_number(test.get("effect_size"), 2)}</td>', f'<td class="num">{ci}</td>',
+                  f'<td class="num"{power_title}>{_typeset_number(pw.get("power"), 2)}</td>']
     else:
         summary = d.get("summary") or claim.get("error") or claim.get("reason")
         metric = d.get("metric_label")
@@ -402,10 +231,10 @@ def _claim_row(claim: dict) -> str:
         cells.append(f'<td class="summary" colspan="8"><span class="kindtag">{_e(claim.get("kind"))}</span>'
                      + (f"<strong>{_e(metric)}</strong>: " if metric else "") + f"{_e(summary)}{arms}</td>")
     paper = claim.get("paper") or {}
-    paper_p = f'<br><span class="lab"></span> <span class="small">p = {_e(paper["p"])}</span>' if paper.get("p") is not None else ""
-    cells += [f'<td class="outcome"><span class="lab">paper</span> {_e(_outcome(paper.get("outcome")))}{paper_p}<br>'
-              f'<span class="lab">ours</span> {_e(_outcome(claim.get("observed_outcome")))}</td>',
-              f'<td class="verdict">{_verdict(claim.get("verdict"))}<span class="reason">{_e(claim.get("reason"))}</span></td>']
+    paper_p = f'<br><span class="lab"></span> <span class="small">p = {paper_pvalue(paper["p"])}</span>' if paper.get("p") is not None else ""
+    cells += [f'<td class="outcome"><span class="lab">paper</span> {_e(outcome(paper.get("outcome")))}{paper_p}<br>'
+              f'<span class="lab">ours</span> {_e(outcome(claim.get("observed_outcome")))}</td>',
+              f'<td class="verdict">{_verdict_badge(claim.get("verdict"))}<span class="reason">{_e(claim.get("reason"))}</span></td>']
     return f"<tr>{''.join(cells)}</tr>"
 
 
@@ -419,9 +248,9 @@ def _figure_html(arch: str, png: bytes | None, error: str | None, document: dict
     if png:
         src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         smoke = " Smoke run: synthetic data, not a reproduction." if document.get("kind") == "smoke" else ""
-        return (f'<figure><img src="{src}" alt="{_e(_arch_label(arch))}: the distribution of every metric over the '
+        return (f'<figure><img src="{src}" alt="{_e(arch_label(arch))}: the distribution of every metric over the '
                 f'members of each setup" width="1760" height="990">'
-                f"<figcaption>{_e(_arch_label(arch))}: each metric over the students of every setup (boxes: quartiles; "
+                f"<figcaption>{_e(arch_label(arch))}: each metric over the students of every setup (boxes: quartiles; "
                 f"dots: members; dashed line: the independent students' mean). {BETTER_MARK} / {WORSE_MARK}: "
                 f"significantly better / worse than the independent students (one-tailed z-test at 0.025).{smoke}"
                 f"</figcaption></figure>")
@@ -440,7 +269,7 @@ def _arch_sections(document: dict, archs: list[str], figures: dict[str, bytes], 
         c = (document.get("headline") or {}).get("by_arch", {}).get(arch) or {}
         counts = ", ".join(f'<span class="count-{v}">{_e(c.get(v, 0))} {_e(v.replace("_", " "))}</span>'
                            for v in VERDICTS if c.get(v) or v != "error")
-        part = [f'<section id="arch-{_e(_anchor(arch))}"><h2>{_e(_arch_label(arch))}</h2>',
+        part = [f'<section id="arch-{_e(_anchor(arch))}"><h2>{_e(arch_label(arch))}</h2>',
                 f"<p>{len(claims)} claim{'s' if len(claims) != 1 else ''}" + (f": {counts}" if claims else "") + "</p>",
                 _figure_html(arch, figures.get(arch), errors.get(arch), document)]
         if claims:
@@ -462,13 +291,13 @@ def _rebuilt(document: dict) -> str:
     marks = {}
     for c in document.get("comparisons_vs_independent") or []:
         if c.get("better"):
-            marks[(c.get("metric"), c.get("population"))] = f'<span class="better" title="p = {_e(_p(c.get("p_better")))}">{BETTER_MARK}</span>'
+            marks[(c.get("metric"), c.get("population"))] = f'<span class="better" title="{_e(p_clause(c.get("p_better")))}">{BETTER_MARK}</span>'
         elif c.get("worse"):
-            marks[(c.get("metric"), c.get("population"))] = f'<span class="worse" title="p = {_e(_p(c.get("p_worse")))}">{WORSE_MARK}</span>'
+            marks[(c.get("metric"), c.get("population"))] = f'<span class="worse" title="{_e(p_clause(c.get("p_worse")))}">{WORSE_MARK}</span>'
     by_arch = defaultdict(list)
     for row in rows:
         by_arch[row.get("arch")].append(row)
-    for arch in [a for a in ARCH_LABEL if a in by_arch] + sorted(a for a in by_arch if a not in ARCH_LABEL):
+    for arch in ordered_archs(by_arch):
         arch_rows = by_arch[arch]
         pops = {}
         for row in arch_rows:
@@ -478,7 +307,7 @@ def _rebuilt(document: dict) -> str:
         metrics = [m for m in METRICS if any(k[0] == m for k in cells)]
         metrics += sorted({k[0] for k in cells} - set(metrics))
         source = next((r.get("source") for r in arch_rows if r.get("source")), "")
-        head = [_th("metric")] + [_th(_e(short_label(p)), True, p.get("label") or p.get("population")) for p in order]
+        head = [_th("metric")] + [_th(_e(short_setup_label(p)), True, p.get("label") or p.get("population")) for p in order]
         body = []
         for m in metrics:
             info = METRICS.get(m)
@@ -495,7 +324,7 @@ def _rebuilt(document: dict) -> str:
                 tds.append(f'<td class="num"><span class="obs">{_stats(r.get("observed"))} {mark}</span>'
                            f'<span class="pap">{paper}<span class="mk"></span></span></td>')
             body.append(f"<tr>{''.join(tds)}</tr>")
-        title = f"{_arch_label(arch)}" + (f" ({source})" if source else "")
+        title = f"{arch_label(arch)}" + (f" ({source})" if source else "")
         out.append(f"<h3>{_e(title)}</h3>" + _table(head, body, "rebuilt", "short"))
     out.append("</section>")
     return "".join(out)
@@ -521,26 +350,21 @@ def _audit(document: dict) -> str:
     for row in pvalues:
         by_source[row.get("source")].append(row)
 
-    def source_key(s):
-        digits = "".join(ch for ch in str(s) if ch.isdigit())
-        return (0, int(digits), str(s)) if digits else (1, 0, str(s))
-
     head = [_th("architecture"), _th("metric"), _th("treatment"), _th("baseline"), _th("p printed", True),
             _th("p recomputed", True), _th("z", True), _th("printed →"), _th("recomputed →"), _th("check")]
-    for source in sorted(by_source, key=source_key):
+    for source in sorted(by_source, key=source_order_key):
         rows = by_source[source]
         bad = sum(1 for r in rows if not r.get("agrees"))
         status = f"{len(rows) - bad} of {len(rows)} agree" + (f", {bad} disagree" if bad else "")
         body = []
         for r in rows:
-            metric = METRICS[r["metric"]].label if r.get("metric") in METRICS else r.get("metric")
-            decision = lambda rej: "reject H0" if rej else "retain H0"  # noqa: E731
+            metric = metric_label(r.get("metric"))
             ok = bool(r.get("agrees"))
-            cells = [_e(_arch_label(r.get("arch"))), _e(metric), _e(_setup_label(r.get("treatment"), r.get("treatment_alpha"))),
-                     _e(_setup_label(r.get("baseline"), r.get("baseline_alpha")))]
+            cells = [_e(arch_label(r.get("arch"))), _e(metric), _e(setup_label(r.get("treatment"), r.get("treatment_alpha"))),
+                     _e(setup_label(r.get("baseline"), r.get("baseline_alpha")))]
             tds = "".join(f"<td>{c}</td>" for c in cells)
-            tds += (f'<td class="num">{_num(r.get("p_reported"), 3)}</td><td class="num">{_p(r.get("p_recomputed"))}</td>'
-                    f'<td class="num">{_num(r.get("z"), 2)}</td><td>{_e(decision(r.get("reject_reported")))}</td>'
+            tds += (f'<td class="num">{paper_pvalue(r.get("p_reported"))}</td><td class="num">{_e(pvalue(r.get("p_recomputed")))}</td>'
+                    f'<td class="num">{_typeset_number(r.get("z"), 2)}</td><td>{_e(decision(r.get("reject_reported")))}</td>'
                     f'<td>{_e(decision(r.get("reject_recomputed")))}</td>'
                     + ('<td><span class="ok">✔ agrees</span></td>' if ok else '<td><span class="bad-text">✘ disagrees</span></td>'))
             body.append(f'<tr class="{"ok-row" if ok else "bad"}">{tds}</tr>')
@@ -557,7 +381,7 @@ def _audit(document: dict) -> str:
         for r in exceptions:
             note = f'<div class="note"><strong>Note:</strong> {_e(r["note"])}</div>' if r.get("note") else ""
             body.append(f'<tr><td class="id">{_e(r.get("id"))}</td><td class="small">{_e(r.get("source"))}</td>'
-                        f'<td class="verdict">{_verdict(r.get("verdict"))}</td>'
+                        f'<td class="verdict">{_verdict_badge(r.get("verdict"))}</td>'
                         f'<td class="claim" style="max-width:none">{_e(r.get("reason"))}{note}</td></tr>')
         out.append(f"<h3>Claims the paper's own numbers do not support ({len(exceptions)})</h3>"
                    + _table([_th("claim"), _th("source"), _th("verdict"), _th("why")], body, "audit-exceptions", "short"))
@@ -572,27 +396,18 @@ def _audit(document: dict) -> str:
         order = {"not_reproduced": 0, "inconclusive": 1, "not_evaluable": 2, "reproduced": 3}
         body = []
         for r in sorted(claims, key=lambda r: order.get(r.get("verdict"), 4)):
-            paper_p = f" (p = {_e(r['paper_p'])})" if r.get("paper_p") is not None else ""
+            paper_p = f" (p = {paper_pvalue(r['paper_p'])})" if r.get("paper_p") is not None else ""
             note = f'<div class="note"><strong>Note:</strong> {_e(r["note"])}</div>' if r.get("note") else ""
             body.append(f'<tr><td class="id">{_e(r.get("id"))}</td><td class="small">{_e(r.get("source"))}</td>'
                         f'<td>{_e(r.get("kind"))}</td><td class="claim">{_e(r.get("sentence"))}{note}</td>'
-                        f'<td style="white-space:nowrap">{_e(_outcome(r.get("paper_outcome")))}{paper_p}</td>'
-                        f'<td style="white-space:nowrap">{_e(_outcome(r.get("observed_outcome")))}</td>'
-                        f'<td class="verdict">{_verdict(r.get("verdict"))}<span class="reason">{_e(r.get("reason"))}</span></td></tr>')
+                        f'<td style="white-space:nowrap">{_e(outcome(r.get("paper_outcome")))}{paper_p}</td>'
+                        f'<td style="white-space:nowrap">{_e(outcome(r.get("observed_outcome")))}</td>'
+                        f'<td class="verdict">{_verdict_badge(r.get("verdict"))}<span class="reason">{_e(r.get("reason"))}</span></td></tr>')
         head = [_th("claim"), _th("source"), _th("kind"), _th("sentence"), _th("paper"), _th("from the tables"), _th("verdict")]
         out.append(f"<details><summary>All {len(claims)} claims against the paper's tables (not reproduced first)</summary>"
                    + _table(head, body, "audit-claims") + "</details>")
     out.append("</section>")
     return "".join(out)
-
-
-def _seeds_text(seeds) -> str:
-    try:
-        from kdclaims.config import seeds_to_text
-
-        return seeds_to_text(tuple(int(s) for s in seeds))
-    except Exception:  # noqa: BLE001 - an odd seed list is still shown
-        return ", ".join(str(s) for s in seeds)
 
 
 def _provenance(document: dict) -> str:
@@ -632,10 +447,10 @@ def _provenance(document: dict) -> str:
         items.append(("Host", _e(prov.get("host"))))
     items.append(("Cache", f"<code>{_e(prov.get('cache_dir'))}</code>"))
     times = []
-    if _number(prov.get("duration_s")) is not None:
-        times.append(f"run {_num(prov.get('duration_s'), 1)} s")
-    if _number(prov.get("training_time_s")) is not None:
-        times.append(f"training of the members used {_num(prov.get('training_time_s'), 1)} s")
+    if to_float(prov.get("duration_s")) is not None:
+        times.append(f"run {_typeset_number(prov.get('duration_s'), 1)} s")
+    if to_float(prov.get("training_time_s")) is not None:
+        times.append(f"training of the members used {_typeset_number(prov.get('training_time_s'), 1)} s")
     if times:
         items.append(("Time", ", ".join(times)))
     out = ['<section id="provenance"><h2>Provenance</h2><dl class="prov">']
@@ -654,9 +469,9 @@ def _provenance(document: dict) -> str:
                 shown += (f"<details><summary>all {len(pairs)} keys</summary>" + " ".join(pairs[4:]) + "</details>")
             trained = p.get("trained_now")
             body.append(f'<tr><td class="id">{_e(p.get("name"))}</td><td class="num">{_e(p.get("n"))}</td>'
-                        f'<td>{_e(_seeds_text(seeds))}</td><td>{_key(p.get("teacher_key"))}</td>'
+                        f'<td>{_e(seed_text(seeds))}</td><td>{_key(p.get("teacher_key"))}</td>'
                         f'<td class="keys">{shown}</td><td class="num">{_e(trained if trained is not None else "–")}</td>'
-                        f'<td class="num">{_num(p.get("wall_time_s"), 1)}</td>'
+                        f'<td class="num">{_typeset_number(p.get("wall_time_s"), 1)}</td>'
                         f'<td>{_e(", ".join(p.get("devices") or []) or "–")}</td></tr>')
         head = [_th("population"), _th("n", True), _th("seeds"), _th("teacher key"),
                 _th("member cache keys (hover for the full key)"), _th("trained now", True),
@@ -670,9 +485,9 @@ def _provenance(document: dict) -> str:
             _th(_e(METRICS[m].label) + (" ↑" if METRICS[m].higher_is_better else " ↓"), True) for m in metric_cols]
         body = []
         for row in sorted(members, key=lambda r: (str(r.get("arch")), setup_order_key(r), str(r.get("population")),
-                                                  _number(r.get("seed")) or 0)):
+                                                  to_float(r.get("seed")) or 0)):
             tds = (f'<td class="id">{_e(row.get("population"))}</td><td class="num">{_e(row.get("seed"))}</td>'
-                   f'<td>{_key(row.get("key"))}</td>' + "".join(f'<td class="num">{_num(row.get(m))}</td>' for m in metric_cols))
+                   f'<td>{_key(row.get("key"))}</td>' + "".join(f'<td class="num">{_typeset_number(row.get(m))}</td>' for m in metric_cols))
             body.append(f"<tr>{tds}</tr>")
         out.append(f"<details><summary>Every member's metrics ({len(members)} members)</summary>"
                    + _table(head, body, "members") + "</details>")
@@ -691,7 +506,7 @@ def render_html(document: dict, figures: dict[str, bytes] | None = None) -> str:
     """The report document as one self-contained HTML page.
 
     ``figures``: PNG bytes per architecture. ``None`` (the default) draws them with
-    ``kdclaims.figures.figure_png_bytes`` for every architecture with trained members; pass ``{}`` for
+    ``kdclaims.render.figures.figure_png_bytes`` for every architecture with trained members; pass ``{}`` for
     a report without figures.
     """
     archs = _archs(document)

@@ -5,7 +5,8 @@ its numbers and verdict, the paper's Tables 1-3 rebuilt from the observed popula
 paper's values, one row per trained member, each setup's test against the independent baseline
 (for the figures' significance marks), the audit of the paper's own p-values, and the provenance.
 Markdown, HTML, JSON, CSV and the terminal table are views of this document; its JSON form is
-versioned and described by ``kdclaims/schemas/report-v1.schema.json``.
+versioned and described by ``kdclaims/schemas/report-v1.schema.json``. ``compare_runs`` lists the verdicts
+that changed between two runs; ``load`` gives notebooks the claims and members as DataFrames.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import pandas as pd
 
 from kdclaims import paper as paper_tables
 from kdclaims.metrics import METRICS, get_metric, more_similar_direction
+from kdclaims.render.format import setup_order_key
 from kdclaims.stats import ALPHA, Summary, z_test
 
 REPORT_SCHEMA_VERSION = 1
-SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "report-v1.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "report-v1.schema.json"
 VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "error")
 PAPER_TABLE = {"resnet18": "Table 1", "vit": "Table 2", "vgg16_bn": "Table 3"}
 
@@ -72,14 +74,8 @@ def rebuilt_tables(evaluation: dict) -> list[dict]:
                          "alpha": pop["alpha"], "temperature": pop["temperature"], "label": pop["label"],
                          "observed": observed, "paper": paper})
     order = {m: i for i, m in enumerate(METRICS)}
-    rows.sort(key=lambda r: (r["arch"], order[r["metric"]], _setup_order(r)))
+    rows.sort(key=lambda r: (r["arch"], order[r["metric"]], setup_order_key(r)))
     return rows
-
-
-def _setup_order(row: dict) -> tuple:
-    setups = ["independent", "kd", "uniform_kd", "gaussian_kd"]
-    return (setups.index(row["setup"]) if row["setup"] in setups else len(setups), row["alpha"] or 0.0,
-            row["temperature"])
 
 
 def comparisons_vs_independent(evaluation: dict) -> list[dict]:
@@ -173,6 +169,23 @@ def claims_frame(document_or_evaluation: dict) -> pd.DataFrame:
 
     key = "claims" if "claims" in document_or_evaluation else "results"
     return results_frame(document_or_evaluation[key])
+
+
+def compare_runs(a: dict, b: dict) -> list[dict]:
+    """Claims whose verdict differs between two runs (evaluations or report documents), plus added/removed."""
+    def verdicts(run):
+        return {r["id"]: r for r in run.get("claims", run.get("results", []))}
+
+    va, vb = verdicts(a), verdicts(b)
+    changes = []
+    for claim_id in sorted(set(va) | set(vb)):
+        before, after = va.get(claim_id), vb.get(claim_id)
+        if before and after and before["verdict"] == after["verdict"]:
+            continue
+        changes.append({"id": claim_id, "before": before["verdict"] if before else "absent",
+                        "after": after["verdict"] if after else "absent",
+                        "reason_after": after["reason"] if after else ""})
+    return changes
 
 
 def load(path=None) -> tuple[pd.DataFrame, pd.DataFrame]:

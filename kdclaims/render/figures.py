@@ -28,26 +28,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from kdclaims.metrics import METRICS
+from kdclaims.render.format import SETUP_SHORT, arch_label, ordered_archs, setup_order_key, short_setup_label, to_float
 
-__all__ = ["make_figures", "figure_png_bytes", "PANEL_METRICS", "setup_order_key", "short_label", "archs_with_members",
-           "arch_label"]
+__all__ = ["make_figures", "figure_png_bytes", "PANEL_METRICS", "archs_with_members"]
 
-ARCH_LABEL = {"resnet18": "ResNet-18", "vgg16_bn": "VGG-16-BN", "vit": "ViT"}  # the paper's order
-
-
-def arch_label(name) -> str:
-    """How reports name an architecture: its registered label ("ResNet-18"), else its name."""
-    try:
-        from kdclaims.models import arch_label as registered_label
-    except ImportError:  # an older kdclaims.models without labels
-        return ARCH_LABEL.get(name, str(name))
-    label = registered_label(name)
-    return ARCH_LABEL.get(name, label) if label == name else label
 #: The panels, in the paper's order: (a) .. (f).
 PANEL_METRICS = ("activation_distance", "js_divergence", "prediction_dissimilarity", "logits_cosine_similarity",
                  "test_accuracy", "test_loss")
-SETUP_ORDER = ("independent", "kd", "uniform_kd", "gaussian_kd")
-SETUP_SHORT = {"independent": "Independent", "kd": "KD", "uniform_kd": "Uniform KD", "gaussian_kd": "Gaussian KD"}
 SETUP_COLOUR = {"independent": "#7f7f7f", "kd": "#1f77b4", "uniform_kd": "#ff7f0e", "gaussian_kd": "#2ca02c"}
 OTHER_COLOUR = "#9467bd"
 BETTER_MARK, WORSE_MARK = "▲", "▼"
@@ -58,49 +45,13 @@ DPI = 110
 
 def _float(value) -> float:
     """A metric value as a float: JSON's "inf"/"-inf"/"nan" strings and None become non-finite floats."""
-    if value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _alpha(row: dict) -> float:
-    a = row.get("alpha")
-    return 0.0 if a is None or (isinstance(a, float) and math.isnan(a)) else float(a)
-
-
-def _temperature(row: dict) -> float:
-    t = row.get("temperature")
-    return 1.0 if t is None or (isinstance(t, float) and math.isnan(t)) else float(t)
-
-
-def setup_order_key(row: dict) -> tuple:
-    """Independent, KD α 0.1/0.5/0.9, uniform-noise KD α..., gaussian-noise KD α..., other setups, then
-    every population at a temperature other than 1 (in the same order)."""
-    setup = row.get("setup")
-    rank = SETUP_ORDER.index(setup) if setup in SETUP_ORDER else len(SETUP_ORDER)
-    t = _temperature(row)
-    return (t != 1.0, rank, str(setup) if rank == len(SETUP_ORDER) else "", _alpha(row), t)
-
-
-def short_label(row: dict) -> str:
-    """A tick label: "Independent", "KD α=0.5", "Uniform KD α=0.9", "KD α=0.9 T=4"."""
-    setup = row.get("setup")
-    name = SETUP_SHORT.get(setup) or row.get("label") or str(setup)
-    if setup == "independent" or row.get("alpha") is None:
-        return name if setup in SETUP_SHORT else str(row.get("label") or setup)
-    text = f"{name} α={_alpha(row):g}"
-    t = _temperature(row)
-    return text + (f" T={t:g}" if t != 1.0 else "")
+    x = to_float(value)
+    return math.nan if x is None else x
 
 
 def archs_with_members(document: dict) -> list[str]:
     """Architectures with at least one trained member, in a stable order (the paper's first)."""
-    archs = {m.get("arch") for m in document.get("members") or [] if m.get("arch")}
-    known = [a for a in ARCH_LABEL if a in archs]
-    return known + sorted(archs - set(known))
+    return ordered_archs({m.get("arch") for m in document.get("members") or [] if m.get("arch")})
 
 
 def _populations(document: dict, arch: str) -> list[dict]:
@@ -197,7 +148,7 @@ def _draw_panel(ax, metric: str, letter: str, pops: list[dict], marks: dict, bas
                     va="bottom", fontsize=7, color=WORSE_COLOUR)
     ax.set_xlim(0.4, len(pops) + 0.6)
     ax.set_xticks(positions)
-    ax.set_xticklabels([short_label(p) for p in pops], rotation=35, ha="right", rotation_mode="anchor", fontsize=9)
+    ax.set_xticklabels([short_setup_label(p) for p in pops], rotation=35, ha="right", rotation_mode="anchor", fontsize=9)
     ax.tick_params(axis="y", labelsize=9)
     ax.grid(axis="y", color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)

@@ -1,0 +1,16 @@
+"""The report as CSV: one row per claim, and one row per trained member. CSV is data: numbers keep
+their full precision and verdicts their ids ("not_reproduced"), nothing goes through ``format``."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from kdclaims.render.document import claims_frame
+
+
+def claims_csv(document: dict) -> str:
+    return claims_frame(document).to_csv(index=False)
+
+
+def members_csv(document: dict) -> str:
+    return pd.DataFrame(document["members"]).to_csv(index=False)

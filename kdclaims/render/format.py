@@ -1,0 +1,195 @@
+"""How every report writes a number or a word: the one place for each.
+
+Markdown, HTML, the terminal table, the pytest failure text and the paper audit all format through
+this module, so the same value reads the same everywhere. CSV files are data, not text: they keep
+full-precision numbers and the raw verdict ids.
+
+Numbers: ``digits`` decimals; missing (None) is "–", not-a-number is "nan", infinities are "∞"/"−∞".
+HTML passes ``unicode_minus=True`` for a typographic minus; plain-text formats keep the ASCII one
+that survives copy and paste.
+
+P-values, one rule for every format:
+
+- a p-value we computed prints with three decimals, and below 0.001 as ``<0.001`` (including an
+  underflowed 0): more digits claim a precision the normal approximation of a z-test does not have,
+  and three decimals are how the paper prints its own;
+- a p-value the paper printed is shown as the paper printed it, three decimals (``0.000``, ``1.000``);
+- in running text ``p_clause`` writes "p = 0.023" or "p < 0.001".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from kdclaims.stats import ALPHA
+
+MISSING = "–"
+P_FLOOR = 0.001  # computed p-values below this print as "<0.001"
+
+VERDICT_WORDS = {
+    "reproduced": "reproduced",
+    "not_reproduced": "not reproduced",
+    "inconclusive": "inconclusive",
+    "error": "not evaluated",
+    "not_evaluable": "not evaluable",
+}
+# Markdown marks a verdict with an emoji; HTML with a plain symbol, its badge already carries the colour.
+VERDICT_EMOJI = {"reproduced": "✅", "not_reproduced": "❌", "inconclusive": "⚠️", "error": "💥", "not_evaluable": "➖"}
+VERDICT_SYMBOL = {"reproduced": "✔", "not_reproduced": "✘", "inconclusive": "?", "error": "!", "not_evaluable": "–"}
+OUTCOME_WORDS = {"reject": "reject H0", "retain": "retain H0", "holds": "holds", "fails": "fails"}
+# Short setup names for figure ticks and narrow table headers ("Uniform KD α=0.9"), in the paper's order.
+SETUP_SHORT = {"independent": "Independent", "kd": "KD", "uniform_kd": "Uniform KD", "gaussian_kd": "Gaussian KD"}
+
+
+def to_float(value) -> float | None:
+    """A number from a document value: JSON's "inf"/"-inf"/"nan" strings parse; None, booleans and
+    other text are None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def number(value, digits: int = 4, unicode_minus: bool = False) -> str:
+    x = to_float(value)
+    if x is None:
+        return MISSING if value is None or isinstance(value, bool) else str(value)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    text = f"{x:.{digits}f}"
+    return text.replace("-", "−") if unicode_minus else text
+
+
+def mean_std(stats: dict | None, digits: int = 4, unicode_minus: bool = False) -> str:
+    """``0.1234 ± 0.0050`` from a {"mean", "std"} dict (the n is each format's own business)."""
+    if not stats:
+        return MISSING
+    return (f"{number(stats.get('mean'), digits, unicode_minus)} ± "
+            f"{number(stats.get('std'), digits, unicode_minus)}")
+
+
+def pvalue(value) -> str:
+    """A computed p-value: three decimals, "<0.001" below 0.001 (see the module docstring)."""
+    x = to_float(value)
+    if x is None or math.isnan(x):
+        return number(value)
+    return f"<{P_FLOOR}" if x < P_FLOOR else f"{x:.3f}"
+
+
+def paper_pvalue(value) -> str:
+    """A p-value the paper printed, as it printed it: three decimals."""
+    x = to_float(value)
+    return number(value) if x is None or math.isnan(x) else f"{x:.3f}"
+
+
+def p_clause(value) -> str:
+    """A computed p-value in running text: "p = 0.023", "p < 0.001"."""
+    text = pvalue(value)
+    return f"p {text[0]} {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
+def outcome(value, missing: str = MISSING) -> str:
+    """"reject H0", "retain H0", "holds", "fails"; ``missing`` where the outcome could not be told."""
+    if not value or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return OUTCOME_WORDS.get(value, str(value))
+
+
+def decision(reject) -> str:
+    return outcome("reject" if bool(reject) else "retain")
+
+
+def verdict_words(verdict) -> str:
+    return VERDICT_WORDS.get(verdict, str(verdict).replace("_", " "))
+
+
+def verdict_label(verdict, marks: dict[str, str] = VERDICT_EMOJI) -> str:
+    """The verdict with its mark: "✅ reproduced" (markdown), "✔ reproduced" with ``VERDICT_SYMBOL``."""
+    mark = marks.get(verdict)
+    return f"{mark} {verdict_words(verdict)}" if mark else verdict_words(verdict)
+
+
+def arch_label(name) -> str:
+    """An architecture as the paper names it ("ResNet-18"): its registered label, else its name."""
+    from kdclaims.models import arch_label as registered_label
+
+    return registered_label(name)
+
+
+def ordered_archs(names) -> list[str]:
+    """Architectures in registration order (the paper's: ResNet-18, VGG-16-BN, ViT), unknown ones after, sorted."""
+    from kdclaims.models import ARCHITECTURES
+
+    present = set(names) - {None}
+    known = [a for a in ARCHITECTURES if a in present]
+    return known + sorted(str(a) for a in present - set(known))
+
+
+def setup_label(setup, alpha=None) -> str:
+    """A setup with its teacher weight, as the paper writes it: "KD α=0.9", "Uniform Noise KD α=0.1"."""
+    from kdclaims.config import SETUPS
+
+    label = SETUPS[setup].label if setup in SETUPS else str(setup)
+    a = to_float(alpha)
+    return label if a is None or math.isnan(a) else f"{label} α={a:g}"
+
+
+def setup_order_key(row: dict) -> tuple:
+    """Independent, KD α 0.1/0.5/0.9, uniform-noise KD α..., gaussian-noise KD α..., other setups, then
+    every population at a temperature other than 1 (in the same order)."""
+    setup = row.get("setup")
+    rank = list(SETUP_SHORT).index(setup) if setup in SETUP_SHORT else len(SETUP_SHORT)
+    a, t = to_float(row.get("alpha")), to_float(row.get("temperature"))
+    a = 0.0 if a is None or math.isnan(a) else a
+    t = 1.0 if t is None or math.isnan(t) else t
+    return (t != 1.0, rank, str(setup) if rank == len(SETUP_SHORT) else "", a, t)
+
+
+def short_setup_label(row: dict) -> str:
+    """A tick or column label: "Independent", "KD α=0.5", "Uniform KD α=0.9", "KD α=0.9 T=4"."""
+    setup = row.get("setup")
+    if setup == "independent" or row.get("alpha") is None:
+        return SETUP_SHORT[setup] if setup in SETUP_SHORT else str(row.get("label") or setup)
+    name = SETUP_SHORT.get(setup) or row.get("label") or str(setup)
+    a = to_float(row["alpha"])
+    text = f"{name} α={0.0 if a is None or math.isnan(a) else a:g}"
+    t = to_float(row.get("temperature"))
+    return text + (f" T={t:g}" if t is not None and not math.isnan(t) and t != 1.0 else "")
+
+
+def metric_label(metric) -> str:
+    """A metric as the paper names it ("JS Divergence"); the name itself for one not registered."""
+    from kdclaims.metrics import METRICS
+
+    return METRICS[metric].label if metric in METRICS else str(metric)
+
+
+def seed_text(seeds) -> str:
+    """A seed list in its compact form: [1, 2, 3, 7] -> "1-3,7" (as given where it is not a list of integers)."""
+    from kdclaims.config import seeds_to_text
+
+    try:
+        return seeds_to_text(tuple(int(s) for s in seeds))
+    except (TypeError, ValueError):
+        return ", ".join(str(s) for s in seeds)
+
+
+def correction_text(correction: dict | None, strong=str) -> str:
+    """The family-wise correction in words; ``strong`` emphasises "on" in the format's own markup."""
+    if not correction or correction.get("method", "none") == "none":
+        return f"off (each claim tested at {ALPHA} on its own, as in the paper)"
+    method = correction.get("method")
+    name = {"holm": "Holm (family-wise error rate)", "bh": "Benjamini–Hochberg (false discovery rate)"}.get(method, method)
+    return (f"{strong('on')}: {name} at {ALPHA} within each {correction.get('family')}, applied to comparisons and "
+            "rankings; the verdicts below use the adjusted p-values")
+
+
+def source_order_key(source) -> tuple:
+    """Sorts "Table 4" before "Table 10", and sources without a number after every numbered one."""
+    match = re.search(r"(\d+)", str(source))
+    return (0, int(match.group(1)), str(source)) if match else (1, 0, str(source))

@@ -1,0 +1,296 @@
+"""The report, the comparison of two runs and the paper audit as GitHub-flavoured markdown.
+
+``markdown_report`` is what ``kdclaims report --format markdown`` writes, ``compare_markdown`` what
+``kdclaims report --compare`` prints, ``audit_markdown`` what ``kdclaims audit-paper`` prints. Every
+number is printed with the populations, the test and the n behind it, through ``kdclaims.render.format``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kdclaims.metrics import SIMILARITY_READINGS
+from kdclaims.render.document import compare_runs
+from kdclaims.render.format import (
+    MISSING, arch_label, correction_text, decision, mean_std, number, outcome, p_clause, paper_pvalue, pvalue,
+    seed_text, setup_label, source_order_key, verdict_label, verdict_words,
+)
+
+
+def cell(text) -> str:
+    """Text made safe for one cell of a markdown table: one line, pipes escaped (None and NaN: empty)."""
+    if text is None or (isinstance(text, float) and text != text):
+        return ""
+    return re.sub(r"\s*\n\s*", " ", str(text)).replace("|", "\\|")
+
+
+def _arm_cell(arm: dict | None) -> str:
+    return f"{mean_std(arm)} (n={arm['n']})" if arm else MISSING
+
+
+def markdown_report(document: dict, figures: dict[str, str] | None = None) -> str:
+    """GitHub-flavoured markdown of a report document; ``figures`` maps arch -> relative PNG path."""
+    prov = document["provenance"]
+    profile, results = prov["profile"], document["claims"]
+    out = [f"# {document['title']}", ""]
+    if document.get("notice"):
+        out += [f"> **{document['notice']}**", ""]
+
+    # Headline
+    head = document["headline"]
+    counts = head["verdicts"]
+    out += ["## Headline", "",
+            f"{head['total']} claims: " + ", ".join(f"**{counts.get(v, 0)}** {verdict_words(v)}"
+                                                  for v in ("reproduced", "not_reproduced", "inconclusive", "error")
+                                                  if counts.get(v) or v != "error"), "",
+            "| architecture | reproduced | not reproduced | inconclusive | not evaluated |", "|---|---:|---:|---:|---:|"]
+    for arch, c in head["by_arch"].items():
+        out.append(f"| {arch_label(arch)} | {c['reproduced']} | {c['not_reproduced']} | {c['inconclusive']} | {c['error']} |")
+    out.append("")
+
+    # Setup
+    trained = prov["evidence"] == "trained"
+    n_text = f"{profile['n_seeds']} seeds ({profile['seeds']})" if trained else "n = 385 (paper)"
+    out += ["## Setup", "",
+            f"- Profile: **{profile['name']}**: {profile['description']}",
+            f"- Students per population: {n_text}; teacher: seed 0, every student starts from the teacher's initialisation",
+            "- Test: one-tailed two-sample z-test, se = √(s₁²/n₁ + s₂²/n₂), significance 0.025; "
+            "95% CI for the difference of means; d = Cohen's d (pooled sd) in the H_a direction",
+            "- Verdict: *reproduced* when our outcome (reject/retain H0) matches the paper's; a retained H0 needs "
+            "power ≥ 0.8 to detect the paper's effect at our n, else *inconclusive*",
+            f"- Family-wise correction: {correction_text(document['method'].get('correction'), strong=lambda w: f'**{w}**')}",
+            "- Compression threshold (Section 3): the paper does not say how a distance becomes a similarity; we read "
+            + ", ".join(f"{reading}" for _, _, reading in SIMILARITY_READINGS.values())
+            + ", and a student reaches 95% only if all four are ≥ 0.95 at once",
+            "- Rankings must lead the best other setup significantly; trends must improve at every step with a "
+            "significant overall change; bounds hold when every cell's one-sided 97.5% upper confidence bound is "
+            "below the bound (an intersection-union test)", ""]
+
+    # Figures
+    if figures:
+        out += ["## Figures", "",
+                "Distribution over students of each metric, test accuracy and loss, per setup (as the paper's Figures "
+                "1, 2 and 4). The dashed line is the independent students' mean; ▲/▼: significantly better/worse than "
+                "independent (one-tailed z-test, 0.025).", ""]
+        for arch, path in figures.items():
+            out += [f"![{arch_label(arch)}]({path})", ""]
+
+    # Claims
+    comparisons = [r for r in results if r["kind"] == "comparison"]
+    others = [r for r in results if r["kind"] != "comparison"]
+    out += ["## Claims", "", "### Comparisons (one-tailed z-tests)", "",
+            "| claim | source | metric | treatment | baseline | z | p | d | 95% CI of diff | power | paper | observed | verdict |",
+            "|---|---|---|---|---|---:|---:|---:|---|---:|---|---|---|"]
+    for r in comparisons:
+        d = r.get("details") or {}
+        test, pw = d.get("test") or {}, d.get("power") or {}
+        if r.get("correction"):
+            test = dict(test, p_value=r["correction"]["p_adjusted"])
+        paper = r["paper"]
+        paper_text = outcome(paper["outcome"]) + (f" (p={paper_pvalue(paper['p'])})" if paper.get("p") is not None else "")
+        if pw.get("paper_treatment"):
+            paper_text += f"; {number(pw['paper_treatment']['mean'])} vs {number(pw['paper_baseline']['mean'])}"
+        ci = f"[{number(test.get('ci_low'))}, {number(test.get('ci_high'))}]" if test else MISSING
+        t, b = d.get("treatment"), d.get("baseline")
+        out.append(
+            f"| `{r['id']}` | {r['source']} | {d.get('metric_label', '–')} "
+            f"| {t['label'] if t else '–'}: {_arm_cell(t)} | {b['label'] if b else '–'}: {_arm_cell(b)} "
+            f"| {number(test.get('z'), 2)} | {pvalue(test.get('p_value'))} | {number(test.get('effect_size'), 2)} | {ci} "
+            f"| {number(pw.get('power'), 2)} | {paper_text} | {outcome(r.get('observed_outcome'))} "
+            f"| {verdict_label(r['verdict'])} |")
+    out.append("")
+    if others:
+        out += ["### Rankings, trends, bounds and thresholds", "",
+                "| claim | kind | source | evidence | paper | observed | verdict |", "|---|---|---|---|---|---|---|"]
+        for r in others:
+            d = r.get("details") or {}
+            out.append(f"| `{r['id']}` | {r['kind']} | {r['source']} | {cell(d.get('summary') or r['reason'])} "
+                       f"| {outcome(r['paper']['outcome'])} | {outcome(r.get('observed_outcome'), missing='cannot tell')} "
+                       f"| {verdict_label(r['verdict'])} |")
+        out.append("")
+    out += ["### Claims in words", ""]
+    for r in results:
+        note = f" *Note: {r['note']}*" if r.get("note") else ""
+        out.append(f"- `{r['id']}` ({r['source']}): {r['sentence']} — **{verdict_words(r['verdict'])}**: {r['reason']}.{note}")
+    out.append("")
+
+    # Tables rebuilt
+    if document["tables"]:
+        out += ["## The paper's tables, rebuilt from the observed populations", "",
+                "Each cell: observed mean ± std (n), then the paper's mean ± std (n = 385). "
+                "A dash: the paper has no such cell.", ""]
+        out += _rebuilt_tables_markdown(document["tables"])
+
+    # Audit
+    audit = document.get("audit")
+    if audit:
+        rows = audit["pvalues"]
+        bad = [r for r in rows if not r["agrees"]]
+        out += ["## Audit of the paper's own p-values", "",
+                f"{len(rows) - len(bad)} of {len(rows)} p-values printed in Tables 4–8 agree (±0.015, same decision) "
+                "with those recomputed from Tables 1–3 at n = 385. Full audit: `kdclaims audit-paper`.", ""]
+        if bad:
+            out += ["| source | arch | metric | treatment | baseline | printed p | recomputed p |", "|---|---|---|---|---|---:|---:|"]
+            for r in bad:
+                baseline = r["baseline"] + ("" if r["baseline_alpha"] is None else f" α={r['baseline_alpha']}")
+                out.append(f"| {r['source']} | {r['arch']} | {r['metric']} | {r['treatment']} α={r['treatment_alpha']} "
+                           f"| {baseline} | {paper_pvalue(r['p_reported'])} | {pvalue(r['p_recomputed'])} |")
+            out.append("")
+            for r in bad:
+                if r.get("explanation"):
+                    out += [f"- {r['explanation']}"]
+            out.append("")
+
+    # Provenance
+    out += ["## Provenance", "",
+            f"- Evaluation: `{document.get('evaluation_path') or '–'}`, created {document.get('created_at') or '–'}",
+            f"- Code: kdclaims {prov.get('kdclaims', '–')}, git `{prov.get('git') or 'unknown'}`; "
+            f"torch {prov.get('torch', '–')}, Python {prov.get('python', '–')}; device {prov.get('cuda') or prov.get('device', '–')}",
+            f"- Precision: {profile.get('precision', 'fp32')}; training backend {prov.get('backend') or 'local'}, "
+            f"{prov.get('concurrent_members') or 1} member(s) at a time per device",
+            f"- Cache: `{prov.get('cache_dir') or '–'}`"]
+    dataset = prov.get("dataset")
+    if dataset:
+        out.append(f"- Dataset: `{dataset.get('source')}` fingerprint `{str(dataset.get('fingerprint'))[:16]}…`, "
+                   f"archive MD5 `{dataset.get('archive_md5') or '–'}`")
+    pops = prov.get("populations") or []
+    if pops:
+        out += [f"- Training time of the members used: {prov.get('training_time_s', 0.0):.1f} s", "",
+                "| population | n | seeds | teacher key | first member key | training time (s) | devices |",
+                "|---|---:|---|---|---|---:|---|"]
+        for p in pops:
+            out.append(f"| {p['name']} | {p['n']} | {seed_text(p['seeds'])} | `{p['teacher_key'][:12]}` "
+                       f"| `{p['keys'][0][:12]}` | {number(p['wall_time_s'], 1)} | {', '.join(p['devices'])} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def _stats_text(stats: dict | None) -> str:
+    return f"{mean_std(stats)} ({stats['n']})" if stats else MISSING
+
+
+def _rebuilt_tables_markdown(rows: list[dict]) -> list[str]:
+    out = []
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        mine = [r for r in rows if r["arch"] == arch]
+        populations = list(dict.fromkeys(r["population"] for r in mine))
+        labels = {r["population"]: r["label"] for r in mine}
+        out += [f"### {arch_label(arch)} ({mine[0]['source']})", "",
+                "| metric | " + " | ".join(labels[p] for p in populations) + " |",
+                "|---|" + "---|" * len(populations)]
+        for metric in dict.fromkeys(r["metric"] for r in mine):
+            cells = {r["population"]: r for r in mine if r["metric"] == metric}
+            label = cells[populations[0]]["metric_label"] if populations[0] in cells else metric
+            out.append(f"| {label} | " + " | ".join(
+                f"{_stats_text(cells[p]['observed'])}<br>paper {_stats_text(cells[p]['paper'])}" if p in cells else "–"
+                for p in populations) + " |")
+        out.append("")
+    return out
+
+
+def compare_markdown(a: dict, b: dict, name_a: str, name_b: str) -> str:
+    """Which verdicts changed between two runs (evaluations or report documents)."""
+    changes = compare_runs(a, b)
+    total = len({r["id"] for run in (a, b) for r in run.get("claims", run.get("results", []))})
+    out = [f"# Verdicts that changed: `{name_a}` → `{name_b}`", "",
+           f"{len(changes)} of {total} claims changed verdict.", ""]
+    if changes:
+        out += ["| claim | before | after | why (after) |", "|---|---|---|---|"]
+        out += [f"| `{c['id']}` | {verdict_words(c['before'])} | {verdict_words(c['after'])} | {cell(c['reason_after'])} |"
+                for c in changes]
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper audit (kdclaims audit-paper)
+# ---------------------------------------------------------------------------------------------
+
+
+def _sentence(text) -> str:
+    """Text ending in exactly one full stop (or its own ! / ?)."""
+    text = "" if text is None or (isinstance(text, float) and text != text) else str(text).strip()
+    return text if not text or text[-1] in ".!?" else text + "."
+
+
+def _pvalue_table(rows) -> list[str]:
+    from kdclaims.audit import comparison_labels
+
+    out = ["| metric | treatment | baseline | p printed | p recomputed | z | printed → | recomputed → | check |",
+           "|---|---|---|---:|---:|---:|---|---|---|"]
+    for _, row in rows.iterrows():
+        cells = [*comparison_labels(row), paper_pvalue(row["p_reported"]), pvalue(row["p_recomputed"]),
+                 number(row["z"], 2), decision(row["reject_reported"]), decision(row["reject_recomputed"])]
+        if bool(row["agrees"]):
+            cells.append("✅ agrees")
+        else:
+            cells = [f"**{c}**" for c in cells] + ["❌ **disagrees**"]
+        out.append("| " + " | ".join(cell(c) for c in cells) + " |")
+    return out
+
+
+def _paper_outcome(row) -> str:
+    p = row["paper_p"]
+    return outcome(row["paper_outcome"]) + ("" if p is None or p != p else f" (p = {paper_pvalue(p)})")
+
+
+def audit_markdown(claims=None) -> str:
+    """The paper audit: one p-value table per source table, the claim check, a summary."""
+    from kdclaims import paper as paper_tables
+    from kdclaims.audit import audit_frames, comparison_labels, core_explanation, text_context
+    from kdclaims.stats import ALPHA
+
+    pv, cl, summary = audit_frames(claims)
+    n, tol = paper_tables.PAPER_N, paper_tables.AGREE_TOL
+    out = ["# Audit: the paper against its own numbers", "",
+           "> Nothing was trained. Every number here comes from the paper's Tables 1–8 "
+           "(`fixtures/paper/`).", "",
+           "## Summary", "", summary["line"], ""]
+    for e in summary["pvalue_exceptions"]:
+        out.append(f"- ❌ p-value, {e['label']}: {_sentence(e['explanation'])}")
+    for e in summary["claim_exceptions"]:
+        note = f" Note: {_sentence(e['note'])}" if e.get("note") else ""
+        out.append(f"- {verdict_label(e['verdict'])}: claim `{e['id']}` ({e['source']}): {_sentence(e['reason'])}{note}")
+    if summary["pvalue_exceptions"] or summary["claim_exceptions"]:
+        out.append("")
+
+    out += ["## 1. Printed p-values vs recomputed", "",
+            f"Each p-value of Tables 4–8 is recomputed from the means and standard deviations of Tables 1–3 with "
+            f"n = {n} students per group: one-tailed two-sample z-test, se = √(s₁²/n₁ + s₂²/n₂), H_a \"the KD "
+            f"students are more similar to the teacher than the baseline\", significance {ALPHA}. A printed value "
+            f"*agrees* when it is within ±{tol} of the recomputed one (the paper rounds to 3 dp) and both give the "
+            f"same decision on H0. z > 0 favours H_a.", ""]
+    for source in sorted(pv["source"].unique(), key=source_order_key):
+        rows = pv[pv["source"] == source]
+        archs = ", ".join(arch_label(a) for a in dict.fromkeys(rows["arch"]))
+        baselines = ", ".join(dict.fromkeys(setup_label(r["baseline"], r["baseline_alpha"]) for _, r in rows.iterrows()))
+        bad = int((~rows["agrees"]).sum())
+        status = f"{len(rows) - bad} of {len(rows)} agree" + (f", **{bad} disagree**" if bad else "")
+        out += [f"### {source}: {archs}, KD vs {baselines} ({status})", ""]
+        out += _pvalue_table(rows)
+        out.append("")
+        contexts = []
+        for _, row in rows[~rows["agrees"]].iterrows():
+            metric, treatment, baseline = comparison_labels(row)
+            out += [f"**❌ {metric}, {treatment} vs {baseline}: printed p = {paper_pvalue(row['p_reported'])}, "
+                    f"recomputed {p_clause(row['p_recomputed'])}.** {core_explanation(row)}", ""]
+            context = text_context(row)
+            if context and context not in contexts:
+                contexts.append(context)
+        for context in contexts:
+            out += [context, ""]
+
+    out += ["## 2. Claims checked against the paper's own numbers", "",
+            f"Each claim in `claims/` evaluated with Tables 1–3 as evidence (n = {n}): *reproduced* when the "
+            f"outcome the tables support (the decision on H0, or whether the statement holds) matches the one the "
+            f"paper reports. A claim the tables have no numbers for is *not evaluable from the tables*.", "",
+            "| claim | source | kind | sentence | paper | from the tables | verdict | reason | note |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for _, row in cl.iterrows():
+        verdict = verdict_label(row["verdict"])
+        if row["verdict"] != "reproduced":
+            verdict = f"**{verdict}**"
+        cells = [f"`{row['id']}`", row["source"], row["kind"], row["sentence"], _paper_outcome(row),
+                 outcome(row["observed_outcome"]), verdict, row["reason"], row["note"]]
+        out.append("| " + " | ".join(cell(c) for c in cells) + " |")
+    out += ["", "---", "", summary["line"], ""]
+    return "\n".join(out)

@@ -1,0 +1,74 @@
+"""The report in the terminal: ``describe_result`` is the text a failing claim shows under pytest;
+``print_table`` is ``kdclaims report --format table`` (rich tables)."""
+
+from __future__ import annotations
+
+from kdclaims.render.document import VERDICTS
+from kdclaims.render.format import arch_label, number, outcome, paper_pvalue, pvalue, verdict_label, verdict_words
+
+VERDICT_STYLE = {"reproduced": "green", "not_reproduced": "red", "inconclusive": "yellow", "error": "magenta"}
+
+
+def describe_result(result: dict) -> str:
+    """Plain-text account of one claim's evaluation: what a failing pytest item prints."""
+    lines = [f"claim {result['id']}: {verdict_label(result['verdict'])}",
+             f"  {result['sentence']}",
+             f"  source: {result['source']} · kind: {result['kind']} · evidence: {result['evidence']}"]
+    d = result.get("details") or {}
+    if "test" in d:
+        t, b, test, pw = d["treatment"], d["baseline"], d["test"], d.get("power") or {}
+        symbol = "<" if d["direction"] == "less" else ">"
+        lines += [
+            f"  metric: {d['metric_label']} · H_a: mean(treatment) {symbol} mean(baseline) · one-tailed z-test at {test['alpha']}",
+            f"  treatment {t['population']:<28} mean {number(t['mean'])}  std {number(t['std'])}  n {t['n']}",
+            f"  baseline  {b['population']:<28} mean {number(b['mean'])}  std {number(b['std'])}  n {b['n']}",
+            f"  diff {number(test['diff'])}  95% CI [{number(test['ci_low'])}, {number(test['ci_high'])}]  se {number(test['se'])}"
+            f"  z {number(test['z'], 2)}  p {pvalue(test['p_value'])}  d {number(test['effect_size'], 2)}",
+            f"  power {number(pw.get('power'), 2)} to detect {number(pw.get('effect'))} ({pw.get('basis', '–')})",
+        ]
+        if test.get("note"):
+            lines.append(f"  note: {test['note']}")
+    elif d.get("summary"):
+        lines.append(f"  evidence: {d['summary']}")
+        for row in d.get("ranking") or d.get("arms") or []:
+            if "mean" in row:
+                lines.append(f"    {row['population']:<28} mean {number(row['mean'])}  std {number(row['std'])}  n {row['n']}")
+    if result.get("note"):
+        lines.append(f"  note: {result['note']}")
+    paper = result["paper"]
+    p_text = f" (p = {paper_pvalue(paper['p'])})" if paper.get("p") is not None else ""
+    lines.append(f"  expected (paper): {outcome(paper['outcome'])}{p_text} · observed: {outcome(result.get('observed_outcome'))}")
+    lines.append(f"  verdict: {result['verdict']}: {result['reason']}")
+    return "\n".join(lines)
+
+
+def print_table(document: dict, console=None) -> None:
+    """The report as rich tables in the terminal: headline, then one row per claim."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    if document.get("notice"):
+        console.print(f"[bold yellow]{document['notice']}[/]")
+    head = document["headline"]
+    summary = Table(title=f"{document['title']}: {head['total']} claims")
+    summary.add_column("architecture")
+    for verdict in VERDICTS:
+        summary.add_column(verdict_words(verdict), justify="right")
+    for arch, c in head["by_arch"].items():
+        summary.add_row(arch_label(arch), *(str(c[v]) for v in VERDICTS))
+    console.print(summary)
+    claims = Table(show_lines=False)
+    for column in ("claim", "kind", "source", "evidence", "paper", "observed", "verdict"):
+        claims.add_column(column, overflow="fold")
+    for r in document["claims"]:
+        d = r.get("details") or {}
+        evidence = d.get("summary") or r["reason"]
+        if r["kind"] == "comparison" and "test" in d:
+            t, b, test = d["treatment"], d["baseline"], d["test"]
+            evidence = (f"{number(t['mean'])}±{number(t['std'])} vs {number(b['mean'])}±{number(b['std'])} "
+                        f"(n {t['n']}/{b['n']}), z {number(test['z'], 2)}, p {pvalue(test['p_value'])}")
+        claims.add_row(r["id"], r["kind"], r["source"], evidence, outcome(r["paper"]["outcome"]),
+                       outcome(r.get("observed_outcome"), missing="cannot tell"),
+                       f"[{VERDICT_STYLE.get(r['verdict'], 'white')}]{verdict_words(r['verdict'])}[/]")
+    console.print(claims)
