@@ -64,7 +64,7 @@ def _missing(value) -> bool:
 
 
 def _setup_label(setup: str, alpha) -> str:
-    from kdclaims.config import get_setup
+    from kdclaims.setups import get_setup
 
     try:
         label = get_setup(setup).label

@@ -105,7 +105,8 @@ def train(profile, arch, setup_name, alpha, temperature, seeds, precision, cache
     import warnings
 
     from kdclaims.backends import get_backend
-    from kdclaims.config import PopulationSpec, get_profile, parse_seeds
+    from kdclaims.profiles import get_profile, parse_seeds
+    from kdclaims.spec import PopulationSpec
     from kdclaims.population import PopulationIncomplete, Workbench
 
     prof = get_profile(profile)
@@ -167,7 +168,8 @@ def report(fmt, evaluation, results_dir, cache_dir, output, compare):
 
     from kdclaims import report as rep
     from kdclaims.reportdoc import build_document
-    from kdclaims.results import default_results_dir, jsonable, load_evaluation
+    from kdclaims.paths import default_results_dir
+    from kdclaims.results import jsonable, load_evaluation
 
     if compare:
         runs = [jsonlib.loads(Path(p).read_text()) for p in compare]
@@ -232,7 +234,7 @@ def data():
 def fetch(data_dir):
     """Download CIFAR-100 (python version) from its official address and verify its MD5."""
     from kdclaims import data as datamod
-    from kdclaims.config import default_data_dir
+    from kdclaims.paths import default_data_dir
 
     target = Path(data_dir).expanduser() if data_dir else default_data_dir()
     target.mkdir(parents=True, exist_ok=True)

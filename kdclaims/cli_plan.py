@@ -57,7 +57,7 @@ def plan(profile, seeds, precision, cache_dir, data_dir, device, per_member_seco
     from rich.console import Console
     from rich.table import Table
 
-    from kdclaims.config import get_profile, parse_seeds
+    from kdclaims.profiles import get_profile, parse_seeds
     from kdclaims.models import get_architecture
     from kdclaims.plan import plan as make_plan
 

@@ -235,7 +235,7 @@ def _stats(stats: dict | None, digits: int = 4, n: bool = True) -> str:
 
 
 def _setup_label(setup, alpha) -> str:
-    from kdclaims.config import SETUPS
+    from kdclaims.setups import SETUPS
 
     label = SETUPS[setup].label if setup in SETUPS else str(setup)
     a = _number(alpha)
@@ -588,7 +588,7 @@ def _audit(document: dict) -> str:
 
 def _seeds_text(seeds) -> str:
     try:
-        from kdclaims.config import seeds_to_text
+        from kdclaims.profiles import seeds_to_text
 
         return seeds_to_text(tuple(int(s) for s in seeds))
     except Exception:  # noqa: BLE001 - an odd seed list is still shown

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from kdclaims.claims import Claim, load_claim_file
-from kdclaims.config import get_profile, parse_seeds
+from kdclaims.profiles import get_profile, parse_seeds
 from kdclaims.errors import ClaimError, KdclaimsError
 
 RESULT_PROPERTY = "kdclaims_result"
@@ -72,8 +72,7 @@ class HarnessState:
     """Per-process state: the profile, a lazily built workbench, and (on the controller) the results."""
 
     def __init__(self, config):
-        from kdclaims.config import default_cache_dir
-        from kdclaims.results import default_results_dir
+        from kdclaims.paths import default_cache_dir, default_results_dir
 
         opt = config.getoption
         self.config = config

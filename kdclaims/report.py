@@ -256,7 +256,7 @@ def _correction_text(correction: dict | None) -> str:
 
 
 def _seed_text(seeds: list[int]) -> str:
-    from kdclaims.config import seeds_to_text
+    from kdclaims.profiles import seeds_to_text
 
     return seeds_to_text(tuple(seeds))
 
