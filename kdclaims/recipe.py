@@ -1,9 +1,11 @@
-"""Every training hyperparameter of the reproduction, in one place: read top to bottom.
+"""Every architecture's training recipe (optimiser, learning rate and schedule, weight decay, epochs,
+batch size), in one place: read top to bottom.
 
 A ``Recipe`` is an optimiser, its learning-rate schedule, the epochs and the batch size; below it are
 the paper's recipes (Appendices E, F, G), which ``kdclaims.models`` registers with each architecture.
 Batch 128, no augmentation, scored at the last epoch, as in the paper. The smoke profile shortens a
-recipe with ``Recipe.scaled_to`` (its epochs are registered with the architecture's smoke size).
+recipe with ``Recipe.scaled_to`` (its epochs are registered with the architecture's smoke size in
+``kdclaims/models.py``).
 """
 
 from __future__ import annotations
