@@ -45,7 +45,8 @@ from pathlib import Path
 import torch
 
 from kdclaims.backends import LocalBackend, RayBackend, import_ray
-from kdclaims.config import PopulationSpec, get_profile
+from kdclaims.profiles import get_profile
+from kdclaims.spec import PopulationSpec
 from kdclaims.population import Workbench, cpu_threads
 
 

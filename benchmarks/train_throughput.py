@@ -46,7 +46,8 @@ import torch  # noqa: E402
 from reference_loop import ReferenceData, train_reference  # noqa: E402
 
 from kdclaims import training  # noqa: E402
-from kdclaims.config import get_profile  # noqa: E402
+from kdclaims.precision import PRECISIONS  # noqa: E402
+from kdclaims.profiles import get_profile  # noqa: E402
 from kdclaims.data import Dataset, load_cifar100, write_synthetic_cifar100  # noqa: E402
 from kdclaims.models import build_model, count_parameters, model_flops_per_image  # noqa: E402
 
@@ -68,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-size", type=int, default=None,
                    help="training images (default: smoke 1,600 synthetic; paper 50,000 random)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs of each side (default: 5 on cpu, 3 on cuda)")
-    p.add_argument("--precision", default=None, choices=tuple(training.PRECISIONS),
+    p.add_argument("--precision", default=None, choices=tuple(PRECISIONS),
                    help="the fast path's precision (fp32, tf32, bf16; default: the profile's). "
                         "The reference loop is always fp32")
     p.add_argument("--concurrent", default="1",

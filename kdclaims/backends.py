@@ -3,13 +3,13 @@
 ``Workbench.population(spec)`` works out which members are missing (a cached member is never handed to a
 backend), trains the teacher first where the setup distils from it, and hands the rest to its backend:
 
-- ``local`` (the default): in this process, in seed order, through ``Workbench.ensure_members``: one member
+- ``local`` (the default): in this process, in seed order, through ``MemberTrainer.ensure_members``: one member
   at a time, or up to ``--concurrent-members`` members of a population at once on the one device. An error
   stops the run, as it always has; parallelism across processes comes from ``pytest -n`` (the cache's locks).
 - ``ray``: each member is a Ray task (``kdclaims train --backend ray [--address ...]``, ``pytest claims/
   --backend ray``), on a laptop, a multi-GPU box, a Slurm allocation or Kubernetes alike. A task rebuilds
   the workbench in the worker from a ``WorkbenchSpec`` (profile, cache and data dirs, device) and calls
-  ``ensure_member``; keys are content hashes, so it computes the same key, and the member's file lock
+  ``ensure_members``; keys are content hashes, so it computes the same key, and the member's file lock
   keeps "train if missing" exactly-once even when a task is retried after a partial run. Members share a
   GPU through fractional requests (``gpus_per_member=0.25``) and run on CPUs where the cluster has no GPU.
   Where a worker cannot see the driver's cache directory (checked per task against a marker file the
@@ -17,8 +17,9 @@ backend), trains the teacher first where the setup distils from it, and hands th
   driver verifies and stores. A task that fails, or whose worker dies, is resubmitted up to
   ``max_retries`` times; then the member is reported as failed and the rest of the population completes.
 
-A backend is anything with a ``name`` and ``train_members(workbench, requests, progress) -> BackendReport``;
-adding one is one ``register_backend`` call.
+A backend is anything with a ``name`` and ``train_members(trainer, requests, progress) -> BackendReport``;
+adding one is one ``register_backend`` call. It sees the workbench only through ``MemberTrainer``: keys,
+the cache, "train these members of one population if missing" and "store this member file".
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from kdclaims.config import TEACHER_SEED, PopulationSpec, get_setup, teacher_spec
 from kdclaims.errors import ConfigError, KdclaimsError
+from kdclaims.registry import Registry
+from kdclaims.setups import TEACHER_SEED, get_setup
+from kdclaims.spec import PopulationSpec, teacher_spec
 
 if TYPE_CHECKING:
-    from kdclaims.cache import MemberRecord
-    from kdclaims.population import Workbench, WorkbenchSpec
+    from kdclaims.cache import Cache, MemberRecord
 
 Request = tuple[PopulationSpec, int]  # (population, seed): one member
 
@@ -90,40 +92,52 @@ class BackendReport:
         return text + (", interrupted" if self.interrupted else "")
 
 
+class MemberTrainer(Protocol):
+    """What a backend may use of the workbench that hands it members (``kdclaims.population.Workbench``)."""
+
+    cache: "Cache"  # where the members are stored
+    concurrent_members: int  # members of one population to train at once on this process's device
+    device_request: str | None  # the device as asked ("auto", "cuda", "cpu"): what a worker resolves for itself
+
+    def member_key(self, spec: PopulationSpec, seed: int) -> str: ...
+
+    def ensure_members(self, spec: PopulationSpec, seeds: list[int], on_epoch=None) -> list["MemberRecord"]:
+        """The members of one population, each trained here (together) first if it is not cached."""
+
+    def adopt_member_file(self, key: str, data: bytes, where: str) -> None:
+        """Store a member file trained elsewhere, verified in full, unless a sound copy is cached."""
+
+    def spec(self):
+        """A small, picklable description with ``cache_dir``, ``cpu_threads`` and ``build(cache_dir=...)``,
+        which gives the same MemberTrainer in another process (same keys: they are content hashes)."""
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str
 
-    def train_members(self, workbench: "Workbench", requests: list[Request], progress) -> BackendReport:
-        """Make every member of ``requests`` exist in ``workbench.cache`` (none of them is cached yet, and
+    def train_members(self, trainer: MemberTrainer, requests: list[Request], progress) -> BackendReport:
+        """Make every member of ``requests`` exist in ``trainer.cache`` (none of them is cached yet, and
         their teachers are); report which are done, trained now, failed and retried. ``progress`` takes
         ``started(seed)``, ``member(seed)``, ``failed(seed, error)``, ``retrying(seed, attempt)``,
         ``epoch(epoch, epochs)`` and ``log(line)``."""
         ...
 
 
-BACKENDS: dict[str, Callable[..., Backend]] = {}
+BACKENDS: Registry[Callable[..., Backend]] = Registry("backend")
 
 
 def register_backend(name: str, factory: Callable[..., Backend]) -> Callable[..., Backend]:
     """Adding a backend is this one call: ``factory(**options)`` returns the backend (options it does not
     take are refused with a one-line error naming them)."""
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"backend name {name!r} is invalid; it must be a non-empty string")
-    if name in BACKENDS:
-        raise ConfigError(f"backend {name!r} is already registered (delete BACKENDS[{name!r}] first to replace it)")
     if not callable(factory):
         raise ConfigError(f"the factory of backend {name!r} is not callable")
-    BACKENDS[name] = factory
-    return factory
+    return BACKENDS.register(name, factory)
 
 
 def get_backend(name: str, **options: Any) -> Backend:
     """The backend registered as ``name``, built with ``options`` (those that are None are left out)."""
-    try:
-        factory = BACKENDS[name]
-    except (KeyError, TypeError):
-        raise ConfigError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}") from None
+    factory = BACKENDS.get(name)
     options = {k: v for k, v in options.items() if v is not None}
     params = inspect.signature(factory).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -146,22 +160,20 @@ def _is_teacher(request: Request) -> bool:
 
 
 class LocalBackend:
-    """In this process, in the order given: ``Workbench.ensure_members``, up to the workbench's
+    """In this process, in the order given: ``MemberTrainer.ensure_members``, up to the trainer's
     ``concurrent_members`` members of one population at a time (concurrently on its device; 1: one by one)."""
 
     name = "local"
     trains_concurrently = True  # honours the workbench's concurrent_members
 
-    def train_members(self, workbench: "Workbench", requests: list[Request], progress) -> BackendReport:
+    def train_members(self, trainer: MemberTrainer, requests: list[Request], progress) -> BackendReport:
         report = BackendReport(self.name)
-        for spec, seeds in _groups(requests, workbench.concurrent_members):
+        for spec, seeds in _groups(requests, trainer.concurrent_members):
             for seed in seeds:
                 progress.started(seed)
-            records = workbench.ensure_members(spec, seeds, on_epoch=progress.epoch)
+            records = trainer.ensure_members(spec, seeds, on_epoch=progress.epoch)
             for seed, record in zip(seeds, records):
                 request = (spec, seed)
-                if _is_teacher(request):
-                    workbench._teachers[spec.arch] = record
                 report.submitted += 1
                 report.done.append(request)
                 report.records[request] = record
@@ -286,10 +298,10 @@ class RayBackend:
             self._remote = self.ray.remote(max_retries=0)(run_member_task)
         return self._remote
 
-    def resources(self, workbench: "Workbench", progress=None) -> dict:
+    def resources(self, trainer: MemberTrainer, progress=None) -> dict:
         """The Ray resources one member asks for: a GPU fraction where the cluster has GPUs, else one CPU."""
         total = self.ray.cluster_resources()
-        wants_gpu = workbench.device_request in (None, "", "auto") or str(workbench.device_request).startswith("cuda")
+        wants_gpu = trainer.device_request in (None, "", "auto") or str(trainer.device_request).startswith("cuda")
         if total.get("GPU", 0) > 0 and wants_gpu:
             return {"num_cpus": 1, "num_gpus": self.gpus_per_member or 1}
         if self.gpus_per_member and not self._gpu_note_shown and progress is not None:
@@ -315,23 +327,23 @@ class RayBackend:
 
     # -- training --------------------------------------------------------------------------------
 
-    def train_members(self, workbench: "Workbench", requests: list[Request], progress) -> BackendReport:
+    def train_members(self, trainer: MemberTrainer, requests: list[Request], progress) -> BackendReport:
         ray = self.ray
         report = BackendReport(self.name)
         if not requests:
             return report
-        workbench.cache.check_writable()  # the driver stores returned members; fail before training anything
+        trainer.cache.check_writable()  # the driver stores returned members; fail before training anything
         self.ensure_initialized()
-        wspec = workbench.spec()
-        resources = self.resources(workbench, progress)
+        wspec = trainer.spec()
+        resources = self.resources(trainer, progress)
         task = self._task().options(**resources)
-        keys = {request: workbench.member_key(*request) for request in requests}
+        keys = {request: trainer.member_key(*request) for request in requests}
         teachers: dict[str, Any] = {}  # arch -> ObjectRef of the teacher's member file (a worker without the cache)
         for spec, _ in requests:
             if get_setup(spec.setup).uses_teacher and spec.arch not in teachers:
-                path = workbench.cache.member_path(workbench.member_key(teacher_spec(spec.arch), TEACHER_SEED))
+                path = trainer.cache.member_path(trainer.member_key(teacher_spec(spec.arch), TEACHER_SEED))
                 teachers[spec.arch] = ray.put(path.read_bytes())
-        probe = None if self.return_artefacts else _write_probe(workbench.cache.root)
+        probe = None if self.return_artefacts else _write_probe(trainer.cache.root)
         queue: deque[Request] = deque(requests)
         inflight: dict[Any, tuple[Request, float]] = {}
         attempts: dict[Request, int] = {}
@@ -350,8 +362,9 @@ class RayBackend:
             spec, seed = request
             try:
                 out = ray.get(ref)
-                if out.get("data") is not None:
-                    self._store_returned(workbench, keys[request], out["data"], request)
+                if out.get("data") is not None:  # a worker without the shared cache: the driver stores it
+                    trainer.adopt_member_file(keys[request], out["data"],
+                                              f"{spec.name} seed {seed} returned by a Ray worker")
             except Exception as exc:  # a task error, a dead worker or node, a returned member that fails checks
                 error = describe_error(exc)
                 attempts[request] = attempts.get(request, 0) + 1
@@ -396,7 +409,7 @@ class RayBackend:
                     # through `import torch`, leaving that worker unable to train anything afterwards.
                     ray.cancel(ref, force=True)
             progress.log(f"kdclaims: interrupted: {len(report.done)} member(s) finished and are in the cache "
-                         f"{workbench.cache.root}; {len(inflight)} running cancelled, {len(queue)} not started; "
+                         f"{trainer.cache.root}; {len(inflight)} running cancelled, {len(queue)} not started; "
                          "run the same command again to resume")
             raise
         finally:
@@ -404,17 +417,6 @@ class RayBackend:
                 with contextlib.suppress(OSError):
                     Path(probe[0]).unlink()
         return report
-
-    def _store_returned(self, workbench: "Workbench", key: str, data: bytes, request: Request) -> None:
-        """A member a worker trained in a cache of its own: verified in full, then stored once, atomically."""
-        from kdclaims.cache import verify_entry_bytes
-
-        spec, seed = request
-        verify_entry_bytes(key, data, f"{spec.name} seed {seed} returned by a Ray worker")
-        with workbench.cache.member_lock(key):
-            if workbench._load_or_quarantine(key) is None:
-                workbench.cache.store_bytes(key, data)
-
 
 def describe_error(exc: BaseException) -> str:
     """One line for a failed task: the worker's own exception where there is one."""
@@ -457,10 +459,10 @@ def worker_cache_dir(driver_cache: str) -> Path:
     return Path(base) / hashlib.sha256(driver_cache.encode()).hexdigest()[:16]
 
 
-_WORKBENCHES: dict[tuple[str, str], "Workbench"] = {}  # per worker process: the dataset is loaded once
+_WORKBENCHES: dict[tuple[str, str], MemberTrainer] = {}  # per worker process: the dataset is loaded once
 
 
-def _worker_bench(wspec: "WorkbenchSpec", cache_dir: str) -> "Workbench":
+def _worker_bench(wspec, cache_dir: str) -> MemberTrainer:
     memo = (repr(wspec), cache_dir)
     if memo not in _WORKBENCHES:
         _WORKBENCHES.clear()  # one at a time: a worker serves one run, and a dataset can be large
@@ -468,10 +470,10 @@ def _worker_bench(wspec: "WorkbenchSpec", cache_dir: str) -> "Workbench":
     return _WORKBENCHES[memo]
 
 
-def run_member_task(wspec: "WorkbenchSpec", spec: PopulationSpec, seed: int, key: str,
+def run_member_task(wspec, spec: PopulationSpec, seed: int, key: str,
                     probe: tuple[str, str] | None, force_return: bool, teacher_file: bytes | None,
                     hook: Callable[[PopulationSpec, int], None] | None) -> dict:
-    """One member, in a Ray worker: rebuild the workbench, ``ensure_member``, report (and, without the shared
+    """One member, in a Ray worker: rebuild the workbench, ``ensure_members``, report (and, without the shared
     cache, return the member file's bytes)."""
     started = time.perf_counter()
     import torch
@@ -481,8 +483,9 @@ def run_member_task(wspec: "WorkbenchSpec", spec: PopulationSpec, seed: int, key
     shared = not force_return and _sees_probe(probe)
     cache_dir = wspec.cache_dir if shared else str(worker_cache_dir(wspec.cache_dir))
     bench = _worker_bench(wspec, cache_dir)
-    if teacher_file is not None and not shared:
-        _place_teacher(bench, spec.arch, teacher_file)
+    if teacher_file is not None and not shared:  # its students distil from the driver's very teacher
+        bench.adopt_member_file(bench.member_key(teacher_spec(spec.arch), TEACHER_SEED), teacher_file,
+                                f"the teacher of {spec.arch} sent by the driver")
     if hook is not None:
         hook(spec, seed)
     computed = bench.member_key(spec, seed)
@@ -490,7 +493,7 @@ def run_member_task(wspec: "WorkbenchSpec", spec: PopulationSpec, seed: int, key
         raise KdclaimsError(f"this worker ({platform.node()}) computes key {computed[:12]} for {spec.name} seed "
                             f"{seed}, the driver {key[:12]}: its kdclaims, torch, dataset or registrations differ "
                             "from the driver's; install the same on every node")
-    record = bench.ensure_member(spec, seed)
+    record = bench.ensure_members(spec, [seed])[0]
     out = {"key": key, "fresh": bool(record.fresh), "pid": os.getpid(), "host": platform.node(), "shared": shared,
            "train_s": float(record.meta.get("wall_time_s", 0.0)) if record.fresh else 0.0, "data": None}
     if not shared:
@@ -501,19 +504,6 @@ def run_member_task(wspec: "WorkbenchSpec", spec: PopulationSpec, seed: int, key
                 path.unlink()
     out["worker_s"] = time.perf_counter() - started
     return out
-
-
-def _place_teacher(bench: "Workbench", arch: str, data: bytes) -> None:
-    """The driver's teacher, into a worker's own cache: its students distil from that very teacher."""
-    from kdclaims.cache import verify_entry_bytes
-
-    key = bench.member_key(teacher_spec(arch), TEACHER_SEED)
-    if bench.cache.has(key):
-        return
-    verify_entry_bytes(key, data, f"the teacher of {arch} sent by the driver")
-    with bench.cache.member_lock(key):
-        if not bench.cache.has(key):
-            bench.cache.store_bytes(key, data)
 
 
 register_backend("local", LocalBackend)

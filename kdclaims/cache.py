@@ -3,7 +3,7 @@
 Layout under the cache directory::
 
     members/<key[:2]>/<key>.safetensors   one trained member (beside its <key>.lock file)
-    checkpoints/<key>.pt                  the training state of a member in flight (see training.py)
+    checkpoints/<key>.pt                  the training state of a member in flight (see checkpoint.py)
     quarantine/                           corrupt entries and checkpoints, moved aside, never used again
     .import-*/                            staging of a `kdclaims cache import` in progress
 
@@ -40,7 +40,6 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,8 +47,10 @@ import torch
 from filelock import FileLock, Timeout
 from safetensors.torch import save as save_safetensors_bytes
 
-from kdclaims.config import CACHE_SCHEMA, canonical_json, hash_config
+from kdclaims.atomic import write_atomically, write_bytes_atomically
+from kdclaims.checkpoint import load_checkpoint
 from kdclaims.errors import CacheError
+from kdclaims.spec import CACHE_SCHEMA, canonical_json, hash_config
 
 SUFFIX = ".safetensors"
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -90,45 +91,6 @@ def teacher_key_of(config: dict) -> str:
     """The key of the teacher a member is evaluated against: the seed-0 independent member of the same
     architecture, size, recipe, data and precision (what ``Workbench.member_key(teacher_spec(arch), 0)`` gives)."""
     return hash_config(dict(config, setup="independent", alpha=None, temperature=1.0, soft_targets=None, seed=0))
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (best effort: not every filesystem allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_atomically(path: Path, write: Callable[[str], None], tmp_prefix: str) -> None:
-    """``write(tmp)`` fills a temporary file beside ``path``; it is fsynced, then renamed over ``path``.
-
-    A reader sees the old file or the whole new one, never a part; a process killed in between leaves
-    only ``<tmp_prefix>*.tmp``. OSError propagates (the caller names the path in its message).
-    """
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=tmp_prefix, suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        fsync_dir(path.parent)
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
-def _write_bytes(data: bytes) -> Callable[[str], None]:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-    return write
 
 
 @dataclass
@@ -577,7 +539,7 @@ class Cache:
         # temporary file of its own naming, which a kill could leave behind unrecognised.
         data = save_safetensors_bytes(tensors, metadata={"kdclaims": json.dumps(meta, sort_keys=True)})
         try:
-            write_atomically(path, _write_bytes(data), f".{key}-")
+            write_bytes_atomically(path, data, f".{key}-")
         except OSError as exc:
             raise self._os_error(path, exc) from exc
         return MemberRecord(key, tensors, meta)
@@ -587,7 +549,7 @@ class Cache:
         path = self.member_path(key)
         self._ensure_dir(path.parent)
         try:
-            write_atomically(path, _write_bytes(data), f".{key}-")
+            write_bytes_atomically(path, data, f".{key}-")
         except OSError as exc:
             raise self._os_error(path, exc) from exc
         return path
@@ -683,8 +645,6 @@ def verify_cache(cache: Cache) -> VerifyReport:
     """Read every entry and checkpoint in full and check everything a load checks without the dataset
     (``KnownDataset``): each entry's header before its tensors, its metadata's schema and checksums, its
     tensors' checksums and what the logits alone determine. ``VerifyReport.unchecked`` says what is left."""
-    from kdclaims.training import load_checkpoint
-
     report = VerifyReport()
     for path in cache.entries():
         try:
@@ -1055,7 +1015,7 @@ def import_archive(cache: Cache, archive: Path | str, require_signature: Signing
                         except CacheError as exc:
                             raise _refuse(archive, str(exc)) from exc
                         target = staging / f"{entry['key']}{SUFFIX}"
-                        target.write_bytes(data)
+                        target.write_bytes(data)  # scratch: stored atomically below, once all has passed
                         staged.append((entry["key"], target))
                     unlisted = sorted(set(entries) - seen)
                     if unlisted:
@@ -1078,13 +1038,7 @@ def import_archive(cache: Cache, archive: Path | str, require_signature: Signing
                         except CorruptEntry as exc:
                             cache.quarantine(path, exc.problem, "replacing it with the imported one")
                             counts["replaced_corrupt"] += 1
-                    try:
-                        with open(source, "rb") as f:
-                            os.fsync(f.fileno())
-                        os.replace(source, path)
-                        fsync_dir(path.parent)
-                    except OSError as exc:
-                        raise cache._os_error(path, exc) from exc
+                    cache.store_bytes(key, source.read_bytes())
                     counts["imported"] += 1
     finally:
         shutil.rmtree(staging, ignore_errors=True)

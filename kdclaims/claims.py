@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from kdclaims.config import PopulationSpec
+from kdclaims.spec import PopulationSpec
 from kdclaims.errors import ClaimError, ConfigError, KdclaimsError
 from kdclaims.metrics import METRICS, get_metric
 from kdclaims.models import get_architecture

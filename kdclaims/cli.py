@@ -72,7 +72,7 @@ def train(arch, setup_name, alpha, temperature, profile, seeds, precision, cache
     import warnings
 
     from kdclaims.backends import get_backend
-    from kdclaims.config import PopulationSpec
+    from kdclaims.spec import PopulationSpec
     from kdclaims.population import PopulationIncomplete, Workbench
 
     prof = chosen_profile(profile, seeds, precision)
@@ -129,7 +129,8 @@ def report(fmt, evaluation, results_dir, cache_dir, output, compare):
     import json as jsonlib
 
     from kdclaims.render.document import build_document
-    from kdclaims.results import default_results_dir, jsonable, load_evaluation
+    from kdclaims.paths import default_results_dir
+    from kdclaims.results import jsonable, load_evaluation
 
     if compare:
         from kdclaims.render.markdown import compare_markdown
@@ -200,7 +201,7 @@ def data():
 def fetch(data_dir):
     """Download CIFAR-100 (python version) from its official address and verify its MD5."""
     from kdclaims import data as datamod
-    from kdclaims.config import default_data_dir
+    from kdclaims.paths import default_data_dir
 
     target = Path(data_dir).expanduser() if data_dir else default_data_dir()
     target.mkdir(parents=True, exist_ok=True)

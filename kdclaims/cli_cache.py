@@ -16,7 +16,7 @@ CACHE_DIR_HELP = "member cache directory (default $KDCLAIMS_CACHE_DIR, else ~/.c
 
 def _cache(cache_dir: str | None):
     from kdclaims.cache import Cache
-    from kdclaims.config import default_cache_dir
+    from kdclaims.paths import default_cache_dir
 
     return Cache(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
 

@@ -23,7 +23,6 @@ exercises exactly the code path the real dataset takes.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import http.client
@@ -35,7 +34,6 @@ import pickle
 import pickletools
 import re
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -45,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdclaims.atomic import write_atomically, write_bytes_atomically
 from kdclaims.errors import DataError
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -194,21 +193,6 @@ def _read_sidecar(archive: Path) -> str | None:
     if not _MD5_RE.match(token.lower()):
         raise DataError(f"{sidecar} does not hold an MD5 (32 hex digits on its first line): fix it or delete it")
     return token.lower()
-
-
-def _write_atomically(target: Path, payload: bytes) -> None:
-    """Write via a temp file in the same folder + os.replace, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -749,7 +733,7 @@ def _ensure_sidecar(archive: Path, md5: str) -> None:
     if current == md5 or (current is None and md5 == CIFAR100_MD5):
         return
     try:
-        _write_atomically(sidecar, f"{md5}\n".encode())
+        write_bytes_atomically(sidecar, f"{md5}\n".encode())
     except OSError as e:
         raise DataError(f"cannot write {sidecar}: {e.strerror or e}; make {archive.parent} writable") from e
 
@@ -807,23 +791,17 @@ def fetch(data_dir, url: str = CIFAR100_URL, md5: str = CIFAR100_MD5, *, progres
         _ensure_sidecar(target, expected)
         return target
 
-    try:
-        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{ARCHIVE_NAME}.", suffix=".part")
-    except OSError as e:
-        raise DataError(f"cannot write into {data_dir}: {e.strerror or e}; choose a writable --data-dir") from e
-    try:
-        with os.fdopen(fd, "wb") as out:
+    def download(tmp: str) -> None:
+        with open(tmp, "wb") as out:
             actual = _download(url, out, data_dir, progress)
-            out.flush()
-            os.fsync(out.fileno())
         if actual != expected:
             raise DataError(f"download from {url} has MD5 {actual}, expected {expected}: it is corrupt or not "
                             f"CIFAR-100; retry `kdclaims data fetch`, or place a good {ARCHIVE_NAME} in {data_dir}")
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+    try:
+        write_atomically(target, download, f".{ARCHIVE_NAME}.")
+    except OSError as e:
+        raise DataError(f"cannot write into {data_dir}: {e.strerror or e}; choose a writable --data-dir") from e
     _ensure_sidecar(target, expected)
     return target
 
@@ -1004,8 +982,8 @@ def write_synthetic_cifar100(dest_dir, *, num_classes: int = 100, train_per_clas
     try:
         # Sidecar first: a crash in between leaves no archive (so callers regenerate), never an
         # archive whose sidecar is missing or stale.
-        _write_atomically(_sidecar(target), f"{hashlib.md5(payload).hexdigest()}\n".encode())
-        _write_atomically(target, payload)
+        write_bytes_atomically(_sidecar(target), f"{hashlib.md5(payload).hexdigest()}\n".encode())
+        write_bytes_atomically(target, payload)
     except OSError as e:
         raise DataError(f"cannot write {target}: {e.strerror or e}; choose a writable folder with free space") from e
     return target

@@ -25,7 +25,8 @@ import torch
 
 from kdclaims import paper as paper_tables
 from kdclaims.claims import Claim
-from kdclaims.config import PopulationSpec, seeds_to_text
+from kdclaims.profiles import seeds_to_text
+from kdclaims.spec import PopulationSpec
 from kdclaims.errors import KdclaimsError
 from kdclaims.metrics import SIMILARITY_METRICS, SIMILARITY_READINGS, as_similarity, get_metric, more_similar_direction
 from kdclaims.stats import ALPHA, Summary, minimum_detectable_effect, power, z_test

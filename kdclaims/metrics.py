@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from kdclaims.errors import ConfigError
+from kdclaims.registry import Registry
 
 __all__ = [
     "Metric",
@@ -264,17 +265,17 @@ class Metric:
     bounds: tuple[float, float] | None  # None: unbounded (test loss)
 
 
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("activation_distance", "Activation Distance", activation_distance, False, True, (0.0, SQRT2)),
-        Metric("js_divergence", "JS Divergence", js_divergence, False, True, (0.0, LN2)),
-        Metric("prediction_dissimilarity", "Prediction Dissimilarity", prediction_dissimilarity, False, True, (0.0, 1.0)),
-        Metric("logits_cosine_similarity", "Logits Cosine Similarity", logits_cosine_similarity, True, True, (-1.0, 1.0)),
-        Metric("test_accuracy", "Test Accuracy", test_accuracy, True, False, (0.0, 1.0)),
-        Metric("test_loss", "Test Loss", test_loss, False, False, None),
-    )
-}
+METRICS: Registry[Metric] = Registry("metric")
+get_metric = METRICS.get  # the registered Metric called ``name``; a ConfigError naming the valid ones otherwise
+for _metric in (
+    Metric("activation_distance", "Activation Distance", activation_distance, False, True, (0.0, SQRT2)),
+    Metric("js_divergence", "JS Divergence", js_divergence, False, True, (0.0, LN2)),
+    Metric("prediction_dissimilarity", "Prediction Dissimilarity", prediction_dissimilarity, False, True, (0.0, 1.0)),
+    Metric("logits_cosine_similarity", "Logits Cosine Similarity", logits_cosine_similarity, True, True, (-1.0, 1.0)),
+    Metric("test_accuracy", "Test Accuracy", test_accuracy, True, False, (0.0, 1.0)),
+    Metric("test_loss", "Test Loss", test_loss, False, False, None),
+):
+    METRICS.register(_metric.name, _metric)
 
 #: The four functional-similarity metrics of the paper, in the paper's order.
 SIMILARITY_METRICS: tuple[str, ...] = (
@@ -283,16 +284,6 @@ SIMILARITY_METRICS: tuple[str, ...] = (
     "prediction_dissimilarity",
     "logits_cosine_similarity",
 )
-
-
-def get_metric(name: str) -> Metric:
-    """The registered :class:`Metric` called ``name``; ConfigError listing valid names otherwise."""
-    try:
-        return METRICS[name]
-    except (KeyError, TypeError):
-        raise ConfigError(
-            f"unknown metric {name!r}; valid metrics: {', '.join(METRICS)}"
-        ) from None
 
 
 def evaluate_metric(name: str, logits, teacher_logits=None, labels=None, *, chunk_size: int | None = None) -> torch.Tensor:

@@ -20,9 +20,9 @@ every architecture is built through :func:`build_model`, which starts from the a
 ``paper_config`` (the full-size paper model) and overrides it with the caller's keywords.
 
 Adding an architecture is one call to :func:`register_architecture`: its builder, the paper-size
-keywords, a description, its training recipe (:class:`kdclaims.recipe.Recipe`) and, optionally, how
-the smoke profile scales it down (:class:`SmokeConfig`). ``kdclaims.config`` reads recipes and smoke
-sizes from here, so nothing else needs editing.
+keywords, a description, its training recipe (:class:`kdclaims.recipe.Recipe`; the paper's three are
+written out in ``kdclaims/recipe.py``) and, optionally, how the smoke profile scales it down
+(:class:`SmokeConfig`). Profiles read recipes (``get_recipe``) and smoke sizes from here.
 
 Initialisation is PyTorch's default module initialisation (plus a truncated normal with std 0.02 for
 the ViT's cls token and position embedding, which have no default), so a model is a deterministic
@@ -34,7 +34,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -43,12 +43,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdclaims import recipe as recipes
 from kdclaims.errors import ConfigError
 from kdclaims.recipe import OPTIMIZERS, SCHEDULES, Recipe
+from kdclaims.registry import Registry
 
 __all__ = [
     "ARCHITECTURES",
     "Architecture",
+    "RECIPES",
     "ResNet",
     "SmokeConfig",
     "VGG",
@@ -59,6 +62,7 @@ __all__ = [
     "build_vit",
     "count_parameters",
     "get_architecture",
+    "get_recipe",
     "model_flops_per_image",
     "register_architecture",
 ]
@@ -433,7 +437,8 @@ class Architecture:
         return _accepted_options(self.builder)[0]
 
 
-ARCHITECTURES: dict[str, Architecture] = {}
+ARCHITECTURES: Registry[Architecture] = Registry("architecture")
+get_architecture = ARCHITECTURES.get
 
 
 def _accepted_options(builder: Callable[..., nn.Module]) -> tuple[tuple[str, ...], bool]:
@@ -518,20 +523,13 @@ def register_architecture(
 
     ``builder(**kwargs)`` must return an ``nn.Module``; ``paper_config`` is the keyword set that
     builds the paper's full-size model and should include ``num_classes`` and ``image_size``.
-    ``recipe`` is how it is trained (required to train it: ``kdclaims.config.get_recipe`` reads it);
+    ``recipe`` is how it is trained (required to train it: ``get_recipe`` reads it);
     ``smoke_config`` is how the smoke profile scales it down. Registering a taken name is a
     ConfigError (delete ``ARCHITECTURES[name]`` first to replace one)."""
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"architecture name {name!r} is invalid; it must be a non-empty string")
-    if name in ARCHITECTURES:
-        raise ConfigError(
-            f"architecture {name!r} is already registered; known architectures: "
-            f"{', '.join(sorted(ARCHITECTURES))}"
-        )
     if not callable(builder):
         raise ConfigError(f"builder for architecture {name!r} is not callable")
     _check_options(name, builder, paper_config)
-    arch = Architecture(
+    return ARCHITECTURES.register(name, Architecture(
         name=name,
         builder=builder,
         paper_config=MappingProxyType(dict(paper_config)),
@@ -539,29 +537,41 @@ def register_architecture(
         recipe=_check_recipe(name, recipe),
         smoke_config=_check_smoke_config(name, builder, smoke_config),
         label=label or name,
-    )
-    ARCHITECTURES[name] = arch
-    return arch
+    ))
 
 
 def arch_label(name: str) -> str:
     """How reports name an architecture ("ResNet-18"); the name itself for one not registered."""
-    arch = ARCHITECTURES.get(name)
-    return arch.label if arch is not None else str(name)
+    return ARCHITECTURES[name].label if name in ARCHITECTURES else str(name)
 
 
-def get_architecture(name: str) -> Architecture:
-    """The registered architecture called ``name``; a ConfigError listing the known names
-    otherwise."""
-    try:
-        return ARCHITECTURES[name]
-    except (KeyError, TypeError):
-        known = sorted(ARCHITECTURES)
-        hint = difflib.get_close_matches(str(name), known, n=1)
-        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(
-            f"unknown architecture {name!r}{did_you_mean}; known architectures: {', '.join(known)}"
-        ) from None
+class _RecipeView(Mapping):
+    """``RECIPES[arch]``: the recipe registered with ``arch`` (architectures without one are left out)."""
+
+    @staticmethod
+    def _registered() -> dict[str, Recipe]:
+        return {name: arch.recipe for name, arch in ARCHITECTURES.items() if arch.recipe is not None}
+
+    def __getitem__(self, arch: str) -> Recipe:
+        return self._registered()[arch]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registered())
+
+    def __len__(self) -> int:
+        return len(self._registered())
+
+
+RECIPES: Mapping[str, Recipe] = _RecipeView()  # read-only: a recipe is registered with its architecture
+
+
+def get_recipe(arch: str) -> Recipe:
+    """The recipe registered with ``arch``; a ConfigError for an unknown architecture or one without a recipe."""
+    recipe = ARCHITECTURES.get(arch).recipe
+    if recipe is None:
+        raise ConfigError(f"no training recipe for architecture {arch!r}: register it with recipe=... "
+                          f"(architectures with one: {', '.join(RECIPES)})")
+    return recipe
 
 
 def build_model(arch: str, **config: Any) -> nn.Module:
@@ -640,7 +650,7 @@ def model_flops_per_image(arch: str, **config: Any) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# The paper's three architectures: model, recipe (Appendices E, F, G) and smoke size, one call each
+# The paper's three architectures: model, recipe (kdclaims/recipe.py) and smoke size, one call each
 # --------------------------------------------------------------------------------------------------
 
 register_architecture(
@@ -649,9 +659,7 @@ register_architecture(
     {"num_classes": 100, "image_size": 32, "width": 64, "blocks": (2, 2, 2, 2)},
     "ResNet-18, CIFAR form (3x3 stem, no max-pool, BasicBlocks [2,2,2,2] at 64/128/256/512); "
     "scale with width= and blocks=",
-    # Appendix E: SGD, lr 0.1, momentum 0.9, weight decay 5e-4, 100 epochs, x0.2 after epoch 60.
-    recipe=Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=100,
-                  schedule="multistep", milestones=(60,), gamma=0.2),
+    recipe=recipes.RESNET18,
     smoke_config=SmokeConfig(model={"width": 8}, epochs=4),
     label="ResNet-18",
 )
@@ -661,9 +669,7 @@ register_architecture(
     {"num_classes": 100, "image_size": 32, "width": 64, "depth_per_stage": (2, 2, 3, 3, 3)},
     "VGG-16 with batch norm for 32x32 inputs and a single linear classifier (kuangliu style); "
     "scale with width= and depth_per_stage=",
-    # Appendix F: SGD, lr 0.1, momentum 0.9, weight decay 5e-4, 50 epochs, x0.2 after epoch 30.
-    recipe=Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=50,
-                  schedule="multistep", milestones=(30,), gamma=0.2),
+    recipe=recipes.VGG16_BN,
     smoke_config=SmokeConfig(model={"width": 8}, epochs=4),
     label="VGG-16-BN",
 )
@@ -682,9 +688,7 @@ register_architecture(
     },
     "pre-norm Vision Transformer of the paper (patch 4, dim 128, depth 6, 4 heads, MLP 256, "
     "dropout 0.1); scale with dim=, depth=, heads=, mlp_ratio=, patch_size=, dropout=",
-    # Appendix G: AdamW, lr 5e-4, weight decay 1e-3, 70 epochs: 10 warm-up, cosine to 1e-5 over 60.
-    recipe=Recipe(optimizer="adamw", lr=5e-4, weight_decay=1e-3, epochs=70,
-                  schedule="warmup_cosine", warmup_epochs=10, final_lr=1e-5),
+    recipe=recipes.VIT,
     # The ViT needs more smoke epochs than the CNNs to learn the synthetic classes (~70% vs ~30% at 6).
     smoke_config=SmokeConfig(model={"dim": 32, "depth": 2, "heads": 2}, epochs=15),
     label="ViT",

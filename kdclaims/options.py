@@ -117,7 +117,7 @@ def forwarded_to_pytest(values: Mapping[str, Any]) -> list[str]:
 
 def chosen_profile(name: str, seeds: str | None = None, precision: str | None = None):
     """The profile that --profile, --seeds and --precision choose (a bad one: a one-line ConfigError)."""
-    from kdclaims.config import get_profile, parse_seeds
+    from kdclaims.profiles import get_profile, parse_seeds
 
     profile = get_profile(name)
     if seeds:

@@ -25,8 +25,11 @@ import statistics
 import time
 from pathlib import Path
 
-from kdclaims.config import TEACHER_SEED, PopulationSpec, Profile, default_cache_dir, get_profile, teacher_spec
 from kdclaims.errors import ConfigError, DataError
+from kdclaims.paths import default_cache_dir
+from kdclaims.profiles import Profile, get_profile
+from kdclaims.setups import TEACHER_SEED
+from kdclaims.spec import PopulationSpec, teacher_spec
 
 HEADER_BYTES_ESTIMATE = 4096  # safetensors header + kdclaims metadata JSON of one member, about
 CIFAR100_SHAPE = {"train": 50_000, "test": 10_000, "classes": 100}
@@ -54,7 +57,7 @@ def paper_populations(arch: str, setups="paper") -> list[PopulationSpec]:
 
 
 def _trainable_archs() -> list[str]:
-    from kdclaims.config import RECIPES
+    from kdclaims.models import RECIPES
 
     return list(RECIPES)
 

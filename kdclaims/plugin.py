@@ -37,8 +37,7 @@ class HarnessState:
     """Per-process state: the profile, a lazily built workbench, and (on the controller) the results."""
 
     def __init__(self, config):
-        from kdclaims.config import default_cache_dir
-        from kdclaims.results import default_results_dir
+        from kdclaims.paths import default_cache_dir, default_results_dir
 
         opt = config.getoption
         self.config = config

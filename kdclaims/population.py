@@ -39,13 +39,18 @@ import torch
 
 import kdclaims
 from kdclaims import metrics
-from kdclaims.cache import Cache, CorruptEntry, KnownDataset, MemberRecord
-from kdclaims.config import (CACHE_SCHEMA, INIT_SEED, NOISE_SEED, TEACHER_SEED, PopulationSpec, Profile,
-                             default_cache_dir, default_data_dir, get_dataset, get_setup, hash_config, teacher_spec)
+from kdclaims.backends import BackendReport, check_concurrent_members, get_backend
+from kdclaims.cache import Cache, CorruptEntry, KnownDataset, MemberRecord, verify_entry_bytes
+from kdclaims.checkpoint import Checkpointer
 from kdclaims.data import Dataset, load_cifar100
+from kdclaims.datasets import get_dataset
 from kdclaims.errors import ConfigError, DataError, KdclaimsError
 from kdclaims.models import build_model
-from kdclaims.training import Checkpointer, MemberJob, PreparedData, noise_teacher_logits, train_members
+from kdclaims.paths import default_cache_dir, default_data_dir
+from kdclaims.profiles import Profile
+from kdclaims.setups import INIT_SEED, NOISE_SEED, TEACHER_SEED, get_setup
+from kdclaims.spec import CACHE_SCHEMA, PopulationSpec, hash_config, teacher_spec
+from kdclaims.training import MemberJob, PreparedData, noise_teacher_logits, train_members
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -159,8 +164,6 @@ class Workbench:
         this device (``kdclaims.training.train_members``). It changes the speed, never the result (each
         member computes what it would alone), so it is not part of any key; each member records it.
         """
-        from kdclaims.backends import check_concurrent_members, get_backend
-
         self.profile = profile
         self.backend = get_backend(backend or "local") if backend is None or isinstance(backend, str) else backend
         self.concurrent_members = check_concurrent_members(self.backend, concurrent_members)
@@ -326,7 +329,20 @@ class Workbench:
                         to_train.append((seed, key))
                 if to_train:
                     records.update(self._train_and_store(spec, to_train, soft, on_epoch))
+        if TEACHER_SEED in seeds and spec == teacher_spec(spec.arch):  # kept: every KD student reads it
+            self._teachers[spec.arch] = records[keys[seeds.index(TEACHER_SEED)]]
         return [records[key] for key in keys]
+
+    def adopt_member_file(self, key: str, data: bytes, where: str) -> None:
+        """Store a member file trained elsewhere (by a Ray worker without this cache, or the driver's teacher
+        sent to such a worker) unless a sound copy is cached: verified in full first (``where`` names it in
+        the error), stored once under the member's lock, a corrupt copy quarantined and replaced."""
+        if self.cache.has(key) and self._load_or_quarantine(key) is not None:
+            return
+        verify_entry_bytes(key, data, where)
+        with self.cache.member_lock(key):
+            if self._load_or_quarantine(key) is None:
+                self.cache.store_bytes(key, data)
 
     def _train_and_store(self, spec: PopulationSpec, members: list[tuple[int, str]], soft, on_epoch) -> dict:
         """Train ``members`` ((seed, key) pairs whose locks the caller holds) together and store each."""
@@ -376,8 +392,6 @@ class Workbench:
         ``BackendReport`` (members done, trained now, failed after retries, retried). Nothing cached is
         ever handed out; a teacher that fails raises a KdclaimsError, since no student can train without it.
         """
-        from kdclaims.backends import BackendReport
-
         requests = [(spec, seed) for spec, seed in dict.fromkeys(requests)
                     if not self.cache.has(self.member_key(spec, seed))]
         report = BackendReport(self.backend.name)

@@ -3,7 +3,7 @@ profiles, backends and claim kinds.
 
 A registry is a read-only mapping from name to entry plus ``register`` (refuses a taken or empty
 name in one line) and ``get`` (an unknown name is a one-line error with the known names and the
-closest match). ``del registry[name]`` removes an entry, so a test or a plugin can replace one.
+closest match). ``del registry[name]`` (or ``pop``) removes an entry, so a test or a plugin can replace one.
 """
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __delitem__(self, name: str) -> None:
         del self._entries[name]
+
+    def pop(self, name: str, *default: T) -> T:
+        """Remove and return the entry called ``name`` (``default``, if given, when there is none)."""
+        return self._entries.pop(name, *default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

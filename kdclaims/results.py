@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from kdclaims.config import default_cache_dir
+from kdclaims.atomic import write_text_atomically
 from kdclaims.errors import KdclaimsError
+from kdclaims.paths import default_results_dir
 
 EVALUATION_SCHEMA_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_results_dir(cache_dir: Path | str | None = None) -> Path:
-    if os.environ.get("KDCLAIMS_RESULTS_DIR"):
-        return Path(os.environ["KDCLAIMS_RESULTS_DIR"]).expanduser()
-    return Path(cache_dir or default_cache_dir()).expanduser() / "evaluations"
 
 
 def jsonable(value):
@@ -53,15 +46,8 @@ def git_revision() -> str | None:
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(jsonable(payload), f, indent=1, sort_keys=False)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; evaluations are shared like the cache
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # 0o644: a temporary file is private; evaluations are shared like the cache
+    write_text_atomically(path, json.dumps(jsonable(payload), indent=1, sort_keys=False), f".{path.name}-", 0o644)
 
 
 def save_evaluation(payload: dict, results_dir: Path | str) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from kdclaims.config import get_profile
+from kdclaims.profiles import get_profile
 
 TESTS_DIR = Path(__file__).resolve().parent
 

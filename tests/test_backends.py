@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from kdclaims.backends import (BACKENDS, RAY_INSTALL_MESSAGE, Backend, BackendReport, LocalBackend, get_backend,
                                register_backend)
 from kdclaims.cli import main
-from kdclaims.config import TEACHER_SEED, PopulationSpec, teacher_spec
+from kdclaims.setups import TEACHER_SEED
+from kdclaims.spec import PopulationSpec, teacher_spec
 from kdclaims.errors import ConfigError, KdclaimsError
 from kdclaims.population import PopulationIncomplete, Workbench, _MemberProgress
 
@@ -65,7 +66,7 @@ def test_the_registry_has_local_and_ray_and_local_is_the_default(tmp_path):
 
 
 def test_unknown_backends_and_options_that_do_not_apply_are_one_line_errors():
-    with pytest.raises(ConfigError, match="unknown backend 'slurm': choose one of local, ray"):
+    with pytest.raises(ConfigError, match="unknown backend 'slurm'; choose one of local, ray"):
         get_backend("slurm")
     with pytest.raises(ConfigError, match="--address, --gpus-per-member does not apply to --backend local"):
         get_backend("local", address="auto", gpus_per_member=0.5)
@@ -268,7 +269,7 @@ def test_overlapping_groups_in_two_processes_do_not_deadlock(tmp_path):
         import sys
         sys.path.insert(0, {str(TESTS_DIR)!r})
         from helpers import tiny_profile
-        from kdclaims.config import PopulationSpec
+        from kdclaims.spec import PopulationSpec
         from kdclaims.population import Workbench
         INDEPENDENT = PopulationSpec("vgg16_bn", "independent")
         seeds = [int(s) for s in sys.argv[1].split(",")]

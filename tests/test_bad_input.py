@@ -24,7 +24,8 @@ import pytest
 from click.testing import CliRunner
 
 from kdclaims.cli import main
-from kdclaims.config import PopulationSpec, get_profile
+from kdclaims.profiles import get_profile
+from kdclaims.spec import PopulationSpec
 from kdclaims.data import ARCHIVE_NAME, write_synthetic_cifar100
 from kdclaims.errors import ConfigError
 
@@ -254,18 +255,19 @@ def test_read_only_cache_dir_stops_before_training(tmp_path, monkeypatch):
 
 
 def test_full_disk(tmp_path, monkeypatch):
-    import kdclaims.cache as cachemod
+    import kdclaims.atomic as atomic
 
     cache_dir = tmp_path / "cache"
     _prepare_data(cache_dir)
 
-    def no_space(data):  # the disk fills up in the middle of writing an entry
-        def write(tmp):
-            Path(tmp).write_bytes(data[:100])
+    def no_space(path, write, *args, **kwargs):  # the disk fills up in the middle of writing an entry
+        def partial(tmp):
+            Path(tmp).write_bytes(b"x" * 100)
             raise OSError(errno.ENOSPC, "No space left on device", tmp)
-        return write
+        return write_atomically(path, partial, *args, **kwargs)
 
-    monkeypatch.setattr(cachemod, "_write_bytes", no_space)
+    write_atomically = atomic.write_atomically
+    monkeypatch.setattr(atomic, "write_atomically", no_space)
     done = CliRunner().invoke(main, [*TRAIN, "--seeds", "1", "--cache-dir", str(cache_dir)])
     line = assert_one_line_error(done.stderr, done.stdout, done.exit_code, "no space left writing")
     assert str(cache_dir) in line

@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from kdclaims.cache import (Cache, MANIFEST_NAME, cache_info, file_sha256, gc_plan, read_entry, teacher_key_of,
                             verify_cache)
 from kdclaims.cli import main
-from kdclaims.config import CACHE_SCHEMA, PopulationSpec, get_profile, hash_config
+from kdclaims.profiles import get_profile
+from kdclaims.spec import CACHE_SCHEMA, PopulationSpec, hash_config
 from kdclaims.errors import CacheError
 
 ACCURACY = 0.328125  # a distinctive value, to find in the file's bytes: 21 of put's 64 test examples
@@ -179,15 +180,16 @@ def test_cache_under_a_regular_file_is_named(tmp_path):
 
 
 def test_full_disk_leaves_no_partial_file(cache, monkeypatch):
-    import kdclaims.cache as cachemod
+    import kdclaims.atomic as atomic
 
-    def full(data):
-        def write(tmp):
-            Path(tmp).write_bytes(data[:10])
+    def full(path, write, *args, **kwargs):  # the real atomic writer, on a disk that fills up mid-write
+        def partial(tmp):
+            Path(tmp).write_bytes(b"first ten.")
             raise OSError(errno.ENOSPC, "No space left on device", tmp)
-        return write
+        return write_atomically(path, partial, *args, **kwargs)
 
-    monkeypatch.setattr(cachemod, "_write_bytes", full)
+    write_atomically = atomic.write_atomically
+    monkeypatch.setattr(atomic, "write_atomically", full)
     with pytest.raises(CacheError, match="no space left writing"):
         put(cache, member_config())
     assert not cache.entries() and not cache.tmp_leftovers()

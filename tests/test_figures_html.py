@@ -15,7 +15,7 @@ import struct
 import pytest
 
 from kdclaims.claims import parse_claim
-from kdclaims.config import PopulationSpec
+from kdclaims.spec import PopulationSpec
 from kdclaims.errors import KdclaimsError
 from kdclaims.evaluate import ArmEvidence, evaluate_all
 from kdclaims.metrics import METRICS

@@ -31,7 +31,7 @@ from click.testing import CliRunner
 from kdclaims import metrics
 from kdclaims.cache import MANIFEST_NAME, Cache, CorruptEntry, meta_sha256
 from kdclaims.cli import main
-from kdclaims.config import PopulationSpec
+from kdclaims.spec import PopulationSpec
 from kdclaims.data import ARCHIVE_NAME, FOLDER_NAME, write_synthetic_cifar100
 from kdclaims.errors import CacheError, DataError
 from kdclaims.population import Workbench

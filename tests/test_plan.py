@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from kdclaims.cli_plan import plan as plan_command
-from kdclaims.config import get_profile, PopulationSpec
+from kdclaims.profiles import get_profile
+from kdclaims.spec import PopulationSpec
 from kdclaims.plan import measure_per_member_seconds, plan
 from kdclaims.population import Workbench
 

@@ -6,12 +6,13 @@ import math
 import pytest
 import torch
 
-from kdclaims.config import get_profile
+from kdclaims.profiles import get_profile
 from kdclaims.data import load_cifar100, write_synthetic_cifar100
 from kdclaims.errors import ConfigError
 from kdclaims.metrics import METRICS, evaluate_metric
 from kdclaims.models import build_model
-from kdclaims.training import PRECISIONS, PreparedData, precision_context, train_member
+from kdclaims.precision import PRECISIONS
+from kdclaims.training import PreparedData, precision_context, train_member
 
 SEEDS = (1, 2, 3)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # benchmarks/gpu.sh runs these on a GPU
@@ -91,7 +92,7 @@ def test_the_tf32_switches_cover_the_backward_pass_on_cuda(precision, tf32):
 def test_with_precision_changes_every_member_key_and_refuses_unknown_names(tmp_path):
     import dataclasses
 
-    from kdclaims.config import PopulationSpec, teacher_spec
+    from kdclaims.spec import PopulationSpec, teacher_spec
     from kdclaims.population import Workbench
 
     smoke = get_profile("smoke").with_seeds((1, 2))

@@ -27,7 +27,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.
 
 from kdclaims.backends import RayBackend  # noqa: E402
 from kdclaims.cache import read_entry  # noqa: E402
-from kdclaims.config import PopulationSpec  # noqa: E402
+from kdclaims.spec import PopulationSpec  # noqa: E402
 from kdclaims.population import Workbench, _MemberProgress  # noqa: E402
 
 import helpers  # noqa: E402

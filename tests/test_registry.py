@@ -13,9 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from kdclaims.config import (DATASETS, NOISE_SEED, RECIPES, SETUPS, DatasetSpec, PopulationSpec, Profile, Recipe,
-                             canonical_json, get_dataset, get_profile, get_recipe, get_setup, register_dataset,
-                             register_setup)
+from kdclaims.datasets import DATASETS, DatasetSpec, get_dataset, register_dataset
+from kdclaims.models import RECIPES, get_recipe
+from kdclaims.profiles import Profile, get_profile
+from kdclaims.recipe import Recipe
+from kdclaims.setups import NOISE_SEED, SETUPS, get_setup, register_setup
+from kdclaims.spec import PopulationSpec, canonical_json
 from kdclaims.errors import ConfigError, DataError
 from kdclaims.models import ARCHITECTURES, SmokeConfig, get_architecture, register_architecture
 from kdclaims.population import Workbench

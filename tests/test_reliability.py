@@ -27,10 +27,10 @@ from click.testing import CliRunner
 
 from kdclaims.cache import Cache, read_entry
 from kdclaims.cli import main
-from kdclaims.config import PopulationSpec
+from kdclaims.spec import PopulationSpec
 from kdclaims.errors import CacheError
 from kdclaims.population import Workbench
-from kdclaims.training import load_checkpoint, save_checkpoint
+from kdclaims.checkpoint import load_checkpoint, save_checkpoint
 
 import helpers
 from helpers import TESTS_DIR
@@ -142,7 +142,7 @@ def test_a_checkpoint_carrying_a_pickle_never_runs_it(tmp_path):
 
 TRAIN_SCRIPT = TINY.replace("SEEDS", "(1, 2, 3)").replace("EPOCHS", "5") + """
 import sys, time
-from kdclaims.config import PopulationSpec
+from kdclaims.spec import PopulationSpec
 from kdclaims.population import Workbench, _MemberProgress
 pause = float(sys.argv[2])
 def epoch(self, e, n):  # slow each epoch down, so the test can kill the process mid-member
@@ -197,7 +197,7 @@ def test_sigkill_mid_training_loses_only_the_member_in_flight(tmp_path):
 WRITER = """
 import itertools, sys, torch
 from kdclaims.cache import Cache
-from kdclaims.config import CACHE_SCHEMA, hash_config
+from kdclaims.spec import CACHE_SCHEMA, hash_config
 cache = Cache(sys.argv[1])
 big = torch.randn(30_000, 100)  # 12 MB: a write takes long enough to be caught in the middle
 for i in itertools.count():

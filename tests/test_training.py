@@ -6,9 +6,11 @@ import math
 import pytest
 import torch
 
-from kdclaims.config import RECIPES, Recipe, get_profile, parse_seeds, seeds_to_text, PopulationSpec
+from kdclaims.profiles import get_profile, parse_seeds, seeds_to_text
+from kdclaims.recipe import Recipe
+from kdclaims.spec import PopulationSpec
 from kdclaims.errors import ConfigError
-from kdclaims.models import build_model
+from kdclaims.models import RECIPES, build_model
 from kdclaims.training import PreparedData, kd_loss, noise_teacher_logits, train_member
 
 
@@ -193,7 +195,8 @@ def test_a_member_trained_concurrently_equals_the_member_trained_alone(arch, dev
 def test_members_trained_concurrently_resume_each_from_its_own_checkpoint(tmp_path):
     """A group interrupted after epoch 1 resumes every member from its own checkpoint and ends where an
     uninterrupted group (and each member alone) ends."""
-    from kdclaims.training import Checkpointer, MemberJob, train_members
+    from kdclaims.checkpoint import Checkpointer
+    from kdclaims.training import MemberJob, train_members
 
     data = _tiny_data()
     recipe = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=3, batch_size=32)

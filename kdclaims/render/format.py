@@ -132,7 +132,7 @@ def ordered_archs(names) -> list[str]:
 
 def setup_label(setup, alpha=None) -> str:
     """A setup with its teacher weight, as the paper writes it: "KD α=0.9", "Uniform Noise KD α=0.1"."""
-    from kdclaims.config import SETUPS
+    from kdclaims.setups import SETUPS
 
     label = SETUPS[setup].label if setup in SETUPS else str(setup)
     a = to_float(alpha)
@@ -171,7 +171,7 @@ def metric_label(metric) -> str:
 
 def seed_text(seeds) -> str:
     """A seed list in its compact form: [1, 2, 3, 7] -> "1-3,7" (as given where it is not a list of integers)."""
-    from kdclaims.config import seeds_to_text
+    from kdclaims.profiles import seeds_to_text
 
     try:
         return seeds_to_text(tuple(int(s) for s in seeds))

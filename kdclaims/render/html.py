@@ -310,7 +310,7 @@ def _rebuilt(document: dict) -> str:
         head = [_th("metric")] + [_th(_e(short_setup_label(p)), True, p.get("label") or p.get("population")) for p in order]
         body = []
         for m in metrics:
-            info = METRICS.get(m)
+            info = METRICS[m] if m in METRICS else None
             arrow = "" if info is None else (" ↑" if info.higher_is_better else " ↓")
             label = next((r.get("metric_label") for r in arch_rows if r.get("metric") == m and r.get("metric_label")), m)
             tds = [f'<td class="metric">{_e(label)}{arrow}</td>']
