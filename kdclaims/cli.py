@@ -14,7 +14,6 @@ import click
 
 from kdclaims.errors import KdclaimsError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # Not a click.Choice: the names live in kdclaims.training, which imports torch, and the CLI starts without it.
 # Profile.with_precision checks the name (a one-line error naming fp32, tf32 and bf16).
 CONCURRENT_HELP = ("members of one population trained at once on the device by the local backend (default 1); on CUDA each has a stream of its own. Changes the speed only: each member computes what it would alone")
@@ -60,10 +59,12 @@ def main(ctx, debug):
 @click.option("--evidence", type=click.Choice(["trained", "paper"]), default="trained", show_default=True)
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 def run(profile, seeds, precision, concurrent_members, workers, cache_dir, evidence, pytest_args):
-    """Evaluate the claims (runs `pytest claims/` with these options; extra args go to pytest)."""
+    """Evaluate the shipped claims (runs pytest on them with these options; extra args go to pytest)."""
     import pytest
 
-    args = [str(REPO_ROOT / "claims"), "--profile", profile, "--evidence", evidence]
+    from kdclaims.claims import CLAIMS_DIR
+
+    args = [str(CLAIMS_DIR), "--profile", profile, "--evidence", evidence]
     if seeds:
         args += ["--seeds", seeds]
     if precision:

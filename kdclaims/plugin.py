@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kdclaims.claims import Claim, load_claim_file
+from kdclaims.claims import CLAIMS_DIR, Claim, load_claim_file
 from kdclaims.config import get_profile, parse_seeds
 from kdclaims.errors import ClaimError, KdclaimsError
 
@@ -197,7 +197,11 @@ def _requests_claims(config) -> bool:
 
 
 def _is_claim_file(path: Path) -> bool:
-    return path.suffix in (".yaml", ".yml") and "claims" in path.parent.parts
+    """A YAML file under a directory named ``claims``, or in the shipped catalogue (``pytest --pyargs
+    kdclaims.catalogue`` reaches it by its installed path, which has no ``claims`` in it)."""
+    if path.suffix not in (".yaml", ".yml"):
+        return False
+    return "claims" in path.parent.parts or path.resolve().parent == CLAIMS_DIR
 
 
 def pytest_sessionstart(session):
