@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-
-import pandas as pd
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from kdclaims.errors import ConfigError
