@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 # The paper's ten setups of Tables 1-3: what "all setups" means in a ranking.
 PAPER_ALPHAS = (0.1, 0.5, 0.9)
-VERDICTS = ("reproduced", "not_reproduced", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class ClaimResult:
 
     claim: Claim
     evidence: str
-    verdict: str  # one of VERDICTS
+    verdict: str  # reproduced, not_reproduced or inconclusive
     reason: str
     observed_outcome: str | None
     details: dict  # kind-specific numbers: arms, test, power
