@@ -1,6 +1,6 @@
 """Audit the paper against its own numbers: nothing is trained.
 
-Two checks, both from ``fixtures/paper/`` alone:
+Two checks, both from ``kdclaims/paper_tables/`` alone:
 
 1. **P-values.** Every p-value printed in Tables 4-8 is recomputed from the means and stds of
    Tables 1-3 (n = 385 per group, one-tailed two-sample z-test, as the paper describes) by

@@ -1,4 +1,4 @@
-"""Claims: the paper's statements as data.
+"""Claims: the paper's statements as data, and the generic loading of claim files.
 
 A claim file is YAML: an optional ``group`` and ``defaults`` (merged into every claim of the file)
 and a list of ``claims``. A claim carries its id, the sentence it checks, where the paper says it
@@ -6,8 +6,8 @@ and a list of ``claims``. A claim carries its id, the sentence it checks, where 
 reports. Parsing is strict: an unknown or misspelt field, a missing one, a bad value or an id used
 twice is a ``ClaimError`` that names the file and the claim.
 
-Claim kinds (what is tested, with which parameters) live in ``KINDS``; how a kind is evaluated lives
-in ``kdclaims.evaluate``. A comparison, for instance::
+What a kind takes and how it is evaluated is its class in ``kdclaims.kinds``; this module only
+reads files, expands matrices and checks the fields every claim has. A comparison, for instance::
 
     - id: resnet18-t4-ad-kd0.1
       sentence: "ResNet-18 KD (α=0.1) students are not more similar to the teacher than independent ones on AD"
@@ -19,13 +19,25 @@ in ``kdclaims.evaluate``. A comparison, for instance::
       baseline: {setup: independent}
       direction: less          # H_a: mean(treatment) < mean(baseline)
       paper: {outcome: retain, p: 0.956}
+
+An entry (or the file's ``defaults``) with ``matrix: {metric: [...], alpha: [0.1, 0.5, 0.9]}``
+stands for one claim per combination of values, in the order the dimensions are written (the last
+varies fastest); ``{metric}`` and ``{alpha}`` in any string of the entry take the cell's value (a
+string that is only a placeholder takes the value itself, so ``alpha: "{alpha}"`` is a number). A
+dimension's value may be a mapping, which sets several placeholders at once. ``sentence`` may be a
+mapping from the paper's outcome to the text, and a comparison's ``paper: table`` takes the outcome
+and p from the p-value its ``source`` table prints.
+
+The shipped catalogue is package data, ``kdclaims/catalogue/`` (``CLAIMS_DIR``); the repository's
+``claims/`` is a link to it.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,27 +45,14 @@ import yaml
 
 from kdclaims.spec import PopulationSpec
 from kdclaims.errors import ClaimError, ConfigError, KdclaimsError
-from kdclaims.metrics import METRICS, get_metric
+from kdclaims.kinds import KINDS, Arm
 from kdclaims.models import get_architecture
 
-CLAIMS_DIR = Path(__file__).resolve().parent.parent / "claims"
+CLAIMS_DIR = Path(__file__).resolve().parent / "catalogue"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-DIRECTIONS = ("less", "greater")
-
-# The paper's ten setups of Tables 1-3: what "all setups" means in a ranking.
-PAPER_ALPHAS = (0.1, 0.5, 0.9)
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One side of a comparison: a setup at an alpha and temperature (the architecture is the claim's)."""
-
-    setup: str
-    alpha: float | None = None
-    temperature: float = 1.0
-
-    def population(self, arch: str) -> PopulationSpec:
-        return PopulationSpec(arch, self.setup, self.alpha, self.temperature)
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+COMMON_FIELDS = ("id", "sentence", "source", "arch", "kind", "paper")
+FILE_FIELDS = ("group", "defaults", "claims", "description")
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ class Claim:
 
     def populations(self) -> list[PopulationSpec]:
         """Every population this claim needs, in a stable order."""
-        return KINDS[self.kind].populations(self)
+        return KINDS.get(self.kind).populations(self)
 
     @property
     def markers(self) -> list[str]:
@@ -111,219 +110,6 @@ def _plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# Claim kinds: parameters and validation (evaluation is in kdclaims.evaluate)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClaimKind:
-    name: str
-    required: tuple[str, ...]
-    optional: dict = field(default_factory=dict)  # name -> default
-    description: str = ""
-    outcomes: tuple[str, ...] = ("holds", "fails")  # what the paper can report for this kind
-
-    def parse(self, raw: dict, where: str) -> dict:
-        params = {}
-        for name in self.required:
-            if name not in raw:
-                raise ClaimError(f"{where}: missing field {name!r} (a {self.name} claim needs {', '.join(self.required)})")
-            params[name] = raw[name]
-        for name, default in self.optional.items():
-            params[name] = raw.get(name, default)
-        return self.check(params, where)
-
-    def check(self, params: dict, where: str) -> dict:
-        return params
-
-    def populations(self, claim: Claim) -> list[PopulationSpec]:
-        raise NotImplementedError
-
-
-def _parse_arm(value: Any, where: str, name: str) -> Arm:
-    if not isinstance(value, dict):
-        raise ClaimError(f"{where}: {name} must be a mapping like {{setup: kd, alpha: 0.5}}, got {value!r}")
-    unknown = set(value) - {"setup", "alpha", "temperature"}
-    if unknown:
-        raise ClaimError(f"{where}: unknown field {sorted(unknown)[0]!r} in {name} (allowed: setup, alpha, temperature)")
-    if "setup" not in value:
-        raise ClaimError(f"{where}: {name} needs a setup")
-    arm = Arm(str(value["setup"]), value.get("alpha"), float(value.get("temperature", 1.0)))
-    return arm
-
-
-def paper_arms() -> list[Arm]:
-    """The ten setups of the paper's tables: independent, then KD, uniform and gaussian KD at 0.1/0.5/0.9."""
-    arms = [Arm("independent")]
-    for setup in ("kd", "uniform_kd", "gaussian_kd"):
-        arms += [Arm(setup, alpha) for alpha in PAPER_ALPHAS]
-    return arms
-
-
-def _parse_arms(value: Any, where: str, name: str, minimum: int = 1) -> list[Arm]:
-    if value == "all":
-        return paper_arms()
-    if not isinstance(value, list) or len(value) < minimum:
-        raise ClaimError(f"{where}: {name} must be 'all' or a list of at least {minimum} mappings like "
-                         f"{{setup: kd, alpha: 0.5}}")
-    arms = [_parse_arm(v, where, f"{name}[{i}]") for i, v in enumerate(value)]
-    if len(set(arms)) != len(arms):
-        raise ClaimError(f"{where}: {name} lists the same setup twice")
-    return arms
-
-
-def _parse_metrics(value: Any, where: str) -> list[str]:
-    metrics = [value] if isinstance(value, str) else value
-    if not isinstance(metrics, list) or not metrics:
-        raise ClaimError(f"{where}: metrics must be a metric name or a non-empty list of them")
-    for metric in metrics:
-        try:
-            get_metric(metric)
-        except ConfigError as exc:
-            raise ClaimError(f"{where}: {exc}") from None
-    return list(metrics)
-
-
-def _positive_number(value: Any, where: str, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number > 0:
-        raise ClaimError(f"{where}: {name} must be a positive number, got {value!r}")
-    return number
-
-
-class ComparisonKind(ClaimKind):
-    """Treatment more similar to the teacher (or more accurate) than a baseline: one-tailed z-test."""
-
-    def check(self, params: dict, where: str) -> dict:
-        metric = params["metric"]
-        try:
-            get_metric(metric)
-        except ConfigError as exc:
-            raise ClaimError(f"{where}: {exc}") from None
-        if params["direction"] not in DIRECTIONS:
-            raise ClaimError(f"{where}: direction must be 'less' or 'greater' (H_a: treatment mean < or > baseline "
-                             f"mean), got {params['direction']!r}")
-        params["treatment"] = _parse_arm(params["treatment"], where, "treatment")
-        params["baseline"] = _parse_arm(params["baseline"], where, "baseline")
-        return params
-
-    def populations(self, claim: Claim) -> list[PopulationSpec]:
-        return [claim.params["treatment"].population(claim.arch), claim.params["baseline"].population(claim.arch)]
-
-
-class RankingKind(ClaimKind):
-    """Which setup is best on a metric: the observed best must be one of ``expected_best`` and lead
-    every other candidate significantly (z-test of the best expected vs the best of the rest)."""
-
-    def check(self, params: dict, where: str) -> dict:
-        params["metric"] = _parse_metrics(params["metric"], where)[0]
-        params["candidates"] = _parse_arms(params["candidates"], where, "candidates", minimum=2)
-        params["expected_best"] = _parse_arms(params["expected_best"], where, "expected_best")
-        missing = [a for a in params["expected_best"] if a not in params["candidates"]]
-        if missing:
-            raise ClaimError(f"{where}: expected_best {missing[0]} is not among the candidates")
-        if len(params["expected_best"]) == len(params["candidates"]):
-            raise ClaimError(f"{where}: expected_best lists every candidate, so the ranking claims nothing")
-        return params
-
-    def populations(self, claim: Claim) -> list[PopulationSpec]:
-        return [a.population(claim.arch) for a in claim.params["candidates"]]
-
-
-class TrendKind(ClaimKind):
-    """Similarity (or the metric's better direction) improves step by step along ``arms``."""
-
-    def check(self, params: dict, where: str) -> dict:
-        params["metric"] = _parse_metrics(params["metric"], where)[0]
-        params["arms"] = _parse_arms(params["arms"], where, "arms", minimum=2)
-        return params
-
-    def populations(self, claim: Claim) -> list[PopulationSpec]:
-        return [a.population(claim.arch) for a in claim.params["arms"]]
-
-
-class BoundKind(ClaimKind):
-    """An effect is below a size. ``quantity: max_improvement``: every improvement of a treatment over
-    the baseline (in the metric's better direction) is below ``bound``; ``quantity: spread``: the
-    means of ``arms`` differ pairwise by less than ``bound``. Both are intersection-union tests: each
-    one-sided 97.5% upper confidence bound must be below ``bound``."""
-
-    QUANTITIES = ("max_improvement", "spread")
-
-    def check(self, params: dict, where: str) -> dict:
-        if params["quantity"] not in self.QUANTITIES:
-            raise ClaimError(f"{where}: quantity must be one of {', '.join(self.QUANTITIES)}, got {params['quantity']!r}")
-        params["metrics"] = _parse_metrics(params["metrics"], where)
-        params["bound"] = _positive_number(params["bound"], where, "bound")
-        params["arms"] = _parse_arms(params["arms"], where, "arms", minimum=2 if params["quantity"] == "spread" else 1)
-        if params["quantity"] == "max_improvement":
-            if params["baseline"] is None:
-                raise ClaimError(f"{where}: a max_improvement bound needs a baseline")
-            params["baseline"] = _parse_arm(params["baseline"], where, "baseline")
-        elif params["baseline"] is not None or params["only_significant"]:
-            raise ClaimError(f"{where}: a spread bound takes no baseline and no only_significant")
-        return params
-
-    def populations(self, claim: Claim) -> list[PopulationSpec]:
-        arms = list(claim.params["arms"])
-        if claim.params.get("baseline") is not None:
-            arms.append(claim.params["baseline"])
-        return [a.population(claim.arch) for a in arms]
-
-
-class ThresholdKind(ClaimKind):
-    """The compression test (Section 3): no member of ``arms`` reaches ``similarity_at_least`` on every
-    similarity metric at once. Distances are read as similarities: 1 - AD/sqrt(2), 1 - JS/ln 2,
-    1 - prediction dissimilarity; cosine as it is."""
-
-    def check(self, params: dict, where: str) -> dict:
-        params["arms"] = _parse_arms(params["arms"], where, "arms")
-        level = params["similarity_at_least"]
-        if not isinstance(level, (int, float)) or not 0 < level <= 1:
-            raise ClaimError(f"{where}: similarity_at_least must be in (0, 1], got {level!r}")
-        return params
-
-    def populations(self, claim: Claim) -> list[PopulationSpec]:
-        return [a.population(claim.arch) for a in claim.params["arms"]]
-
-
-KINDS: dict[str, ClaimKind] = {}
-
-
-def register_kind(kind: ClaimKind) -> ClaimKind:
-    KINDS[kind.name] = kind
-    return kind
-
-
-register_kind(ComparisonKind(
-    "comparison", required=("metric", "treatment", "baseline", "direction"),
-    description="treatment vs baseline on one metric, one-tailed two-sample z-test at 0.025",
-    outcomes=("reject", "retain"),
-))
-register_kind(RankingKind(
-    "ranking", required=("metric", "expected_best"), optional={"candidates": "all"},
-    description="the best setup on a metric is one of expected_best, significantly ahead of the rest",
-))
-register_kind(TrendKind(
-    "trend", required=("metric", "arms"),
-    description="the metric improves monotonically along arms (e.g. with alpha)",
-))
-register_kind(BoundKind(
-    "bound", required=("quantity", "metrics", "arms", "bound"), optional={"baseline": None, "only_significant": False},
-    description="an effect (largest improvement, or spread of means) is below a size",
-))
-register_kind(ThresholdKind(
-    "threshold", required=("arms",), optional={"similarity_at_least": 0.95},
-    description="no member reaches the similarity threshold on every metric (the compression test)",
-))
-
-COMMON_FIELDS = ("id", "sentence", "source", "arch", "kind", "paper")
-
-
-# ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
 
@@ -344,10 +130,10 @@ def parse_claim(raw: Any, where: str, group: str = "", file: str = "") -> Claim:
             raise ClaimError(f"{where}: missing field {name!r}")
     if not isinstance(claim_id, str) or not ID_PATTERN.match(claim_id):
         raise ClaimError(f"{where}: id {claim_id!r} must be letters, digits and . _ + - (no spaces)")
-    kind = KINDS.get(raw["kind"])
-    if kind is None:
+    if raw["kind"] not in KINDS:
         raise ClaimError(f"{where}: unknown kind {raw['kind']!r}{_suggest(str(raw['kind']), KINDS)}; "
                          f"known kinds: {', '.join(KINDS)}")
+    kind = KINDS.get(raw["kind"])
     allowed = set(COMMON_FIELDS) | {"group", "note"} | set(kind.required) | set(kind.optional)
     for name in raw:
         if name not in allowed:
@@ -357,20 +143,81 @@ def parse_claim(raw: Any, where: str, group: str = "", file: str = "") -> Claim:
     except ConfigError as exc:
         raise ClaimError(f"{where}: {exc}") from None
     paper = raw["paper"]
-    if not isinstance(paper, dict) or paper.get("outcome") not in kind.outcomes or set(paper) - {"outcome", "p"}:
+    from_table = paper == "table"
+    if not from_table and (not isinstance(paper, dict) or paper.get("outcome") not in kind.outcomes
+                           or set(paper) - {"outcome", "p"}):
         raise ClaimError(f"{where}: paper must be {{outcome: {'|'.join(kind.outcomes)}, p: <printed p-value, "
                          f"optional>}} for a {kind.name} claim, got {paper!r}")
     params = kind.parse(raw, where)
+    if from_table:
+        outcome, p = kind.printed_outcome(str(raw["arch"]), str(raw["source"]), params, where)
+    else:
+        outcome, p = paper["outcome"], None if paper.get("p") is None else float(paper["p"])
     claim = Claim(
-        id=claim_id, sentence=str(raw["sentence"]), source=str(raw["source"]), arch=str(raw["arch"]),
-        kind=kind.name, params=params, group=str(raw.get("group", group)), file=file, note=str(raw.get("note", "")),
-        paper=PaperOutcome(paper["outcome"], None if paper.get("p") is None else float(paper["p"])),
+        id=claim_id, sentence=_sentence(raw["sentence"], outcome, kind.outcomes, where), source=str(raw["source"]),
+        arch=str(raw["arch"]), kind=kind.name, params=params, group=str(raw.get("group", group)), file=file,
+        note=str(raw.get("note", "")), paper=PaperOutcome(outcome, p),
     )
     try:  # every population must be a valid spec: known setup, alpha in [0, 1], ...
         claim.populations()
     except KdclaimsError as exc:
         raise ClaimError(f"{where}: {exc}") from None
     return claim
+
+
+def _sentence(value: Any, outcome: str, outcomes: tuple[str, ...], where: str) -> str:
+    """The claim's sentence; given as {outcome: text}, the text of the paper's outcome."""
+    if not isinstance(value, dict):
+        return str(value)
+    unknown = set(value) - set(outcomes)
+    if unknown or outcome not in value:
+        raise ClaimError(f"{where}: a sentence given per outcome needs keys among {', '.join(outcomes)}, "
+                         f"including the paper's outcome {outcome!r}; got {', '.join(map(str, value))}")
+    return str(value[outcome])
+
+
+def expand_matrix(raw: Any, where: str) -> list:
+    """The claims one entry stands for: the entry itself, or one per cell of its ``matrix``."""
+    if not isinstance(raw, dict) or "matrix" not in raw:
+        return [raw]
+    matrix = raw["matrix"]
+    if not isinstance(matrix, dict) or not matrix:
+        raise ClaimError(f"{where}: matrix must map each placeholder to a list of values, e.g. "
+                         "{alpha: [0.1, 0.5, 0.9]}")
+    dimensions, defined = [], set()
+    for name, values in matrix.items():
+        if not isinstance(values, list) or not values:
+            raise ClaimError(f"{where}: matrix {name!r} must be a non-empty list of values, got {values!r}")
+        cells = [value if isinstance(value, dict) else {name: value} for value in values]
+        names = {key for cell in cells for key in cell}
+        if names & defined:
+            raise ClaimError(f"{where}: matrix placeholder {sorted(names & defined)[0]!r} is set by two dimensions")
+        defined |= names
+        dimensions.append(cells)
+    template = {key: value for key, value in raw.items() if key != "matrix"}
+    expanded = []
+    for combination in itertools.product(*dimensions):
+        values = {key: value for cell in combination for key, value in cell.items()}
+        expanded.append(_fill(template, values, where))
+    return expanded
+
+
+def _fill(value: Any, values: dict, where: str) -> Any:
+    """``value`` with every {placeholder} in its strings replaced by the matrix cell's value."""
+    if isinstance(value, dict):
+        return {key: _fill(item, values, where) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, values, where) for item in value]
+    if not isinstance(value, str):
+        return value
+    for name in PLACEHOLDER.findall(value):
+        if name not in values:
+            raise ClaimError(f"{where}: unknown placeholder {{{name}}}{_suggest(name, values)}; the matrix "
+                             f"defines {', '.join(sorted(values))}")
+    whole = PLACEHOLDER.fullmatch(value)
+    if whole:  # alpha: "{alpha}" is the number, not its text
+        return values[whole.group(1)]
+    return PLACEHOLDER.sub(lambda match: str(values[match.group(1)]), value)
 
 
 def load_claim_file(path: Path | str) -> list[Claim]:
@@ -383,7 +230,7 @@ def load_claim_file(path: Path | str) -> list[Claim]:
         raise ClaimError(f"{path}: cannot read ({exc.strerror})") from None
     if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
         raise ClaimError(f"{path}: a claim file needs a top-level 'claims:' list")
-    unknown = set(document) - {"group", "defaults", "claims", "description"}
+    unknown = set(document) - set(FILE_FIELDS)
     if unknown:
         name = sorted(unknown)[0]
         raise ClaimError(f"{path}: unknown top-level field {name!r}{_suggest(name, ['group', 'defaults', 'claims'])}")
@@ -393,12 +240,14 @@ def load_claim_file(path: Path | str) -> list[Claim]:
     group = str(document.get("group", path.stem))
     claims, seen = [], set()
     for index, raw in enumerate(document["claims"]):
+        where = f"{path} claim #{index + 1}"
         merged = {**defaults, **raw} if isinstance(raw, dict) else raw
-        claim = parse_claim(merged, f"{path} claim #{index + 1}", group=group, file=str(path))
-        if claim.id in seen:
-            raise ClaimError(f"{path}: claim id {claim.id!r} is used twice")
-        seen.add(claim.id)
-        claims.append(claim)
+        for entry in expand_matrix(merged, where):
+            claim = parse_claim(entry, where, group=group, file=str(path))
+            if claim.id in seen:
+                raise ClaimError(f"{path}: claim id {claim.id!r} is used twice")
+            seen.add(claim.id)
+            claims.append(claim)
     return claims
 
 
@@ -407,7 +256,7 @@ def claim_files(directory: Path | str = CLAIMS_DIR) -> list[Path]:
 
 
 def load_claims(paths=None) -> list[Claim]:
-    """Every claim of the given files (default: the repository's ``claims/``); ids must be unique."""
+    """Every claim of the given files (default: the shipped catalogue, ``CLAIMS_DIR``); ids must be unique."""
     files = claim_files() if paths is None else [q for p in paths for q in (claim_files(p) if Path(p).is_dir() else [Path(p)])]
     claims, where = [], {}
     for path in files:
@@ -417,7 +266,3 @@ def load_claims(paths=None) -> list[Claim]:
             where[claim.id] = path
             claims.append(claim)
     return claims
-
-
-def metric_names() -> list[str]:
-    return list(METRICS)

@@ -15,7 +15,6 @@ import click
 from kdclaims.errors import KdclaimsError
 from kdclaims.options import chosen_profile, click_options, forwarded_to_pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Group(click.Group):
@@ -50,11 +49,6 @@ def main(ctx, debug):
 @click_options("run")
 @click.option("-n", "workers", default=None, help="pytest-xdist workers (e.g. 2, or auto)")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def run(workers, pytest_args, **options):
-    """Evaluate the claims (runs `pytest claims/` with these options; extra args go to pytest)."""
-    import pytest
-
-    args = [str(REPO_ROOT / "claims"), *forwarded_to_pytest(options)]
     if workers:
         args += ["-n", str(workers)]
     sys.exit(pytest.main(args + list(pytest_args)))

@@ -1,14 +1,16 @@
 """The paper's own numbers as data: Tables 1-3 (means and stds) and Tables 4-8 (p-values).
 
-``fixtures/paper/tables.csv`` -- columns arch, source, metric, setup, alpha, mean, std, note: one
+``kdclaims/paper_tables/tables.csv`` -- columns arch, source, metric, setup, alpha, mean, std, note: one
 row per (architecture, metric, setup, alpha) cell of Tables 1-3, mean +- std over 385 students;
 alpha is NaN for the independent setup; mean/std are NaN where the paper's cell is unusable (the
 ViT test-loss row is garbled in the source).
 
-``fixtures/paper/pvalues.csv`` -- columns arch, source, treatment, treatment_alpha, baseline,
+``kdclaims/paper_tables/pvalues.csv`` -- columns arch, source, treatment, treatment_alpha, baseline,
 baseline_alpha, metric, p_reported: the p-values printed in Tables 4-8. The treatment is always
 "kd" at treatment_alpha; the baseline is "independent" (baseline_alpha empty) or "uniform_kd" at
 baseline_alpha.
+
+Both ship inside the package (``PAPER_DIR``), so an installed kdclaims has them.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ __all__ = [
     "load_tables",
     "load_pvalues",
     "paper_summary",
+    "printed_p",
     "recompute_pvalues",
 ]
 
-PAPER_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "paper"
+PAPER_DIR = Path(__file__).resolve().parent / "paper_tables"
 PAPER_N = 385  # students per setup in every table
 AGREE_TOL = 0.015  # recomputed vs printed p-values agree within this (the paper rounds to 3 dp)
 
@@ -117,6 +120,19 @@ def paper_summary(arch: str, metric: str, setup: str, alpha: float | None = None
     if pd.isna(row["mean"]) or pd.isna(row["std"]):
         return None
     return Summary(mean=float(row["mean"]), std=float(row["std"]), n=PAPER_N)
+
+
+def printed_p(arch: str, source: str, metric: str, treatment: tuple, baseline: tuple) -> float | None:
+    """The p-value ``source`` (e.g. "Table 7") prints for ``treatment`` vs ``baseline`` on ``metric``,
+    each side a (setup, alpha) pair with alpha None for independent; None if it prints none."""
+    df = _pvalues()
+    rows = df[(df["arch"] == arch) & (df["source"] == source) & (df["metric"] == metric)
+              & (df["treatment"] == treatment[0]) & (df["baseline"] == baseline[0])]
+    for column, alpha in (("treatment_alpha", treatment[1]), ("baseline_alpha", baseline[1])):
+        rows = rows[rows[column].isna()] if alpha is None else rows[(rows[column] - float(alpha)).abs() < 1e-9]
+    if len(rows) > 1:
+        raise DataError(f"pvalues.csv has {len(rows)} rows for {source} {arch}/{metric} {treatment} vs {baseline}")
+    return float(rows["p_reported"].iloc[0]) if len(rows) else None
 
 
 def recompute_pvalues(alpha: float = ALPHA) -> pd.DataFrame:

@@ -42,7 +42,7 @@ def paper_populations(arch: str, setups="paper") -> list[PopulationSpec]:
     """The populations of ``arch``: ``"paper"`` gives the ten setups of the paper's tables; otherwise an
     iterable of ``PopulationSpec``, ``(setup, alpha)`` pairs or setup names."""
     if setups == "paper":
-        from kdclaims.claims import paper_arms
+        from kdclaims.kinds import paper_arms
 
         return [arm.population(arch) for arm in paper_arms()]
     specs = []

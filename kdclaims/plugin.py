@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kdclaims.claims import Claim, load_claim_file
+from kdclaims.claims import CLAIMS_DIR, Claim, load_claim_file
 from kdclaims.errors import ClaimError, KdclaimsError
 from kdclaims.options import add_pytest_options, chosen_profile
 
@@ -157,7 +157,11 @@ def _requests_claims(config) -> bool:
 
 
 def _is_claim_file(path: Path) -> bool:
-    return path.suffix in (".yaml", ".yml") and "claims" in path.parent.parts
+    """A YAML file under a directory named ``claims``, or in the shipped catalogue (``pytest --pyargs
+    kdclaims.catalogue`` reaches it by its installed path, which has no ``claims`` in it)."""
+    if path.suffix not in (".yaml", ".yml"):
+        return False
+    return "claims" in path.parent.parts or path.resolve().parent == CLAIMS_DIR
 
 
 def pytest_sessionstart(session):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kdclaims.claims import CLAIMS_DIR
+from helpers import GOOD_CLAIM
 
 SEEDS = "2"  # two students per population: the smallest that gives a std
 
@@ -29,10 +29,8 @@ def cached_members(cache: Path) -> set[str]:
 def claims_project(pytester):
     claims_dir = pytester.mkdir("claims")
     # Two ResNet-18 claims of Table 4 (KD at alpha 0.1 and 0.5 vs independent, activation distance).
-    text = (CLAIMS_DIR / "resnet18_table4.yaml").read_text()
-    head, body = text.split("claims:\n")
-    items = body.split("  - id: ")[1:]
-    (claims_dir / "r18.yaml").write_text(head + "claims:\n" + "".join("  - id: " + i for i in items[:2]))
+    second = GOOD_CLAIM.split("claims:\n")[1].replace("id: c1", "id: c2").replace("alpha: 0.1", "alpha: 0.5")
+    (claims_dir / "r18.yaml").write_text(GOOD_CLAIM + second)
     return pytester
 
 

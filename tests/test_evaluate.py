@@ -3,7 +3,8 @@
 import pytest
 
 from kdclaims.claims import load_claims
-from kdclaims.evaluate import PaperEvidence, decide, evaluate_all, results_frame
+from kdclaims.evaluate import PaperEvidence, evaluate_all, results_frame
+from kdclaims.kinds.comparison import decide
 
 
 @pytest.mark.parametrize("paper, observed, power, verdict", [

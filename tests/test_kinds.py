@@ -2,9 +2,12 @@
 
 import pytest
 
-from kdclaims.claims import load_claims, parse_claim
-from kdclaims.evaluate import ArmEvidence, PaperEvidence, evaluate_all, evaluate_claim
-from kdclaims.stats import Summary
+from kdclaims.claims import load_claim_file, load_claims, parse_claim
+from kdclaims.errors import ClaimError
+from kdclaims.evaluate import ArmEvidence, PaperEvidence, apply_correction, evaluate_all, evaluate_claim
+from kdclaims.kinds import KINDS, ClaimKind, ClaimResult, register_kind
+from kdclaims.kinds.base import check_metric, parse_arm
+from kdclaims.stats import ALPHA, Summary, z_test
 
 
 class FakeEvidence:
@@ -155,3 +158,76 @@ def test_the_paper_against_its_own_numbers():
     assert inconclusive == PAPER_UNDERSUPPORTED
     for claim_id in PAPER_CONTRADICTIONS | PAPER_UNDERSUPPORTED:
         assert results[claim_id].claim.note, f"{claim_id} needs a note explaining why"
+
+
+# ---------------------------------------------------------------------------------------------
+# A new kind is one class, registered from wherever it is defined: here, this test module.
+# ---------------------------------------------------------------------------------------------
+
+
+class AtLeast(ClaimKind):
+    """Toy kind: an arm's mean is significantly above a level (a one-sample z-test)."""
+
+    name = "at_least"
+    required = ("metric", "arm", "level")
+
+    def check(self, params, where):
+        check_metric(params["metric"], where)
+        params["arm"] = parse_arm(params["arm"], where, "arm")
+        return params
+
+    def populations(self, claim):
+        return [claim.params["arm"].population(claim.arch)]
+
+    def evaluate(self, claim, evidence):
+        arm = evidence.arm(self.populations(claim)[0], claim.params["metric"])
+        level = Summary(claim.params["level"], 0.0, arm.summary.n)
+        test = z_test(arm.summary, level, "greater")
+        observed = "holds" if test.reject else None
+        return self.held(claim, evidence, observed, f"mean {arm.summary.mean:g}", {"test": test.to_dict()})
+
+    def primary_p(self, result):
+        return result["details"]["test"]["p_value"]
+
+    def redecide(self, result, p_adjusted):
+        if p_adjusted < ALPHA:
+            return result["observed_outcome"], result["verdict"], result["reason"]
+        return None, "inconclusive", result["reason"]
+
+
+@pytest.fixture
+def toy_kind():
+    register_kind(AtLeast)
+    yield KINDS["at_least"]
+    del KINDS["at_least"]
+
+
+def test_a_kind_from_a_test_module_loads_evaluates_and_takes_part_in_corrections(toy_kind, tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text("""
+defaults: {kind: at_least, source: test, arch: vit, metric: test_accuracy, arm: {setup: kd, alpha: 0.5}}
+claims:
+  - matrix: {level: [0.4, 0.499]}
+    id: acc-above-{level}
+    sentence: "KD students are more accurate than {level}"
+    level: "{level}"
+    paper: {outcome: holds}
+""")
+    claims = load_claim_file(path)
+    assert [c.kind for c in claims] == ["at_least", "at_least"]
+    assert claims[0].populations()[0].name == "vit/kd-a0.5"
+    ev = FakeEvidence({"vit/kd-a0.5": (0.5, 0.01, 30)})
+    results = evaluate_all(claims, ev)
+    assert all(isinstance(r, ClaimResult) for r in results)
+    assert [r.verdict for r in results] == ["reproduced", "inconclusive"]  # 0.5 vs 0.499: not significant
+    assert results[0].to_dict()["details"]["test"]["p_value"] < ALPHA
+    corrected = apply_correction([r.to_dict() for r in results], "holm", "all")
+    assert [r["correction"]["family_size"] for r in corrected] == [2, 2]
+    with pytest.raises(ClaimError, match="'at_least' is already registered"):
+        register_kind(AtLeast)
+
+
+def test_unknown_kind_names_the_known_ones():
+    with pytest.raises(ClaimError, match=r"unknown kind 'comparsion' \(did you mean 'comparison'\?\); known kinds: "
+                                         r"comparison, ranking, trend, bound, threshold"):
+        claim("comparsion")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -25,8 +26,10 @@ def recomputed() -> pd.DataFrame:
     return recompute_pvalues()
 
 
-def test_paper_dir_is_inside_the_source_tree():
-    assert PAPER_DIR.name == "paper" and PAPER_DIR.parent.name == "fixtures"
+def test_paper_dir_is_package_data():
+    import kdclaims
+
+    assert PAPER_DIR == Path(kdclaims.__file__).resolve().parent / "paper_tables"  # installed with the package
     assert "shared" not in PAPER_DIR.parts
     assert (PAPER_DIR / "tables.csv").is_file() and (PAPER_DIR / "pvalues.csv").is_file()
     assert PAPER_N == 385 and AGREE_TOL == 0.015

@@ -119,12 +119,10 @@ def test_with_precision_changes_every_member_key_and_refuses_unknown_names(tmp_p
 
 
 def _one_claim_project(pytester):
-    from kdclaims.claims import CLAIMS_DIR
+    from helpers import GOOD_CLAIM
 
     claims_dir = pytester.mkdir("claims")
-    text = (CLAIMS_DIR / "resnet18_table4.yaml").read_text()
-    head, body = text.split("claims:\n")
-    (claims_dir / "r18.yaml").write_text(head + "claims:\n" + "  - id: " + body.split("  - id: ")[1])
+    (claims_dir / "r18.yaml").write_text(GOOD_CLAIM)  # one ResNet-18 claim of Table 4
     return pytester
 
 

@@ -243,7 +243,7 @@ def audit_markdown(claims=None) -> str:
     n, tol = paper_tables.PAPER_N, paper_tables.AGREE_TOL
     out = ["# Audit: the paper against its own numbers", "",
            "> Nothing was trained. Every number here comes from the paper's Tables 1–8 "
-           "(`fixtures/paper/`).", "",
+           "(`kdclaims/paper_tables/`).", "",
            "## Summary", "", summary["line"], ""]
     for e in summary["pvalue_exceptions"]:
         out.append(f"- ❌ p-value, {e['label']}: {_sentence(e['explanation'])}")

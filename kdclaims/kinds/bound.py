@@ -1,0 +1,90 @@
+"""Bound: an effect is below a size.
+
+``quantity: max_improvement``: every improvement of a treatment over the baseline (in the metric's
+better direction) is below ``bound``; ``quantity: spread``: the means of ``arms`` differ pairwise by
+less than ``bound``. Both are intersection-union tests: the bound holds if every cell's one-sided
+97.5% upper confidence bound is below it (valid at level 0.025 without a multiplicity correction);
+it fails if some cell's lower bound is above it; otherwise the evidence cannot tell.
+"""
+
+from __future__ import annotations
+
+from scipy.stats import norm
+
+from kdclaims.errors import ClaimError
+from kdclaims.kinds.base import (ClaimKind, ClaimResult, better_sign, parse_arm, parse_arms, parse_metrics,
+                                 positive_number, register_kind)
+from kdclaims.metrics import get_metric, more_similar_direction
+from kdclaims.stats import ALPHA, z_test
+
+Z_UPPER = float(norm.isf(ALPHA))  # one-sided 97.5% confidence bounds, matching the paper's 0.025
+QUANTITIES = ("max_improvement", "spread")
+
+
+@register_kind
+class Bound(ClaimKind):
+    name = "bound"
+    required = ("quantity", "metrics", "arms", "bound")
+    optional = {"baseline": None, "only_significant": False}
+    description = "an effect (largest improvement, or spread of means) is below a size"
+
+    def check(self, params: dict, where: str) -> dict:
+        if params["quantity"] not in QUANTITIES:
+            raise ClaimError(f"{where}: quantity must be one of {', '.join(QUANTITIES)}, got {params['quantity']!r}")
+        params["metrics"] = parse_metrics(params["metrics"], where)
+        params["bound"] = positive_number(params["bound"], where, "bound")
+        params["arms"] = parse_arms(params["arms"], where, "arms", minimum=2 if params["quantity"] == "spread" else 1)
+        if params["quantity"] == "max_improvement":
+            if params["baseline"] is None:
+                raise ClaimError(f"{where}: a max_improvement bound needs a baseline")
+            params["baseline"] = parse_arm(params["baseline"], where, "baseline")
+        elif params["baseline"] is not None or params["only_significant"]:
+            raise ClaimError(f"{where}: a spread bound takes no baseline and no only_significant")
+        return params
+
+    def populations(self, claim):
+        arms = list(claim.params["arms"])
+        if claim.params.get("baseline") is not None:
+            arms.append(claim.params["baseline"])
+        return [a.population(claim.arch) for a in arms]
+
+    def evaluate(self, claim, evidence) -> ClaimResult:
+        bound, quantity = claim.params["bound"], claim.params["quantity"]
+        cells = []
+        for metric in claim.params["metrics"]:
+            direction, sign = more_similar_direction(metric), better_sign(metric)
+            arms = [evidence.arm(a.population(claim.arch), metric) for a in claim.params["arms"]]
+            if quantity == "max_improvement":
+                base = evidence.arm(claim.params["baseline"].population(claim.arch), metric)
+                for arm in arms:
+                    test = z_test(arm.summary, base.summary, direction)
+                    value = sign * test.diff  # the improvement, positive = better than the baseline
+                    cells.append({"metric": metric, "population": arm.population, "label": arm.label, "value": value,
+                                  "upper": value + Z_UPPER * test.se, "lower": value - Z_UPPER * test.se,
+                                  "significant": test.reject, "p_value": test.p_value})
+            else:
+                for i, a in enumerate(arms):
+                    for b in arms[i + 1:]:
+                        test = z_test(a.summary, b.summary, direction)
+                        value = abs(test.diff)
+                        cells.append({"metric": metric, "population": f"{a.population} vs {b.population}",
+                                      "label": f"{a.label} vs {b.label}", "value": value,
+                                      "upper": value + Z_UPPER * test.se, "lower": value - Z_UPPER * test.se})
+        considered = [c for c in cells if c.get("significant", True)] if claim.params["only_significant"] else cells
+        what = "improvement" if quantity == "max_improvement" else "difference between means"
+        if not considered:
+            observed, reason, largest = None, "no significant improvement over the baseline, so there is nothing to bound", None
+        else:
+            largest = max(considered, key=lambda c: c["value"])
+            worst_upper = max(c["upper"] for c in considered)
+            head = (f"largest {what} {largest['value']:.4g} ({largest['label']}, {get_metric(largest['metric']).label}); "
+                    f"highest 97.5% upper bound {worst_upper:.4g} vs bound {bound:g}")
+            if all(c["upper"] < bound for c in considered):
+                observed, reason = "holds", head
+            elif any(c["lower"] > bound for c in considered):
+                observed, reason = "fails", head + ": some cell is significantly above the bound"
+            else:
+                observed, reason = None, head + ": the estimate is below the bound but the data cannot establish it at 97.5%"
+        details = {"quantity": quantity, "bound": bound, "cells": cells, "considered": len(considered),
+                   "largest": largest, "summary": reason}
+        return self.held(claim, evidence, observed, reason, details)
