@@ -49,6 +49,13 @@ def main(ctx, debug):
 @click_options("run")
 @click.option("-n", "workers", default=None, help="pytest-xdist workers (e.g. 2, or auto)")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def run(workers, pytest_args, **options):
+    """Evaluate the shipped claims (runs pytest on them with these options; extra args go to pytest)."""
+    import pytest
+
+    from kdclaims.claims import CLAIMS_DIR
+
+    args = [str(CLAIMS_DIR), *forwarded_to_pytest(options)]
     if workers:
         args += ["-n", str(workers)]
     sys.exit(pytest.main(args + list(pytest_args)))

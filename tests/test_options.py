@@ -90,7 +90,7 @@ def test_kdclaims_run_forwards_every_run_option_from_the_table(monkeypatch):
     done = CliRunner().invoke(main, ["run", *given, "-n", "2", "-x"])
     assert done.exit_code == 0, done.output
     args = seen[0]
-    assert args[0].endswith("claims") and args[-3:] == ["-n", "2", "-x"]
+    assert args[0].endswith("catalogue") and args[-3:] == ["-n", "2", "-x"]
     for option in options_for(RUN):
         assert args[args.index(option.name) + 1] == _sample(option), option.name
     # unset options reach pytest as the table's defaults, which are pytest's too
