@@ -23,6 +23,7 @@ from kdclaims.profiles import seeds_to_text
 from kdclaims.spec import PopulationSpec
 from kdclaims.errors import KdclaimsError
 from kdclaims.kinds import KINDS, ClaimResult
+from kdclaims.kinds.comparison import PAIRINGS
 from kdclaims.stats import Summary
 
 
@@ -37,6 +38,7 @@ class ArmEvidence:
     seeds: str | None = None
     keys: list[str] | None = None  # cache keys of the members
     diverged_seeds: list[int] = field(default_factory=list)  # members with NaN/inf outputs, left out
+    member_seeds: list[int] | None = None  # the seed of each entry of ``values``: what pairs populations
 
     def to_dict(self) -> dict:
         return {
@@ -46,10 +48,20 @@ class ArmEvidence:
         }
 
 
+def check_pairing(pairing: str) -> str:
+    if pairing not in PAIRINGS:
+        raise KdclaimsError(f"unknown pairing {pairing!r}: use one of {', '.join(PAIRINGS)}")
+    return pairing
+
+
 class PaperEvidence:
-    """The paper's Tables 1-3 as evidence: no training, n = 385 per population."""
+    """The paper's Tables 1-3 as evidence: no training, n = 385 per population. No members, so no pairing:
+    with ``pairing="seed"`` each comparison says so and the unpaired test decides."""
 
     name = "paper"
+
+    def __init__(self, pairing: str = "none"):
+        self.pairing = check_pairing(pairing)
 
     def arm(self, spec: PopulationSpec, metric: str) -> ArmEvidence:
         summary = paper_tables.paper_summary(spec.arch, metric, spec.setup, spec.alpha) if spec.temperature == 1 else None
@@ -66,8 +78,9 @@ class TrainedEvidence:
 
     name = "trained"
 
-    def __init__(self, workbench):
+    def __init__(self, workbench, pairing: str = "none"):
         self.workbench = workbench
+        self.pairing = check_pairing(pairing)  # "seed": the paired (by seed) test decides comparisons
 
     def arm(self, spec: PopulationSpec, metric: str) -> ArmEvidence:
         population = self.workbench.population(spec)
@@ -81,7 +94,8 @@ class TrainedEvidence:
             raise KdclaimsError(f"population {spec.name} has {len(kept)} usable member(s) of {population.n} "
                                 f"(diverged: {diverged or 'none'}); a z-test needs at least 2: add seeds with --seeds")
         return ArmEvidence(spec.name, spec.label, Summary.from_values(kept), values=values.tolist(),
-                           seeds=seeds_to_text(population.seeds), keys=list(population.keys), diverged_seeds=diverged)
+                           seeds=seeds_to_text(population.seeds), keys=list(population.keys), diverged_seeds=diverged,
+                           member_seeds=list(population.seeds))
 
 
 def evaluate_claim(claim: Claim, evidence) -> ClaimResult:
@@ -102,20 +116,27 @@ def evaluate_all(claims: list[Claim], evidence, lazy: bool = True) -> list[Claim
 
 
 def results_frame(results) -> pd.DataFrame:
-    """One row per claim: id, verdict and the numbers behind it (accepts ClaimResults or their dicts)."""
+    """One row per claim: id, verdict and the numbers behind it (accepts ClaimResults or their dicts).
+
+    Differences, CIs, t, z and d are signed in the hypothesis' direction (positive favours H_a)."""
     rows = []
     for r in results:
         r = r.to_dict() if isinstance(r, ClaimResult) else r
         d = r.get("details") or {}
         test, t, b, pw = d.get("test") or {}, d.get("treatment") or {}, d.get("baseline") or {}, d.get("power") or {}
+        bound, margin, paired = d.get("effect_bound") or {}, d.get("margin") or {}, d.get("paired") or {}
         rows.append({
             "id": r["id"], "arch": r["arch"], "kind": r["kind"], "group": r["group"], "source": r["source"],
             "metric": d.get("metric"), "treatment": t.get("population"), "baseline": b.get("population"),
             "mean_treatment": t.get("mean"), "std_treatment": t.get("std"), "n_treatment": t.get("n"),
             "mean_baseline": b.get("mean"), "std_baseline": b.get("std"), "n_baseline": b.get("n"),
+            "test": test.get("test"), "df": test.get("df"), "t": test.get("t"),
             "diff": test.get("diff"), "z": test.get("z"), "p_value": test.get("p_value"),
             "effect_size": test.get("effect_size"), "ci_low": test.get("ci_low"), "ci_high": test.get("ci_high"),
-            "power": pw.get("power"), "paper_outcome": r["paper"]["outcome"], "paper_p": r["paper"]["p"],
+            "power": pw.get("power"), "bound_upper": bound.get("upper_bound"), "margin": margin.get("value"),
+            "p_value_paired": paired.get("p_value"), "correlation": paired.get("correlation"),
+            "replication_probability": d.get("replication_probability"), "fragile": d.get("fragile"),
+            "paper_outcome": r["paper"]["outcome"], "paper_p": r["paper"]["p"],
             "observed_outcome": r["observed_outcome"], "verdict": r["verdict"], "reason": r["reason"],
             "evidence": r["evidence"],
         })
@@ -142,9 +163,13 @@ def apply_correction(results: list[dict], method: str = "none", family: str = "a
     """Adjust the primary p-values within each family and re-derive the verdicts.
 
     Returns new result dicts; each corrected one gains ``correction: {method, family, family_id,
-    p_raw, p_adjusted}`` and, where the outcome changes, a verdict and reason that say so.
+    family_size, p_raw, p_adjusted, alpha, verdict_uncorrected, changed}`` and, where the outcome changes,
+    a verdict and reason that say so. ``alpha`` is the family's corrected level
+    (``stats.family_alpha``: Bonferroni for Holm, the false-coverage level for BH), at which every
+    alpha-dependent number of the claim -- bounds, CIs, power -- is re-derived, so the correction carries
+    through. ``corrected_verdicts`` lists the changed ones.
     """
-    from kdclaims.stats import benjamini_hochberg, holm
+    from kdclaims.stats import ALPHA, benjamini_hochberg, family_alpha, holm
 
     if method not in CORRECTIONS:
         raise KdclaimsError(f"unknown correction {method!r}: use one of {', '.join(CORRECTIONS)}")
@@ -162,12 +187,22 @@ def apply_correction(results: list[dict], method: str = "none", family: str = "a
             families.setdefault(key, []).append(i)
     for key, members in families.items():
         adjusted = adjust([primary_p(results[i]) for i in members])
+        level = family_alpha(ALPHA, len(members), method, sum(p < ALPHA for p in adjusted))
         for i, p_adj in zip(members, adjusted):
             r = results[i]
             r["correction"] = {"method": method, "family": family, "family_id": key, "family_size": len(members),
-                               "p_raw": primary_p(r), "p_adjusted": p_adj}
+                               "p_raw": primary_p(r), "p_adjusted": p_adj, "alpha": level,
+                               "verdict_uncorrected": r["verdict"]}
             _redecide(r, p_adj)
+            r["correction"]["changed"] = r["verdict"] != r["correction"]["verdict_uncorrected"]
     return results
+
+
+def corrected_verdicts(results: list[dict]) -> list[dict]:
+    """The verdicts a correction changed: ``{id, before, after, reason}`` for each (reports list them)."""
+    return [{"id": r["id"], "before": r["correction"]["verdict_uncorrected"], "after": r["verdict"],
+             "reason": r["reason"]}
+            for r in results if (r.get("correction") or {}).get("changed")]
 
 
 def _redecide(r: dict, p_adjusted: float) -> None:

@@ -10,6 +10,7 @@ It says which YAML parameters a claim of its kind takes (``required``, ``optiona
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from kdclaims.spec import PopulationSpec
 from kdclaims.errors import ClaimError, ConfigError
 from kdclaims.metrics import get_metric, more_similar_direction
 from kdclaims.registry import Registry
+from kdclaims.stats import ALPHA, Summary, TTestResult, welch_t_test, z_test
 
 # A claim (kdclaims.claims.Claim) as the kinds see it: the loader sits above the kinds and imports them,
 # so they name its type without importing it (no loop, no upward import).
@@ -127,6 +129,31 @@ def arm_row(arm) -> dict:
     row = arm.to_dict()
     row.pop("keys", None)  # provenance lives with the populations, not in every row
     return row
+
+
+def test_record(result: TTestResult, paper_z: float | None = None) -> dict:
+    """A t-test as a result stores it, every number signed in the hypothesis' direction (positive: the
+    treatment is better in the way H_a states): ``diff`` is the improvement, ``ci_low``/``ci_high`` its
+    two-sided (1 - 2 alpha) interval with the t quantile (Welch or paired df), ``t`` and ``effect_size`` (d)
+    likewise; ``mean_difference`` keeps treatment - baseline as measured. ``z`` is the paper's z statistic
+    of the same means (for reference only; it decides nothing)."""
+    record = result.to_dict()
+    record.update(mean_difference=result.diff, diff=result.improvement, ci_low=result.lower_bound,
+                  ci_high=result.upper_bound, ci_level=result.ci_level, z=paper_z)
+    return record
+
+
+def test_from_record(record: dict) -> TTestResult:
+    """The ``TTestResult`` a stored ``test_record`` came from (to re-derive bounds at another alpha)."""
+    fields = {f.name for f in dataclasses.fields(TTestResult)}
+    values = {k: v for k, v in record.items() if k in fields}
+    values["diff"] = record["mean_difference"]
+    return TTestResult(**values)
+
+
+def welch_and_z(treatment: Summary, baseline: Summary, direction: str, alpha: float = ALPHA) -> dict:
+    """Welch's test of treatment vs baseline as stored (``test_record``), with the paper's z beside it."""
+    return test_record(welch_t_test(treatment, baseline, direction, alpha), z_test(treatment, baseline, direction).z)
 
 
 def better_sign(metric: str) -> float:

@@ -4,20 +4,17 @@
 better direction) is below ``bound``; ``quantity: spread``: the means of ``arms`` differ pairwise by
 less than ``bound``. Both are intersection-union tests: the bound holds if every cell's one-sided
 97.5% upper confidence bound is below it (valid at level 0.025 without a multiplicity correction);
-it fails if some cell's lower bound is above it; otherwise the evidence cannot tell.
+it fails if some cell's lower bound is above it; otherwise the evidence cannot tell. The bounds use the
+t quantile with each cell's Welch-Satterthwaite df (``stats.welch_t_test``), at every n.
 """
 
 from __future__ import annotations
 
-from scipy.stats import norm
-
 from kdclaims.errors import ClaimError
-from kdclaims.kinds.base import (ClaimKind, ClaimResult, better_sign, parse_arm, parse_arms, parse_metrics,
+from kdclaims.kinds.base import (ClaimKind, ClaimResult, parse_arm, parse_arms, parse_metrics,
                                  positive_number, register_kind)
 from kdclaims.metrics import get_metric, more_similar_direction
-from kdclaims.stats import ALPHA, z_test
-
-Z_UPPER = float(norm.isf(ALPHA))  # one-sided 97.5% confidence bounds, matching the paper's 0.025
+from kdclaims.stats import ALPHA, welch_t_test
 QUANTITIES = ("max_improvement", "spread")
 
 
@@ -52,24 +49,24 @@ class Bound(ClaimKind):
         bound, quantity = claim.params["bound"], claim.params["quantity"]
         cells = []
         for metric in claim.params["metrics"]:
-            direction, sign = more_similar_direction(metric), better_sign(metric)
+            direction = more_similar_direction(metric)
             arms = [evidence.arm(a.population(claim.arch), metric) for a in claim.params["arms"]]
             if quantity == "max_improvement":
                 base = evidence.arm(claim.params["baseline"].population(claim.arch), metric)
                 for arm in arms:
-                    test = z_test(arm.summary, base.summary, direction)
-                    value = sign * test.diff  # the improvement, positive = better than the baseline
-                    cells.append({"metric": metric, "population": arm.population, "label": arm.label, "value": value,
-                                  "upper": value + Z_UPPER * test.se, "lower": value - Z_UPPER * test.se,
-                                  "significant": test.reject, "p_value": test.p_value})
+                    test = welch_t_test(arm.summary, base.summary, direction, ALPHA)
+                    # the improvement (positive = better than the baseline) and its one-sided 97.5% bounds
+                    cells.append({"metric": metric, "population": arm.population, "label": arm.label,
+                                  "value": test.improvement, "upper": test.upper_bound, "lower": test.lower_bound,
+                                  "df": test.df, "significant": test.reject, "p_value": test.p_value})
             else:
                 for i, a in enumerate(arms):
                     for b in arms[i + 1:]:
-                        test = z_test(a.summary, b.summary, direction)
-                        value = abs(test.diff)
+                        test = welch_t_test(a.summary, b.summary, direction, ALPHA)
+                        value, half = abs(test.diff), test.upper_bound - test.improvement  # t_{0.975,df} * se
                         cells.append({"metric": metric, "population": f"{a.population} vs {b.population}",
                                       "label": f"{a.label} vs {b.label}", "value": value,
-                                      "upper": value + Z_UPPER * test.se, "lower": value - Z_UPPER * test.se})
+                                      "upper": value + half, "lower": value - half, "df": test.df})
         considered = [c for c in cells if c.get("significant", True)] if claim.params["only_significant"] else cells
         what = "improvement" if quantity == "max_improvement" else "difference between means"
         if not considered:
