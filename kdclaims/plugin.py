@@ -312,7 +312,7 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
     import kdclaims
     from kdclaims.results import EVALUATION_SCHEMA_VERSION, git_revision
 
-    from kdclaims.evaluate import apply_correction
+    from kdclaims.evaluate import apply_correction, corrected_verdicts
 
     results = apply_correction([state.results[k] for k in sorted(state.results)], **state.correction)
     verdicts: dict[str, int] = {}
@@ -335,6 +335,7 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
         },
         "summary": {"claims": len(results), "verdicts": verdicts},
         "correction": state.correction,
+        "corrected_verdicts": corrected_verdicts(results),  # the verdicts the correction changed
         "populations": [state.populations[k] for k in sorted(state.populations)],
         "results": results,
     }

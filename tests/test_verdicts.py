@@ -60,3 +60,33 @@ def test_small_n_decides_with_welch_t_and_the_t_quantile():
     assert (test["ci_high"] - test["diff"]) / test["se"] > 2.5
     # the same statistic as the paper's z, signed in the hypothesis' direction (JS lower), judged on t_df
     assert test["z"] == pytest.approx(test["t"]) and test["t"] > 0 and test["diff"] > 0 and test["p_value"] > 1e-6
+
+
+def test_holm_over_all_carries_through_to_the_bound_and_lists_the_changed_verdicts():
+    from kdclaims.evaluate import corrected_verdicts
+    from kdclaims.stats import ALPHA
+
+    results = [r.to_dict() for r in evaluate_all(load_claims(), PaperEvidence(), lazy=False)]
+    corrected = {r["id"]: r for r in apply_correction(results, "holm", "all")}
+    claim = corrected["vgg16_bn-t7-pd-kd0.5-vs-independent"]
+    before = next(r for r in results if r["id"] == claim["id"])
+    assert before["verdict"] == "reproduced" and claim["verdict"] == "inconclusive"
+    m = claim["correction"]["family_size"]
+    assert claim["correction"]["alpha"] == pytest.approx(ALPHA / m)  # Bonferroni level for Holm's bounds
+    d = claim["details"]
+    # the bound, CI and power are re-derived at the family's level: wider than at 0.025
+    assert d["effect_bound"]["alpha"] == pytest.approx(ALPHA / m) and d["power"]["alpha"] == pytest.approx(ALPHA / m)
+    assert d["test"]["ci_high"] - d["test"]["ci_low"] > before["details"]["test"]["ci_high"] - before["details"]["test"]["ci_low"]
+    assert d["effect_bound"]["upper_bound"] > d["margin"]["value"]
+    assert before["details"]["test"]["alpha"] == ALPHA  # the uncorrected result is left as it was
+    changed = corrected_verdicts(list(corrected.values()))
+    assert {"id": claim["id"], "before": "reproduced", "after": "inconclusive", "reason": claim["reason"]} in changed
+    assert all(c["before"] != c["after"] for c in changed)
+
+
+def test_bh_uses_the_false_coverage_level_of_its_discoveries():
+    results = [r.to_dict() for r in evaluate_all([c for c in load_claims() if c.source == "Table 7"], PaperEvidence())]
+    corrected = apply_correction(results, "bh", "all")
+    discoveries = sum(r["correction"]["p_adjusted"] < 0.025 for r in corrected)
+    assert 0 < discoveries < len(corrected)
+    assert [r["correction"]["alpha"] for r in corrected] == pytest.approx([0.025 * discoveries / len(corrected)] * len(corrected))

@@ -107,6 +107,8 @@ def comparisons_vs_independent(evaluation: dict) -> list[dict]:
 
 
 def build_document(evaluation: dict, audit: bool = True) -> dict:
+    from kdclaims.evaluate import corrected_verdicts
+
     results = evaluation["results"]
     counts = Counter(r["verdict"] for r in results)
     by_arch: dict[str, Counter] = defaultdict(Counter)
@@ -133,9 +135,9 @@ def build_document(evaluation: dict, audit: bool = True) -> dict:
             "by_arch": {a: {v: c.get(v, 0) for v in VERDICTS} for a, c in sorted(by_arch.items())},
         },
         "method": {
-            "test": "one-tailed two-sample z-test, se = sqrt(s1^2/n1 + s2^2/n2)", "alpha": ALPHA,
+            "test": "one-tailed Welch t-test (Welch-Satterthwaite df), se = sqrt(s1^2/n1 + s2^2/n2)", "alpha": ALPHA,
             "correction": evaluation.get("correction") or {"method": "none", "family": "group"},
-            "power_target": 0.8,
+            "corrected_verdicts": corrected_verdicts(results),
         },
         "claims": results,
         "tables": rebuilt_tables(evaluation),

@@ -167,7 +167,9 @@ def _method(document: dict) -> str:
         "95% CI for the difference of means; d = Cohen's d (pooled sd) in the H<sub>a</sub> direction",
         f"Verdict: <em>reproduced</em> when our outcome (reject/retain H0) matches the paper's; a retained H0 needs "
         f"power ≥ {_e(method.get('power_target', 0.8))} to detect the paper's effect at our n, else <em>inconclusive</em>",
-        f"Family-wise correction: {_correction(method.get('correction'))}",
+        f"Family-wise correction: {_correction(method.get('correction'))}"
+        + "".join(f"<br>verdict changed by the correction: <code>{_e(c['id'])}</code> {_e(verdict_words(c['before']))}"
+                  f" → {_e(verdict_words(c['after']))}" for c in method.get("corrected_verdicts") or []),
         "Compression threshold (Section 3): the paper does not say how a distance becomes a similarity; we read "
         f"{readings}, and a student reaches 95% only if all four are ≥ 0.95 at once",
         "Rankings must lead the best other setup significantly; trends must improve at every step with a significant "

@@ -59,6 +59,8 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
             "- Verdict: *reproduced* when our outcome (reject/retain H0) matches the paper's; a retained H0 needs "
             "power ≥ 0.8 to detect the paper's effect at our n, else *inconclusive*",
             f"- Family-wise correction: {correction_text(document['method'].get('correction'), strong=lambda w: f'**{w}**')}",
+            *[f"  - verdict changed by the correction: `{c['id']}` {verdict_words(c['before'])} → "
+              f"{verdict_words(c['after'])}" for c in document["method"].get("corrected_verdicts") or []],
             "- Compression threshold (Section 3): the paper does not say how a distance becomes a similarity; we read "
             + ", ".join(f"{reading}" for _, _, reading in SIMILARITY_READINGS.values())
             + ", and a student reaches 95% only if all four are ≥ 0.95 at once",
