@@ -203,7 +203,7 @@ def pvalue_audit(alpha: float = ALPHA) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 
 CLAIM_COLUMNS = ["id", "source", "arch", "kind", "group", "sentence", "paper_outcome", "paper_p",
-                 "observed_outcome", "verdict", "reason", "note", "error"]
+                 "observed_outcome", "verdict", "reason", "note", "error", "replication_probability", "fragile"]
 
 
 def claim_audit(claims=None) -> pd.DataFrame:
@@ -231,6 +231,9 @@ def claim_audit(claims=None) -> pd.DataFrame:
             "group": r.get("group"), "sentence": r.get("sentence"), "paper_outcome": paper.get("outcome"),
             "paper_p": paper.get("p"), "observed_outcome": r.get("observed_outcome"), "verdict": verdict,
             "reason": reason, "note": r.get("note") or None, "error": error,
+            # issue #12: how often a faithful replication at n = 385 would reproduce the paper's outcome
+            "replication_probability": (r.get("details") or {}).get("replication_probability"),
+            "fragile": (r.get("details") or {}).get("fragile"),
         })
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
@@ -277,6 +280,10 @@ def _summary(pv: pd.DataFrame, cl: pd.DataFrame) -> dict:
         "claims": {"total": len(cl), **{v: int(counts.get(v, 0)) for v in CLAIM_VERDICTS}},
         "pvalue_exceptions": pvalue_exceptions,
         "claim_exceptions": [{k: _plain(v) for k, v in e.items()} for e in claim_exceptions],
+        # issue #12: claims a faithful replication at n = 385 would reproduce less than 80% of the time
+        "fragile_claims": [{"id": row["id"], "source": row["source"],
+                            "replication_probability": _plain(row["replication_probability"])}
+                           for _, row in cl[cl["fragile"].fillna(False).astype(bool)].iterrows()],
     }
 
 

@@ -2,6 +2,9 @@
 corrections that carry through, fragile claims flagged, trends step by step, rankings by intersection-union,
 and the paired analysis."""
 
+import csv
+import io
+
 import pytest
 
 from kdclaims import paper as paper_tables
@@ -90,3 +93,55 @@ def test_bh_uses_the_false_coverage_level_of_its_discoveries():
     discoveries = sum(r["correction"]["p_adjusted"] < 0.025 for r in corrected)
     assert 0 < discoveries < len(corrected)
     assert [r["correction"]["alpha"] for r in corrected] == pytest.approx([0.025 * discoveries / len(corrected)] * len(corrected))
+
+
+FRAGILE_T7 = [f"vgg16_bn-t7-{m}-kd0.1-vs-independent" for m in ("ad", "js", "pd", "cos")]
+
+
+def test_the_four_vgg_table7_alpha01_claims_are_fragile_in_every_report_format():
+    import json as json_module
+
+    from rich.console import Console
+
+    from kdclaims.audit import audit_json
+    from kdclaims.render.csvfile import claims_csv
+    from kdclaims.render.document import build_document
+    from kdclaims.render.html import render_html
+    from kdclaims.render.markdown import audit_markdown, markdown_report
+    from kdclaims.render.terminal import describe_result, print_table
+    from kdclaims.results import jsonable
+    from kdclaims.stats import FRAGILE_BELOW
+
+    claims = [c for c in load_claims() if c.source == "Table 7"]
+    results = [r.to_dict() for r in evaluate_all(claims, PaperEvidence(), lazy=False)]
+    by_id = {r["id"]: r for r in results}
+    for claim_id in FRAGILE_T7:
+        d = by_id[claim_id]["details"]
+        assert d["fragile"] is True and d["replication_probability"] < FRAGILE_BELOW
+    robust = [r for r in results if r["id"] not in FRAGILE_T7]
+    assert robust and all(r["details"]["fragile"] is False and r["details"]["replication_probability"] >= 0.8
+                          for r in robust)
+    evaluation = {
+        "schema_version": 1, "created_at": "2026-11-26T00:00:00Z", "evidence": "paper",
+        "profile": {"name": "paper", "description": "paper", "seeds": "1-385", "n_seeds": 385,
+                    "is_reproduction": True, "precision": "fp32"},
+        "dataset": None, "cache_dir": "/tmp/c", "provenance": {"git": "abc"}, "summary": {},
+        "correction": {"method": "none", "family": "group"}, "populations": [], "results": results,
+    }
+    document = json_module.loads(json_module.dumps(jsonable(build_document(evaluation))))
+    md, page = markdown_report(document), render_html(document, figures={})
+    console = Console(width=400, record=True)
+    print_table(document, console)
+    table = console.export_text()
+    csv_rows = {row["id"]: row for row in csv.DictReader(io.StringIO(claims_csv(document)))}
+    for claim_id in FRAGILE_T7:
+        assert "fragile (replication 0." in next(line for line in md.splitlines() if f"`{claim_id}`" in line and "|" in line)
+        html_row = next(row for row in page.split("<tr>") if f'id="claim-{claim_id}"' in row)
+        assert "fragile (replication 0." in html_row
+        assert "fragile" in next(line for line in table.splitlines() if claim_id in line)
+        assert "fragile" in describe_result(by_id[claim_id])
+        assert csv_rows[claim_id]["fragile"] == "True"
+    audit = audit_json()
+    assert set(FRAGILE_T7) <= {e["id"] for e in audit["summary"]["fragile_claims"]}
+    audit_text = audit_markdown()
+    assert all(f"fragile: claim `{claim_id}`" in audit_text for claim_id in FRAGILE_T7)

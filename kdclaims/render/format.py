@@ -193,3 +193,29 @@ def source_order_key(source) -> tuple:
     """Sorts "Table 4" before "Table 10", and sources without a number after every numbered one."""
     match = re.search(r"(\d+)", str(source))
     return (0, int(match.group(1)), str(source)) if match else (1, 0, str(source))
+
+
+def fragility_text(details: dict | None) -> str:
+    """ "fragile (replication 0.54)" for a claim a faithful replication at the paper's n would reproduce less
+    than 80% of the time, computed from the paper's own means and stds; "" otherwise (issue #12)."""
+    details = details or {}
+    if not details.get("fragile"):
+        return ""
+    return f"fragile (replication {number(details.get('replication_probability'), 2)})"
+
+
+def bound_text(details: dict | None) -> str:
+    """A retained H0's evidence: "upper bound 0.0150 vs margin 0.0109" (one-sided, at the level used)."""
+    bound = (details or {}).get("effect_bound")
+    if not bound:
+        return MISSING
+    return f"{number(bound.get('upper_bound'))} vs {number(bound.get('margin'))}"
+
+
+def paired_text(details: dict | None) -> str:
+    """The paired (by seed) test beside the unpaired one: "paired p 0.012, r 0.37 (n 5)", or why there is none."""
+    paired = (details or {}).get("paired") or {}
+    if not paired.get("available"):
+        return "paired: n/a"
+    return (f"paired {p_clause(paired.get('p_value'))}, r {number(paired.get('correlation'), 2)} "
+            f"(n {paired.get('n_pairs')})")

@@ -22,7 +22,8 @@ from kdclaims.metrics import METRICS, SIMILARITY_READINGS
 from kdclaims.render.document import VERDICTS
 from kdclaims.render.figures import BETTER_MARK, WORSE_MARK, archs_with_members, figure_png_bytes
 from kdclaims.render.format import (
-    MISSING, VERDICT_SYMBOL, arch_label, correction_text, metric_label, number, ordered_archs, outcome, pvalue,
+    MISSING, VERDICT_SYMBOL, arch_label, correction_text, fragility_text, metric_label, number, ordered_archs, outcome,
+    paired_text, pvalue,
     paper_pvalue, mean_std, seed_text, setup_label, setup_order_key, short_setup_label, to_float, verdict_label,
     decision, p_clause, source_order_key, verdict_words,
 )
@@ -223,7 +224,7 @@ def _claim_row(claim: dict) -> str:
         cells += [f'<td class="metric">{_e(d.get("metric_label") or d.get("metric"))}<br>'
                   f'<span class="muted small">H<sub>a</sub>: T {direction} B</span></td>',
                   _arm_cell(d.get("treatment")), _arm_cell(d.get("baseline")),
-                  f'<td class="num">{_typeset_number(test.get("z"), 2)}</td>', f'<td class="num">{p_cell}</td>',
+                  f'<td class="num">{_typeset_number(test.get("t"), 2)}</td>', f'<td class="num">{p_cell}</td>',
                   f'<td class="num">{_typeset_number(test.get("effect_size"), 2)}</td>', f'<td class="num">{ci}</td>',
                   f'<td class="num"{power_title}>{_typeset_number(pw.get("power"), 2)}</td>']
     else:
@@ -236,13 +237,21 @@ def _claim_row(claim: dict) -> str:
     paper_p = f'<br><span class="lab"></span> <span class="small">p = {paper_pvalue(paper["p"])}</span>' if paper.get("p") is not None else ""
     cells += [f'<td class="outcome"><span class="lab">paper</span> {_e(outcome(paper.get("outcome")))}{paper_p}<br>'
               f'<span class="lab">ours</span> {_e(outcome(claim.get("observed_outcome")))}</td>',
-              f'<td class="verdict">{_verdict_badge(claim.get("verdict"))}<span class="reason">{_e(claim.get("reason"))}</span></td>']
+              f'<td class="verdict">{_verdict_badge(claim.get("verdict"))}<span class="reason">{_e(claim.get("reason"))}</span>'
+              + "".join(f'<br><span class="small">{_e(x)}</span>' for x in _verdict_extras(d)) + '</td>']
     return f"<tr>{''.join(cells)}</tr>"
 
 
+def _verdict_extras(details: dict) -> list[str]:
+    """Beside a comparison's verdict: the paired test and fragility (#12); the bound is in the reason."""
+    extras = [paired_text(details)] if (details.get("paired") or {}).get("available") else []
+    return extras + ([fragility_text(details)] if fragility_text(details) else [])
+
+
 CLAIM_HEAD = [_th("claim"), _th("metric"), _th("treatment (T)"), _th("baseline (B)"),
-              _th("z", True), _th("p", True), _th("d", True, "Cohen's d, pooled sd, in the H_a direction"),
-              _th("95% CI of diff", True), _th("power", True, "power to detect the paper's effect at our n"),
+              _th("t", True, "Welch's t (paired t with --pairing seed), signed so that positive favours H_a"), _th("p", True), _th("d", True, "Cohen's d, pooled sd, in the H_a direction"),
+              _th("95% CI of improvement", True),
+              _th("power", True, "power against the margin, from the observed stds and n (shown, never deciding)"),
               _th("outcome (H0)"), _th("verdict")]
 
 
@@ -387,6 +396,14 @@ def _audit(document: dict) -> str:
                         f'<td class="claim" style="max-width:none">{_e(r.get("reason"))}{note}</td></tr>')
         out.append(f"<h3>Claims the paper's own numbers do not support ({len(exceptions)})</h3>"
                    + _table([_th("claim"), _th("source"), _th("verdict"), _th("why")], body, "audit-exceptions", "short"))
+    fragile = summary.get("fragile_claims") or []
+    if fragile:
+        body = [f'<tr><td class="id">{_e(r.get("id"))}</td><td class="small">{_e(r.get("source"))}</td>'
+                f'<td class="num">{_typeset_number(r.get("replication_probability"), 2)}</td></tr>' for r in fragile]
+        out.append(f"<h3>Fragile claims ({len(fragile)}): a faithful replication at n = 385 reproduces the paper's "
+                   "outcome less than 80% of the time</h3>"
+                   + _table([_th("claim"), _th("source"), _th("replication probability", True)], body, "audit-fragile",
+                            "short"))
     claims = audit.get("claims") or []
     if claims:
         counts = summary.get("claims") or {}

@@ -12,8 +12,8 @@ import re
 from kdclaims.metrics import SIMILARITY_READINGS
 from kdclaims.render.document import compare_runs
 from kdclaims.render.format import (
-    MISSING, arch_label, correction_text, decision, mean_std, number, outcome, p_clause, paper_pvalue, pvalue,
-    seed_text, setup_label, source_order_key, verdict_label, verdict_words,
+    MISSING, arch_label, bound_text, correction_text, decision, fragility_text, mean_std, number, outcome, p_clause,
+    paired_text, paper_pvalue, pvalue, seed_text, setup_label, source_order_key, verdict_label, verdict_words,
 )
 
 
@@ -80,8 +80,8 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
     # Claims
     comparisons = [r for r in results if r["kind"] == "comparison"]
     others = [r for r in results if r["kind"] != "comparison"]
-    out += ["## Claims", "", "### Comparisons (one-tailed z-tests)", "",
-            "| claim | source | metric | treatment | baseline | z | p | d | 95% CI of diff | power | paper | observed | verdict |",
+    out += ["## Claims", "", "### Comparisons (one-tailed Welch t-tests)", "",
+            "| claim | source | metric | treatment | baseline | t | p | d | 95% CI of improvement | power | paper | observed | verdict |",
             "|---|---|---|---|---|---:|---:|---:|---|---:|---|---|---|"]
     for r in comparisons:
         d = r.get("details") or {}
@@ -97,9 +97,9 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
         out.append(
             f"| `{r['id']}` | {r['source']} | {d.get('metric_label', '–')} "
             f"| {t['label'] if t else '–'}: {_arm_cell(t)} | {b['label'] if b else '–'}: {_arm_cell(b)} "
-            f"| {number(test.get('z'), 2)} | {pvalue(test.get('p_value'))} | {number(test.get('effect_size'), 2)} | {ci} "
+            f"| {number(test.get('t'), 2)} | {pvalue(test.get('p_value'))} | {number(test.get('effect_size'), 2)} | {ci} "
             f"| {number(pw.get('power'), 2)} | {paper_text} | {outcome(r.get('observed_outcome'))} "
-            f"| {verdict_label(r['verdict'])} |")
+            f"| {verdict_label(r['verdict'])}{_verdict_extras(d)} |")
     out.append("")
     if others:
         out += ["### Rankings, trends, bounds and thresholds", "",
@@ -252,7 +252,10 @@ def audit_markdown(claims=None) -> str:
     for e in summary["claim_exceptions"]:
         note = f" Note: {_sentence(e['note'])}" if e.get("note") else ""
         out.append(f"- {verdict_label(e['verdict'])}: claim `{e['id']}` ({e['source']}): {_sentence(e['reason'])}{note}")
-    if summary["pvalue_exceptions"] or summary["claim_exceptions"]:
+    for e in summary.get("fragile_claims") or []:
+        out.append(f"- fragile: claim `{e['id']}` ({e['source']}): a faithful replication at n = {n} would reproduce "
+                   f"the paper's outcome with probability {number(e['replication_probability'], 2)} (< 0.8)")
+    if summary["pvalue_exceptions"] or summary["claim_exceptions"] or summary.get("fragile_claims"):
         out.append("")
 
     out += ["## 1. Printed p-values vs recomputed", "",
@@ -296,3 +299,16 @@ def audit_markdown(claims=None) -> str:
         out.append("| " + " | ".join(cell(c) for c in cells) + " |")
     out += ["", "---", "", summary["line"], ""]
     return "\n".join(out)
+
+
+def _verdict_extras(details: dict) -> str:
+    """Beside a comparison's verdict: a retained H0's bound vs margin, the paired test, and fragility (#12)."""
+    extras = []
+    if details.get("effect_bound") and (details.get("test") or {}).get("reject") is False:
+        extras.append(f"bound {bound_text(details)}")
+    if (details.get("paired") or {}).get("available"):
+        extras.append(paired_text(details))
+    if fragility_text(details):
+        extras.append(f"**{fragility_text(details)}**")
+    return "".join(f"<br>{e}" for e in extras)
+

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from kdclaims.render.document import VERDICTS
-from kdclaims.render.format import arch_label, number, outcome, paper_pvalue, pvalue, verdict_label, verdict_words
+from kdclaims.render.format import (arch_label, bound_text, fragility_text, number, outcome, paired_text, paper_pvalue,
+                                    pvalue, verdict_label, verdict_words)
 
 VERDICT_STYLE = {"reproduced": "green", "not_reproduced": "red", "inconclusive": "yellow", "error": "magenta"}
 
@@ -19,12 +20,14 @@ def describe_result(result: dict) -> str:
         t, b, test, pw = d["treatment"], d["baseline"], d["test"], d.get("power") or {}
         symbol = "<" if d["direction"] == "less" else ">"
         lines += [
-            f"  metric: {d['metric_label']} · H_a: mean(treatment) {symbol} mean(baseline) · one-tailed z-test at {test['alpha']}",
+            f"  metric: {d['metric_label']} · H_a: mean(treatment) {symbol} mean(baseline) · one-tailed {test.get('test', 'welch-t')} test at {test['alpha']}",
             f"  treatment {t['population']:<28} mean {number(t['mean'])}  std {number(t['std'])}  n {t['n']}",
             f"  baseline  {b['population']:<28} mean {number(b['mean'])}  std {number(b['std'])}  n {b['n']}",
             f"  diff {number(test['diff'])}  95% CI [{number(test['ci_low'])}, {number(test['ci_high'])}]  se {number(test['se'])}"
             f"  z {number(test['z'], 2)}  p {pvalue(test['p_value'])}  d {number(test['effect_size'], 2)}",
             f"  power {number(pw.get('power'), 2)} to detect {number(pw.get('effect'))} ({pw.get('basis', '–')})",
+            f"  {test.get('test', 'welch-t')} df {number(test.get('df'), 1)} · one-sided upper bound vs margin "
+            f"{bound_text(d)} · {paired_text(d)}" + (f" · {fragility_text(d)}" if fragility_text(d) else ""),
         ]
         if test.get("note"):
             lines.append(f"  note: {test['note']}")
@@ -67,7 +70,9 @@ def print_table(document: dict, console=None) -> None:
         if r["kind"] == "comparison" and "test" in d:
             t, b, test = d["treatment"], d["baseline"], d["test"]
             evidence = (f"{number(t['mean'])}±{number(t['std'])} vs {number(b['mean'])}±{number(b['std'])} "
-                        f"(n {t['n']}/{b['n']}), z {number(test['z'], 2)}, p {pvalue(test['p_value'])}")
+                        f"(n {t['n']}/{b['n']}), t {number(test.get('t'), 2)}, p {pvalue(test['p_value'])}")
+            if fragility_text(d):
+                evidence += f"; {fragility_text(d)}"
         claims.add_row(r["id"], r["kind"], r["source"], evidence, outcome(r["paper"]["outcome"]),
                        outcome(r.get("observed_outcome"), missing="cannot tell"),
                        f"[{VERDICT_STYLE.get(r['verdict'], 'white')}]{verdict_words(r['verdict'])}[/]")
