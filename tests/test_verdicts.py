@@ -145,3 +145,62 @@ def test_the_four_vgg_table7_alpha01_claims_are_fragile_in_every_report_format()
     assert set(FRAGILE_T7) <= {e["id"] for e in audit["summary"]["fragile_claims"]}
     audit_text = audit_markdown()
     assert all(f"fragile: claim `{claim_id}`" in audit_text for claim_id in FRAGILE_T7)
+
+
+class TableEvidence:
+    """Chosen (mean, std, n) per population name."""
+
+    name = "table"
+
+    def __init__(self, table):
+        self.table = table
+
+    def arm(self, spec, metric):
+        return ArmEvidence(spec.name, spec.label, Summary(*self.table[spec.name]))
+
+
+def _claim(kind, outcome="holds", **params):
+    from kdclaims.claims import parse_claim
+
+    raw = {"id": "c", "sentence": "s", "source": "test", "arch": "vit", "kind": kind, "paper": {"outcome": outcome}}
+    return parse_claim({**raw, **params}, "test")
+
+
+TREND_ARMS = [{"setup": "kd", "alpha": a} for a in (0.1, 0.5, 0.9)]
+
+
+def test_a_trend_needs_every_step_significant_unless_the_claim_tests_point_estimates():
+    # JS falls (more similar) at every step; the first step is clear, the second is not significant on its own
+    ev = TableEvidence({"vit/kd-a0.1": (0.30, 0.01, 30), "vit/kd-a0.5": (0.25, 0.01, 30), "vit/kd-a0.9": (0.249, 0.01, 30)})
+    steps = evaluate_claim(_claim("trend", metric="js_divergence", arms=TREND_ARMS), ev)
+    assert steps.verdict == "inconclusive" and not steps.details["every_step_significant"]
+    assert [s["test"]["p_value"] < 0.025 for s in steps.details["steps"]] == [True, False]
+    assert all(s["test"]["test"] == "welch-t" for s in steps.details["steps"])
+    points = evaluate_claim(_claim("trend", metric="js_divergence", arms=TREND_ARMS, test="point_estimates"), ev)
+    assert points.verdict == "reproduced" and "point estimates" in points.reason
+    assert points.details["rule"] == "point_estimates"
+    clear = TableEvidence({"vit/kd-a0.1": (0.30, 0.01, 30), "vit/kd-a0.5": (0.25, 0.01, 30), "vit/kd-a0.9": (0.20, 0.01, 30)})
+    assert evaluate_claim(_claim("trend", metric="js_divergence", arms=TREND_ARMS), clear).verdict == "reproduced"
+
+
+RANK_CANDIDATES = [{"setup": "independent"}, {"setup": "kd", "alpha": 0.5}, {"setup": "uniform_kd", "alpha": 0.5}]
+
+
+def test_a_ranking_leader_must_beat_every_rival_not_only_the_runner_up():
+    # uniform leads; kd is far behind but has a huge spread, so the leader's lead over it is not significant,
+    # while the runner-up by mean (independent) is beaten clearly: an IUT cannot conclude
+    ev = TableEvidence({"vit/uniform_kd-a0.5": (0.60, 0.01, 30), "vit/independent": (0.55, 0.01, 30),
+                        "vit/kd-a0.5": (0.50, 0.50, 30)})
+    claim = _claim("ranking", metric="test_accuracy", candidates=RANK_CANDIDATES,
+                   expected_best=[{"setup": "uniform_kd", "alpha": 0.5}])
+    result = evaluate_claim(claim, ev)
+    rivals = {r["rival"]: r["test"]["p_value"] for r in result.details["rivals"]}
+    assert set(rivals) == {"vit/independent", "vit/kd-a0.5"}
+    assert rivals["vit/independent"] < 0.025 < rivals["vit/kd-a0.5"]
+    assert result.verdict == "inconclusive" and result.details["lead"]["rival"] == "vit/kd-a0.5"
+    from kdclaims.kinds import KINDS
+
+    assert KINDS["ranking"].primary_p(result.to_dict()) == max(rivals.values())  # the IUT's p
+    tight = TableEvidence({"vit/uniform_kd-a0.5": (0.60, 0.01, 30), "vit/independent": (0.55, 0.01, 30),
+                           "vit/kd-a0.5": (0.50, 0.01, 30)})
+    assert evaluate_claim(claim, tight).verdict == "reproduced"
