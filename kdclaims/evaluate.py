@@ -23,7 +23,7 @@ from kdclaims.profiles import seeds_to_text
 from kdclaims.spec import PopulationSpec
 from kdclaims.errors import KdclaimsError
 from kdclaims.kinds import KINDS, ClaimResult
-from kdclaims.kinds.comparison import PAIRINGS
+from kdclaims.options import PAIRINGS
 from kdclaims.stats import Summary
 
 

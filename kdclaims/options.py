@@ -14,6 +14,7 @@ from typing import Any
 
 PYTEST, RUN, TRAIN, PLAN = "pytest", "run", "train", "plan"
 ALL = frozenset({PYTEST, RUN, TRAIN, PLAN})
+PAIRINGS = ("none", "seed")  # --pairing: which test decides a comparison (none: Welch's, the paper's design)
 PYTEST_GROUPS = {"kdclaims": "kdclaims: the paper's claims as hypothesis tests",
                  "kdclaims-backend": "kdclaims: where missing members are trained"}
 
@@ -58,6 +59,10 @@ OPTIONS: tuple[RunOption, ...] = (
               "tables", frozenset({PYTEST, RUN}), default="trained", choices=("trained", "paper")),
     RunOption("--correction", "family-wise correction of the claims' p-values (default none, as in the paper)",
               frozenset({PYTEST}), default="none", choices=("none", "holm", "bh")),
+    RunOption("--pairing", "which test decides a comparison: none (default, the paper's: Welch's unpaired t-test) or "
+              "seed (the paired t-test over members that share a seed; the other is shown beside it either way); "
+              "--evidence paper has no members, so there it stays unpaired and says so", frozenset({PYTEST, RUN}),
+              default="none", choices=PAIRINGS),
     RunOption("--family", "what a family is for --correction (default: a claim group)", frozenset({PYTEST}),
               default="group", choices=("all", "group", "arch", "source")),
     RunOption("--backend", "local (default: in this process; parallel with -n) or ray (members as Ray tasks; "

@@ -48,6 +48,7 @@ class HarnessState:
         self.device = opt("--device")
         self.evidence_name = opt("--evidence")
         self.correction = {"method": opt("--correction"), "family": opt("--family")}
+        self.pairing = opt("--pairing")
         self.concurrent_members = opt("--concurrent-members")
         self.backend_name = opt("--backend")
         self.backend_options = {"address": opt("--address"), "gpus_per_member": opt("--gpus-per-member"),
@@ -84,7 +85,8 @@ class HarnessState:
         if self._evidence is None:
             from kdclaims.evaluate import PaperEvidence, TrainedEvidence
 
-            self._evidence = PaperEvidence() if self.evidence_name == "paper" else TrainedEvidence(self.workbench)
+            self._evidence = (PaperEvidence(self.pairing) if self.evidence_name == "paper"
+                              else TrainedEvidence(self.workbench, self.pairing))
         return self._evidence
 
     def evaluate(self, claim: Claim):
@@ -336,6 +338,7 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
         "summary": {"claims": len(results), "verdicts": verdicts},
         "correction": state.correction,
         "corrected_verdicts": corrected_verdicts(results),  # the verdicts the correction changed
+        "pairing": state.pairing,
         "populations": [state.populations[k] for k in sorted(state.populations)],
         "results": results,
     }

@@ -204,3 +204,55 @@ def test_a_ranking_leader_must_beat_every_rival_not_only_the_runner_up():
     tight = TableEvidence({"vit/uniform_kd-a0.5": (0.60, 0.01, 30), "vit/independent": (0.55, 0.01, 30),
                            "vit/kd-a0.5": (0.50, 0.01, 30)})
     assert evaluate_claim(claim, tight).verdict == "reproduced"
+
+
+class SeededEvidence:
+    """Per-member values by seed for each population (as TrainedEvidence gives them)."""
+
+    name = "seeded"
+
+    def __init__(self, values, pairing="none"):
+        self.values, self.pairing = values, pairing
+
+    def arm(self, spec, metric):
+        seeds, values = zip(*sorted(self.values[spec.name].items()))
+        return ArmEvidence(spec.name, spec.label, Summary.from_values(values), values=list(values),
+                           member_seeds=list(seeds))
+
+
+def test_pairing_by_seed_is_shown_beside_the_unpaired_test_and_decides_with_pairing_seed():
+    import numpy as np
+
+    rng = np.random.default_rng(12)
+    shared = rng.normal(0, 0.02, 8)  # what a seed does to every setup: data order, dropout, M0
+    seeds = list(range(1, 9))
+    independent = dict(zip(seeds, 0.30 + shared + rng.normal(0, 0.002, 8)))
+    kd = dict(zip(seeds, 0.295 + shared + rng.normal(0, 0.002, 8)))
+    kd[99] = 0.1  # a member without a partner: left out of the paired test, and said so
+    claim = catalogue_claim("vit-t5-js-kd0.9-vs-independent")
+    values = {"vit/kd-a0.9": kd, "vit/independent": independent}
+    unpaired = evaluate_claim(claim, SeededEvidence(values))
+    paired = evaluate_claim(claim, SeededEvidence(values, pairing="seed"))
+    d = unpaired.details
+    assert d["pairing"] == "none" and d["test"]["test"] == "welch-t" and d["paired"]["available"]
+    assert d["paired"]["n_pairs"] == 8 and d["paired"]["unmatched_treatment"] == [99]
+    assert d["paired"]["correlation"] > 0.9  # the shared seed effect
+    # the seed effect swamps the unpaired test; pairing removes it
+    assert d["unpaired"]["p_value"] > 0.025 > d["paired"]["p_value"]
+    assert paired.details["test"]["test"] == "paired-t" and paired.observed_outcome == "reject"
+    assert paired.verdict == "reproduced" and unpaired.observed_outcome == "retain"
+
+
+def test_pairing_is_not_available_with_the_papers_numbers_and_says_so():
+    from kdclaims.errors import KdclaimsError
+    from kdclaims.options import OPTIONS, PAIRINGS
+
+    claim = catalogue_claim("vit-t5-js-kd0.9-vs-independent")
+    result = evaluate_claim(claim, PaperEvidence(pairing="seed"))
+    assert result.details["test"]["test"] == "welch-t" and not result.details["paired"]["available"]
+    assert "no per-member values" in result.details["paired"]["reason"]
+    assert "unpaired Welch test decides" in result.details["paired"]["reason"]
+    option = next(o for o in OPTIONS if o.name == "--pairing")
+    assert option.choices == PAIRINGS and option.default == "none" and {"pytest", "run"} <= option.surfaces
+    with pytest.raises(KdclaimsError, match="unknown pairing"):
+        PaperEvidence(pairing="matched")

@@ -41,7 +41,6 @@ from kdclaims.stats import (ALPHA, DIRECTIONS, design_margin, effect_bounded, is
                             observed_power, paired_t_test, replication_probability, upper_confidence_bound, welch_t_test,
                             z_test)
 
-PAIRINGS = ("none", "seed")  # --pairing: which test decides a comparison (none: Welch, the paper's design)
 
 
 def paper_numbers(claim):
