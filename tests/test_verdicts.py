@@ -256,3 +256,26 @@ def test_pairing_is_not_available_with_the_papers_numbers_and_says_so():
     assert option.choices == PAIRINGS and option.default == "none" and {"pytest", "run"} <= option.surfaces
     with pytest.raises(KdclaimsError, match="unknown pairing"):
         PaperEvidence(pairing="matched")
+
+
+def test_the_reports_how_to_read_states_every_verdict_rule():
+    import json as json_module
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_report import fake_evaluation
+
+    from kdclaims.render.document import build_document
+    from kdclaims.render.format import VERDICT_RULES
+    from kdclaims.render.html import render_html
+    from kdclaims.render.markdown import markdown_report
+    from kdclaims.results import jsonable
+
+    document = json_module.loads(json_module.dumps(jsonable(build_document(fake_evaluation(n_claims=3)))))
+    md, page = markdown_report(document), render_html(document, figures={})
+    for needle in ("Welch t-test", "upper confidence bound", "margin", "Corrections carry through", "Fragile",
+                   "every step improves significantly", "every rival", "--pairing seed"):
+        assert any(needle in rule for rule in VERDICT_RULES), needle
+        assert needle in md and needle in page.replace("&#x27;", "'"), needle
+    assert "power ≥ 0.8" not in md and "power ≥ 0.8" not in page

@@ -219,3 +219,28 @@ def paired_text(details: dict | None) -> str:
         return "paired: n/a"
     return (f"paired {p_clause(paired.get('p_value'))}, r {number(paired.get('correlation'), 2)} "
             f"(n {paired.get('n_pairs')})")
+
+
+# The report's "how to read" rules for verdicts (issue #12): one text, written by markdown and HTML alike.
+VERDICT_RULES = (
+    "Test: one-tailed Welch t-test (Welch–Satterthwaite df) at 0.025 for every comparison, ranking step, trend "
+    "step, CI and bound, at every n (it keeps its nominal error at small n, where the paper's z-test does not, and "
+    "matches the z-test at n = 385); the paper's z is kept in the details for reference. Every difference, CI, t, "
+    "z and d is signed so that positive means the treatment is better in the way the claim states.",
+    "A retained H0 is *reproduced* only when our data bound the effect: the one-sided 97.5% upper confidence bound "
+    "of the improvement must lie below the claim's margin, the smallest improvement the paper's design (its stds, "
+    "n = 385, 0.025, 80% power) could detect; otherwise *inconclusive*. The bound and the margin are in each claim; "
+    "power is shown from the observed stds against the margin and decides nothing.",
+    "Corrections carry through: with --correction holm|bh the bound, CI and power of each corrected claim use its "
+    "family's corrected level (Bonferroni α/m for Holm, α·R/m for BH), and the verdicts the correction changed are "
+    "listed.",
+    "Fragile: a claim a faithful replication at the paper's n would reproduce less than 80% of the time, if the "
+    "paper's own means and stds were exactly true; marked in every format.",
+    "Trends: reproduced only when every step improves significantly in the stated direction (an intersection–union "
+    "test), unless the claim file says test: point_estimates, which the claim then states.",
+    "Rankings: the leader is tested against every rival, and the ranking holds only when every one-sided test "
+    "rejects (intersection–union); its p is the largest pairwise p.",
+    "Pairing: student s of every setup shares seed s, so where members are available the paired (by seed) t-test "
+    "and the within-seed correlation are shown beside the unpaired test; --pairing seed makes the paired test "
+    "decide (default: unpaired, the paper's). The paper's tables have no members, so there it is not available.",
+)

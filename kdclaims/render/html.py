@@ -22,7 +22,7 @@ from kdclaims.metrics import METRICS, SIMILARITY_READINGS
 from kdclaims.render.document import VERDICTS
 from kdclaims.render.figures import BETTER_MARK, WORSE_MARK, archs_with_members, figure_png_bytes
 from kdclaims.render.format import (
-    MISSING, VERDICT_SYMBOL, arch_label, correction_text, fragility_text, metric_label, number, ordered_archs, outcome,
+    MISSING, VERDICT_RULES, VERDICT_SYMBOL, arch_label, correction_text, fragility_text, metric_label, number, ordered_archs, outcome,
     paired_text, pvalue,
     paper_pvalue, mean_std, seed_text, setup_label, setup_order_key, short_setup_label, to_float, verdict_label,
     decision, p_clause, source_order_key, verdict_words,
@@ -164,17 +164,16 @@ def _method(document: dict) -> str:
     items = [
         f"Profile: <strong>{_e(profile.get('name'))}</strong>: {_e(profile.get('description'))}",
         f"Students per population: {n_text}; teacher: seed 0, every student starts from the teacher's initialisation",
-        f"Test: {_e(method.get('test', 'one-tailed two-sample z-test'))}, significance {_e(method.get('alpha', 0.025))}; "
-        "95% CI for the difference of means; d = Cohen's d (pooled sd) in the H<sub>a</sub> direction",
-        f"Verdict: <em>reproduced</em> when our outcome (reject/retain H0) matches the paper's; a retained H0 needs "
-        f"power ≥ {_e(method.get('power_target', 0.8))} to detect the paper's effect at our n, else <em>inconclusive</em>",
+        f"Test: {_e(method.get('test', 'one-tailed Welch t-test'))}, significance {_e(method.get('alpha', 0.025))}; "
+        "95% CI of the improvement; d = Cohen's d (pooled sd) in the H<sub>a</sub> direction",
+        "Verdict: <em>reproduced</em> when our outcome (reject/retain H0) matches the paper's, under these rules:<ul>"
+        + "".join(f"<li>{_e(rule)}</li>" for rule in VERDICT_RULES) + "</ul>",
         f"Family-wise correction: {_correction(method.get('correction'))}"
         + "".join(f"<br>verdict changed by the correction: <code>{_e(c['id'])}</code> {_e(verdict_words(c['before']))}"
                   f" → {_e(verdict_words(c['after']))}" for c in method.get("corrected_verdicts") or []),
         "Compression threshold (Section 3): the paper does not say how a distance becomes a similarity; we read "
         f"{readings}, and a student reaches 95% only if all four are ≥ 0.95 at once",
-        "Rankings must lead the best other setup significantly; trends must improve at every step with a significant "
-        "overall change; bounds hold when every cell's one-sided 97.5% upper confidence bound is below the bound "
+        "Bounds hold when every cell's one-sided 97.5% upper confidence bound (t quantile) is below the bound "
         "(an intersection-union test)",
     ]
     return ('<section id="method"><h2>Setup and method</h2><ul class="method">'

@@ -12,7 +12,7 @@ import re
 from kdclaims.metrics import SIMILARITY_READINGS
 from kdclaims.render.document import compare_runs
 from kdclaims.render.format import (
-    MISSING, arch_label, bound_text, correction_text, decision, fragility_text, mean_std, number, outcome, p_clause,
+    MISSING, VERDICT_RULES, arch_label, bound_text, correction_text, decision, fragility_text, mean_std, number, outcome, p_clause,
     paired_text, paper_pvalue, pvalue, seed_text, setup_label, source_order_key, verdict_label, verdict_words,
 )
 
@@ -54,19 +54,16 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
     out += ["## Setup", "",
             f"- Profile: **{profile['name']}**: {profile['description']}",
             f"- Students per population: {n_text}; teacher: seed 0, every student starts from the teacher's initialisation",
-            "- Test: one-tailed two-sample z-test, se = √(s₁²/n₁ + s₂²/n₂), significance 0.025; "
-            "95% CI for the difference of means; d = Cohen's d (pooled sd) in the H_a direction",
-            "- Verdict: *reproduced* when our outcome (reject/retain H0) matches the paper's; a retained H0 needs "
-            "power ≥ 0.8 to detect the paper's effect at our n, else *inconclusive*",
+            "- Verdict: *reproduced* when our outcome (reject/retain H0) matches the paper's, under these rules:",
+            *[f"  - {rule}" for rule in VERDICT_RULES],
             f"- Family-wise correction: {correction_text(document['method'].get('correction'), strong=lambda w: f'**{w}**')}",
             *[f"  - verdict changed by the correction: `{c['id']}` {verdict_words(c['before'])} → "
               f"{verdict_words(c['after'])}" for c in document["method"].get("corrected_verdicts") or []],
             "- Compression threshold (Section 3): the paper does not say how a distance becomes a similarity; we read "
             + ", ".join(f"{reading}" for _, _, reading in SIMILARITY_READINGS.values())
             + ", and a student reaches 95% only if all four are ≥ 0.95 at once",
-            "- Rankings must lead the best other setup significantly; trends must improve at every step with a "
-            "significant overall change; bounds hold when every cell's one-sided 97.5% upper confidence bound is "
-            "below the bound (an intersection-union test)", ""]
+            "- Bounds hold when every cell's one-sided 97.5% upper confidence bound (t quantile) is below the bound "
+            "(an intersection-union test)", ""]
 
     # Figures
     if figures:
