@@ -54,5 +54,5 @@ def test_installed_wheel_runs_the_catalogue_and_the_audit(installed):
     # paper's own numbers do not reproduce fails, as in `pytest claims/ --evidence paper`.
     out = _run(["-m", "pytest", "--pyargs", "kdclaims.catalogue", "--evidence", "paper", "-q", "-p", "no:cacheprovider"],
                cwd, env, ok=(0, 1))
-    assert "12 failed, 86 passed" in out, out[-2000:]
+    assert "18 failed, 78 passed" in out, out[-2000:]
     assert "vgg16_bn_table8.yaml::vgg16_bn-t8-pd-kd0.1-vs-uniform0.9" in out  # the paper's own contradiction
