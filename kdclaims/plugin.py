@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from kdclaims.claims import CLAIMS_DIR, Claim, load_claim_file
-from kdclaims.errors import ClaimError, KdclaimsError
+from kdclaims.errors import ClaimError, ConfigError, KdclaimsError
 from kdclaims.options import add_pytest_options, chosen_profile
 
 RESULT_PROPERTY = "kdclaims_result"
@@ -66,6 +66,8 @@ class HarnessState:
         self.results_dir = Path(opt("--results-dir") or default_results_dir(self.cache_dir)).expanduser()
         self.device = opt("--device")
         self.evidence_name = opt("--evidence")
+        if self.evidence_name == "trained":
+            check_seeds_form_populations(self.profile.seeds)  # before any training, not after a teacher
         self.correction = {"method": opt("--correction"), "family": opt("--family")}
         self.concurrent_members = opt("--concurrent-members")
         self.backend_name = opt("--backend")
@@ -141,6 +143,16 @@ class HarnessState:
                 "metrics": {m: [float(x) for x in pop.values(m, teacher, labels)] for m in METRICS},
             })
         return records
+
+
+MIN_MEMBERS = 2  # the fewest members a population's z-test (a standard deviation) can use
+
+
+def check_seeds_form_populations(seeds) -> None:
+    """Refuse, before anything is trained, seeds that cannot form a population a claim can test."""
+    if len(seeds) < MIN_MEMBERS:
+        raise ConfigError(f"--seeds gives {len(seeds)} seed(s): a claim's test needs populations of at least "
+                          f"{MIN_MEMBERS} members; give --seeds {MIN_MEMBERS} or more")
 
 
 def _is_controller(config) -> bool:

@@ -72,3 +72,25 @@ def test_minus_n_adds_dist_loadgroup_unless_dist_is_given(pytester):
     assert "DIST=loadgroup." in pytester.runpytest_subprocess("-n", "1", "-p", "no:cacheprovider").stdout.str()
     assert "DIST=load." in pytester.runpytest_subprocess("-n", "1", "--dist", "load", "-p", "no:cacheprovider").stdout.str()
     assert "DIST=no." in pytester.runpytest_subprocess("-p", "no:cacheprovider").stdout.str()
+
+
+def test_seeds_that_cannot_form_a_population_are_refused_before_training(pytester, tmp_path):
+    """--seeds 1: one line, a usage error, in seconds, and nothing in the cache (no teacher trained first)."""
+    import time
+
+    (pytester.path / "claims").mkdir()
+    (pytester.path / "claims" / "two_archs.yaml").write_text(CLAIMS)
+    cache = tmp_path / "cache"
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("claims", "--profile", "smoke", "--seeds", "1", "--cache-dir", str(cache),
+                                           "-p", "no:cacheprovider")
+    elapsed = time.monotonic() - started
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == 4, output  # pytest's usage error
+    assert "--seeds gives 1 seed(s): a claim's test needs populations of at least 2 members" in output
+    assert "Traceback" not in output
+    assert not Cache(cache).entries()
+    assert elapsed < 60  # start-up only (the machine is shared); training would take minutes
+    # the paper's own tables need no trained population: --seeds does not matter there
+    assert pytester.runpytest_subprocess("claims", "--evidence", "paper", "--seeds", "1", "--cache-dir", str(cache),
+                                         "-p", "no:cacheprovider").ret != 4
