@@ -3,9 +3,13 @@
 Registered through the ``pytest11`` entry point, so ``pytest claims/`` finds it once kdclaims is
 installed. Following pytest's non-Python test example, a ``ClaimFile`` collects one ``ClaimItem``
 per claim; its ``runtest`` evaluates the claim and ``repr_failure`` shows the numbers rather than a
-traceback. Claims of one architecture share an ``xdist_group`` so that under ``-n N --dist
-loadgroup`` (set automatically when ``-n`` is given) their populations are built by one worker;
-across workers the cache's per-member locks make sure no member is trained twice.
+traceback. Claims of one architecture share populations (every population of an architecture distils
+from, or is compared with populations distilled from, its one teacher), so under ``-n N`` each
+architecture's claims go to one worker: the plugin adds ``--dist loadgroup`` when ``-n`` is given
+without ``--dist``, and schedules with ``ClaimGroupScheduling``, which reads a claim's group from its
+claim file rather than from the ``@group`` node-id suffix pytest-xdist 3.8 can no longer add under
+pytest 9.2 (pytest-xdist issue #1386). Across workers the cache's per-member locks still make sure no
+member is trained twice.
 
 Every result travels to the controlling process in ``user_properties`` (which pytest-xdist
 forwards), and the controller saves the whole evaluation as one JSON file when the session ends.
@@ -20,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from kdclaims.claims import CLAIMS_DIR, Claim, load_claim_file
-from kdclaims.errors import ClaimError, KdclaimsError
+from kdclaims.errors import ClaimError, ConfigError, KdclaimsError
 from kdclaims.options import add_pytest_options, chosen_profile
 
 RESULT_PROPERTY = "kdclaims_result"
@@ -31,6 +35,21 @@ STATE = pytest.StashKey["HarnessState"]()
 
 def pytest_addoption(parser):
     add_pytest_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """``-n N`` without ``--dist``: add ``--dist loadgroup`` to the arguments.
+
+    It must happen while the arguments are parsed: pytest-xdist turns ``-n`` into ``--dist load`` in its
+    ``pytest_cmdline_main``, before any ``pytest_configure`` (where this used to be set, too late), and
+    each worker re-parses the original arguments. This hook runs on the controller and on every worker,
+    on the same arguments, so all of them see ``loadgroup``.
+    """
+    known = early_config.known_args_namespace
+    if getattr(known, "numprocesses", None) and getattr(known, "dist", "no") == "no" \
+            and not any(arg == "--dist" or arg.startswith("--dist=") for arg in args):
+        args[:] = [*args, "--dist", "loadgroup"]
 
 
 class HarnessState:
@@ -47,6 +66,8 @@ class HarnessState:
         self.results_dir = Path(opt("--results-dir") or default_results_dir(self.cache_dir)).expanduser()
         self.device = opt("--device")
         self.evidence_name = opt("--evidence")
+        if self.evidence_name == "trained":
+            check_seeds_form_populations(self.profile.seeds)  # before any training, not after a teacher
         self.correction = {"method": opt("--correction"), "family": opt("--family")}
         self.concurrent_members = opt("--concurrent-members")
         self.backend_name = opt("--backend")
@@ -124,6 +145,16 @@ class HarnessState:
         return records
 
 
+MIN_MEMBERS = 2  # the fewest members a population's z-test (a standard deviation) can use
+
+
+def check_seeds_form_populations(seeds) -> None:
+    """Refuse, before anything is trained, seeds that cannot form a population a claim can test."""
+    if len(seeds) < MIN_MEMBERS:
+        raise ConfigError(f"--seeds gives {len(seeds)} seed(s): a claim's test needs populations of at least "
+                          f"{MIN_MEMBERS} members; give --seeds {MIN_MEMBERS} or more")
+
+
 def _is_controller(config) -> bool:
     return not hasattr(config, "workerinput")
 
@@ -134,9 +165,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "vgg16_bn: claims about VGG-16-BN")
     config.addinivalue_line("markers", "vit: claims about the ViT")
     config.addinivalue_line("markers", "claim: a kdclaims claim item")
-    # Claims of one architecture share populations: keep them on one worker.
-    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") in ("load", "no"):
-        config.option.dist = "loadgroup"
     try:
         config.stash[STATE] = HarnessState(config)
     except KdclaimsError as exc:
@@ -194,8 +222,58 @@ class ClaimFile(pytest.File):
                 self.config.addinivalue_line("markers", f"{marker}: kdclaims claims marker")
                 item.add_marker(marker)
             item.add_marker("claim")
-            item.add_marker(pytest.mark.xdist_group(claim.arch))
+            item.add_marker(pytest.mark.xdist_group(population_group(claim)))
             yield item
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``--dist loadgroup``: schedule claims by their group (``ClaimGroupScheduling``)."""
+    if config.getvalue("dist") == "loadgroup":
+        return claim_group_scheduling(config, log)
+    return None
+
+
+def claim_group_scheduling(config, log):
+    """pytest-xdist's ``LoadGroupScheduling``, with a claim's scope its ``population_group`` read from its
+    claim file (the controller collects nothing, so it looks the claim up by node id); other tests keep
+    xdist's own grouping (their ``@group`` suffix where pytest still carries it, else one scope each)."""
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ClaimGroupScheduling(LoadGroupScheduling):
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            self.groups_by_file: dict[str, dict[str, str]] = {}
+
+        def _split_scope(self, nodeid: str) -> str:
+            group = claim_group_of(config.rootpath, nodeid, self.groups_by_file)
+            return f"kdclaims-group:{group}" if group is not None else super()._split_scope(nodeid)
+
+    return ClaimGroupScheduling(config, log)
+
+
+def claim_group_of(rootpath: Path, nodeid: str, groups_by_file: dict[str, dict[str, str]]) -> str | None:
+    """The ``population_group`` of the claim whose node id is ``nodeid``; None for anything else."""
+    file_part, sep, rest = nodeid.partition("::")
+    if not sep:
+        return None
+    if file_part not in groups_by_file:
+        path = Path(rootpath, file_part)
+        groups: dict[str, str] = {}
+        if _is_claim_file(path) and path.is_file():
+            try:
+                groups = {claim.id: population_group(claim) for claim in load_claim_file(path)}
+            except ClaimError:
+                groups = {}  # a malformed file collects no claims anyway
+        groups_by_file[file_part] = groups
+    return groups_by_file[file_part].get(rest.split("@")[0])
+
+
+def population_group(claim: Claim) -> str:
+    """The xdist group of a claim: the claims that share populations, kept on one worker. Every population of
+    an architecture needs that architecture's teacher (or sits in claims beside one that does), so the
+    groups are the architectures."""
+    return claim.arch
 
 
 def _line_of(lines: list[str], claim_id: str) -> int | None:

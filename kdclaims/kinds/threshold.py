@@ -9,7 +9,7 @@ P(similarity >= level).
 
 from __future__ import annotations
 
-from scipy.stats import norm
+from scipy.special import ndtr  # the normal CDF, without scipy.stats' import time
 
 from kdclaims.errors import ClaimError
 from kdclaims.kinds.base import ClaimKind, ClaimResult, parse_arms, register_kind
@@ -47,7 +47,7 @@ class Threshold(ClaimKind):
                 scale = abs(SIMILARITY_READINGS[m][0])
                 mean, std = float(as_similarity(m, arm.summary.mean)), arm.summary.std * scale
                 sims[m] = {"mean": mean, "std": std}
-                tails[m] = float(norm.sf((level - mean) / std)) if std > 0 else float(mean >= level)
+                tails[m] = float(ndtr((mean - level) / std)) if std > 0 else float(mean >= level)
             expected = PAPER_N_FOR_THRESHOLD * min(tails.values())
             row = {"population": spec.name, "label": spec.label, "similarity": sims,
                    "expected_reaching_of_385": expected, "n": min(a.summary.n for a in per_metric.values())}
