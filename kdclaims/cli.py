@@ -118,9 +118,12 @@ REPORT_FORMATS = {"markdown": ".md", "html": ".html", "json": ".json", "table": 
 @click.option("--cache-dir", default=None, help="cache whose evaluations to read")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="output file (default reports/<profile>-<evidence>.<ext>; '-' for stdout)")
+@click.option("--run", "run_id", default=None, metavar="ID",
+              help="report this saved run alone (its file name in the results dir, without .json); default: the "
+                   "latest result of each claim across the runs of the latest run's profile, evidence and code version")
 @click.option("--compare", nargs=2, type=click.Path(exists=True, dir_okay=False), default=None,
               metavar="A.json B.json", help="show which verdicts changed between two evaluations or JSON reports")
-def report(fmt, evaluation, results_dir, cache_dir, output, compare):
+def report(fmt, evaluation, results_dir, cache_dir, output, run_id, compare):
     """Write the reproduction report from the last evaluation (trains nothing, reads no cache entry).
 
     markdown writes figures as PNG beside it; html embeds them in one file; json follows
@@ -131,7 +134,7 @@ def report(fmt, evaluation, results_dir, cache_dir, output, compare):
 
     from kdclaims.render.document import build_document
     from kdclaims.paths import default_results_dir
-    from kdclaims.results import jsonable, load_evaluation
+    from kdclaims.results import jsonable, load_evaluation, load_run, merged_evaluation, single_run
 
     if compare:
         from kdclaims.render.markdown import compare_markdown
@@ -140,7 +143,15 @@ def report(fmt, evaluation, results_dir, cache_dir, output, compare):
         text = compare_markdown(runs[0], runs[1], compare[0], compare[1])
         _emit(text, None if output in (None, "-") else Path(output), None)
         return
-    payload = load_evaluation(evaluation, results_dir or default_results_dir(cache_dir))
+    results_dir = results_dir or default_results_dir(cache_dir)
+    if run_id and evaluation:
+        raise KdclaimsError("give either --run or --evaluation, not both")
+    if run_id:
+        payload = single_run(load_run(run_id, results_dir))
+    elif evaluation:  # a file named by the user: that run alone
+        payload = single_run(load_evaluation(evaluation))
+    else:
+        payload = merged_evaluation(load_evaluation(None, results_dir), results_dir)
     document = build_document(payload)
     stem = f"{payload['profile']['name']}-{payload['evidence']}"
     path = None if output == "-" else Path(output) if output else (
@@ -175,7 +186,10 @@ def report(fmt, evaluation, results_dir, cache_dir, output, compare):
             for png in make_figures(document, path.parent, prefix=f"{path.stem}-figure"):
                 figures[png.stem.rsplit("-", 1)[-1]] = png.name
         text = markdown_report(document, figures)
-    _emit(text, None if output == "-" else path, f"{len(document['claims'])} claims, from {payload['_path']}")
+    head = document["headline"]
+    source = payload["_path"] if payload["selection"]["mode"] == "run" else \
+        f"{len(payload['selection']['runs'])} run(s) in {results_dir}"
+    _emit(text, None if output == "-" else path, f"{head['total']} of {head['catalogue']} claims evaluated, from {source}")
 
 
 def _emit(text: str, path: Path | None, what: str | None) -> None:
