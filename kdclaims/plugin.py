@@ -189,7 +189,9 @@ def pytest_sessionstart(session):
         try:
             state.workbench.check_data()  # stop before any training when the data is not there
         except KdclaimsError as exc:
-            pytest.exit(f"kdclaims: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+            # a UsageError is printed once, as "ERROR: ..." (pytest.exit would print it twice, the second
+            # time as "!!! _pytest.outcomes.Exit: ... !!!")
+            raise pytest.UsageError(f"kdclaims: {exc}") from None
 
 
 def pytest_collect_file(file_path: Path, parent):

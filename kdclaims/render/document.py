@@ -175,11 +175,29 @@ def _audit() -> dict:
 
 
 def claims_frame(document_or_evaluation: dict) -> pd.DataFrame:
-    """One row per claim with its verdict and the numbers behind it."""
+    """One row per claim with its verdict and the numbers behind it, as every report shows them: the
+    verdict in words ("not reproduced"; ``verdict_id`` keeps the id), the 95% CI in the direction of
+    H_a (as z and d; ``diff`` stays treatment − baseline), the n as integers."""
     from kdclaims.evaluate import results_frame
+    from kdclaims.render.format import hypothesis_interval, verdict_words
 
     key = "claims" if "claims" in document_or_evaluation else "results"
-    return results_frame(document_or_evaluation[key])
+    results = document_or_evaluation[key]
+    frame = results_frame(results)
+    if frame.empty:
+        return frame
+    intervals = [hypothesis_interval((r.get("details") or {}).get("test"), (r.get("details") or {}).get("direction"))
+                 for r in results]
+    frame["ci_low"] = [None if not (r.get("details") or {}).get("test") else low for r, (_, low, _) in zip(results, intervals)]
+    frame["ci_high"] = [None if not (r.get("details") or {}).get("test") else high for r, (_, _, high) in zip(results, intervals)]
+    frame.insert(frame.columns.get_loc("verdict") + 1, "verdict_id", frame["verdict"])
+    frame["verdict"] = frame["verdict"].map(verdict_words)
+    for column in ("n_treatment", "n_baseline"):
+        frame[column] = frame[column].astype("Int64")  # 5, not 5.0; empty where the claim has no such arm
+    if any(r.get("evaluated_at") for r in results):
+        frame["evaluated_at"] = [r.get("evaluated_at") for r in results]
+        frame["run_id"] = [r.get("run_id") for r in results]
+    return frame
 
 
 def compare_runs(a: dict, b: dict) -> list[dict]:
