@@ -171,9 +171,8 @@ def merged_evaluation(latest: dict, results_dir: Path | str | None = None) -> di
 
 
 def single_run(evaluation: dict) -> dict:
-    """One run alone, its results stamped with its id and time (the form ``merged_evaluation`` gives)."""
-    results = [{**r, "run_id": evaluation.get("run_id"), "evaluated_at": run_time(evaluation)}
-               for r in evaluation["results"]]
+    """One run alone, with the ``selection`` a report reads (the form ``merged_evaluation`` gives)."""
+    results = list(evaluation["results"])  # one run, one time: the headline says which
     selection = dict(evaluation.get("selection") or {})
     catalogue = set(selection.get("catalogue") or []) | {r["id"] for r in results}
     selection.update(mode="run", catalogue=sorted(catalogue), evaluated=sorted(r["id"] for r in results),
