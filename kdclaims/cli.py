@@ -324,6 +324,8 @@ def validate_claims(paths):
 
     errors: list[str] = []
     loaded = load_claims(list(paths) or None, errors)
+    if len(errors) == 1:  # one error: the usual one line
+        raise KdclaimsError(errors[0])
     if errors:  # every error, not only the first: a user fixes them in one pass
         for error in errors:
             click.echo(f"kdclaims: error: {error}", err=True)
