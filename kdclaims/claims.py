@@ -85,7 +85,14 @@ class Claim:
 
     @property
     def markers(self) -> list[str]:
-        return [self.arch, _marker_name(self.group)] if self.group else [self.arch]
+        """The architecture and ``group_<group>``: both as a Python name (hyphens as underscores) and, where
+        it differs, as the group is written (``-m group_vit-kd-vs-uniform`` works as the user reads it)."""
+        if not self.group:
+            return [self.arch]
+        names = [self.arch, _marker_name(self.group)]
+        if re.fullmatch(r"[\w.-]+", self.group) and f"group_{self.group}" not in names:
+            names.append(f"group_{self.group}")
+        return names
 
     def as_dict(self) -> dict:
         return {
@@ -220,12 +227,17 @@ def _fill(value: Any, values: dict, where: str) -> Any:
     return PLACEHOLDER.sub(lambda match: str(values[match.group(1)]), value)
 
 
-def load_claim_file(path: Path | str) -> list[Claim]:
+def load_claim_file(path: Path | str, errors: list[str] | None = None) -> list[Claim]:
+    """The claims of one file. With an ``errors`` list, a malformed claim is recorded there and the
+    others still load (``kdclaims claims validate`` reports every error); without, the first one raises."""
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ClaimError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ClaimError(f"{path}:{at}: not valid YAML ({problem})") from None
     except OSError as exc:
         raise ClaimError(f"{path}: cannot read ({exc.strerror})") from None
     if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
@@ -242,12 +254,17 @@ def load_claim_file(path: Path | str) -> list[Claim]:
     for index, raw in enumerate(document["claims"]):
         where = f"{path} claim #{index + 1}"
         merged = {**defaults, **raw} if isinstance(raw, dict) else raw
-        for entry in expand_matrix(merged, where):
-            claim = parse_claim(entry, where, group=group, file=str(path))
-            if claim.id in seen:
-                raise ClaimError(f"{path}: claim id {claim.id!r} is used twice")
-            seen.add(claim.id)
-            claims.append(claim)
+        try:
+            for entry in expand_matrix(merged, where):
+                claim = parse_claim(entry, where, group=group, file=str(path))
+                if claim.id in seen:
+                    raise ClaimError(f"{path}: claim id {claim.id!r} is used twice")
+                seen.add(claim.id)
+                claims.append(claim)
+        except ClaimError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
     return claims
 
 
@@ -255,14 +272,27 @@ def claim_files(directory: Path | str = CLAIMS_DIR) -> list[Path]:
     return sorted(p for p in Path(directory).rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))
 
 
-def load_claims(paths=None) -> list[Claim]:
-    """Every claim of the given files (default: the shipped catalogue, ``CLAIMS_DIR``); ids must be unique."""
+def load_claims(paths=None, errors: list[str] | None = None) -> list[Claim]:
+    """Every claim of the given files (default: the shipped catalogue, ``CLAIMS_DIR``); ids must be unique.
+    With an ``errors`` list, every error is recorded there and the valid claims are returned; without,
+    the first error raises."""
     files = claim_files() if paths is None else [q for p in paths for q in (claim_files(p) if Path(p).is_dir() else [Path(p)])]
     claims, where = [], {}
     for path in files:
-        for claim in load_claim_file(path):
+        try:
+            loaded = load_claim_file(path, errors)
+        except ClaimError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
+            continue
+        for claim in loaded:
             if claim.id in where:
-                raise ClaimError(f"claim id {claim.id!r} is used twice: in {where[claim.id]} and {path}")
+                message = f"claim id {claim.id!r} is used twice: in {where[claim.id]} and {path}"
+                if errors is None:
+                    raise ClaimError(message)
+                errors.append(message)
+                continue
             where[claim.id] = path
             claims.append(claim)
     return claims

@@ -82,6 +82,7 @@ class HarnessState:
         self.backend = get_backend(self.backend_name, **self.backend_options)  # fails now if Ray is missing
         check_concurrent_members(self.backend, self.concurrent_members)  # now, not at the first claim
         self.results: dict[str, dict] = {}
+        self.selected: set[str] = set()  # claim ids left to run after -k, -m, --lf (on the controller)
         self.populations: dict[str, dict] = {}
         self.started = time.time()
         self._workbench = None
@@ -184,6 +185,22 @@ def _requests_claims(config) -> bool:
     return False
 
 
+def _requested_claim_ids(config) -> list[str]:
+    """Every claim id in the claim files this session names (the catalogue a subset is taken from);
+    a file that does not load is left out here (its collection error says why)."""
+    ids: set[str] = set()
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0])
+        files = [path] if path.is_file() else sorted(path.rglob("*.y*ml")) if path.is_dir() else []
+        for file in files:
+            if _is_claim_file(file):
+                try:
+                    ids |= {c.id for c in load_claim_file(file)}
+                except ClaimError:
+                    pass
+    return sorted(ids)
+
+
 def _is_claim_file(path: Path) -> bool:
     """A YAML file under a directory named ``claims``, or in the shipped catalogue (``pytest --pyargs
     kdclaims.catalogue`` reaches it by its installed path, which has no ``claims`` in it)."""
@@ -200,7 +217,9 @@ def pytest_sessionstart(session):
         try:
             state.workbench.check_data()  # stop before any training when the data is not there
         except KdclaimsError as exc:
-            pytest.exit(f"kdclaims: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+            # a UsageError is printed once, as "ERROR: ..." (pytest.exit would print it twice, the second
+            # time as "!!! _pytest.outcomes.Exit: ... !!!")
+            raise pytest.UsageError(f"kdclaims: {exc}") from None
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -335,10 +354,21 @@ class ClaimItem(pytest.Item):
 
 
 class ResultCollector:
-    """Registered on the controller (or a run without xdist): gathers every claim's result as it arrives."""
+    """Registered on the controller (or a run without xdist): gathers every claim's result as it arrives,
+    and which claims were selected (after -k, -m, --lf deselected theirs)."""
 
     def __init__(self, state: HarnessState):
         self.state = state
+
+    @pytest.hookimpl(trylast=True)  # after the deselecting plugins (-k, -m, --lf) have done their work
+    def pytest_collection_modifyitems(self, items):
+        self.state.selected |= {item.claim.id for item in items if isinstance(item, ClaimItem)}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        """Under xdist the workers collect: each reports the node ids it kept."""
+        self.state.selected |= {nodeid.rsplit("::", 1)[-1] for nodeid in ids
+                                if "::" in nodeid and _is_claim_file(Path(nodeid.split("::")[0]))}
 
     def pytest_runtest_logreport(self, report):
         if report.when != "call":
@@ -372,14 +402,20 @@ def pytest_sessionfinish(session, exitstatus):
     if reporter is not None:
         counts = payload["summary"]["verdicts"]
         reporter.write_sep("-", "kdclaims")
+        from kdclaims.render.format import verdict_words
+
+        selection = payload["selection"]
         reporter.write_line(f"profile {state.profile.name} ({payload['profile']['n_seeds']} seeds), evidence "
-                            f"{state.evidence_name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+                            f"{state.evidence_name}: {len(payload['results'])} of {len(selection['catalogue'])} claims "
+                            "evaluated: " + ", ".join(f"{v} {verdict_words(k)}" for k, v in counts.items()))
         if not state.profile.is_reproduction and state.evidence_name == "trained":
             reporter.write_line("smoke profile on synthetic data: verdicts are recorded, not a reproduction")
         if state.correction["method"] != "none":
             reporter.write_line(f"{state.correction['method']} correction over each {state.correction['family']}: "
                                 f"{len(changed)} verdict(s) changed" + "".join(f"\n  {r['id']}: {r['reason']}" for r in changed))
-        reporter.write_line(f"evaluation saved to {path}; write the report with `kdclaims report --format markdown`")
+        reporter.write_line(f"evaluation saved to {path}; write the report with `kdclaims report --format markdown` "
+                            f"(the latest result of each claim across runs), or this run alone with "
+                            f"`kdclaims report --run {path.stem}`")
 
 
 def build_payload(state: HarnessState, exitstatus: int) -> dict:
@@ -397,6 +433,9 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
     for r in results:
         verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
     dataset = state.dataset  # reported by whichever process (worker or this one) loaded it
+    catalogue = sorted(set(_requested_claim_ids(state.config)) | state.selected | set(state.results))
+    evaluated = {r["id"] for r in results}
+    devices = sorted({d for p in state.populations.values() for d in p.get("devices") or []})
     return {
         "schema_version": EVALUATION_SCHEMA_VERSION,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -406,13 +445,28 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
         "cache_dir": str(state.cache_dir),
         "provenance": {
             "git": git_revision(), "kdclaims": kdclaims.__version__, "torch": torch.__version__,
-            "python": platform.python_version(), "device": state.device,
+            # the device the members were trained on ("auto" is what was asked, not what ran)
+            "python": platform.python_version(), "device": ", ".join(devices) or _resolved_device(state.device),
+            "device_requested": state.device,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "backend": state.backend_name, "concurrent_members": state.concurrent_members,
             "host": platform.node(), "duration_s": time.time() - state.started, "pytest_exitstatus": exitstatus,
         },
         "summary": {"claims": len(results), "verdicts": verdicts},
+        # which claims this run covers: a subset run (-k, -m, -x, --lf) is not the whole catalogue
+        "selection": {"catalogue": catalogue, "selected": sorted(state.selected | evaluated),
+                      "not_selected": sorted(set(catalogue) - state.selected - evaluated),
+                      "not_evaluated": sorted(set(catalogue) - evaluated)},
         "correction": state.correction,
         "populations": [state.populations[k] for k in sorted(state.populations)],
         "results": results,
     }
+
+
+def _resolved_device(requested: str | None) -> str:
+    """The device a run without trained members would have used (paper evidence trains nothing)."""
+    if requested not in (None, "auto"):
+        return str(requested)
+    from kdclaims.population import resolve_device
+
+    return str(resolve_device(requested))

@@ -84,4 +84,5 @@ def test_paper_profile_without_cifar100_stops_before_training(claims_project, tm
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     out = result.stdout.str() + result.stderr.str()
     assert "CIFAR-100 not found" in out and "kdclaims data fetch" in out and "--profile smoke" in out
+    assert out.count("CIFAR-100 not found") == 1 and "_pytest.outcomes.Exit" not in out  # said once, no traceback line
     assert not (cache / "members").exists()

@@ -12,8 +12,8 @@ import re
 from kdclaims.metrics import SIMILARITY_READINGS
 from kdclaims.render.document import compare_runs
 from kdclaims.render.format import (
-    MISSING, arch_label, correction_text, decision, mean_std, number, outcome, p_clause, paper_pvalue, pvalue,
-    seed_text, setup_label, source_order_key, verdict_label, verdict_words,
+    MISSING, SIGN_CONVENTION, arch_label, ci_text, correction_text, coverage_text, decision, mean_std, number, outcome,
+    p_clause, paper_pvalue, pvalue, seed_text, setup_label, source_order_key, verdict_label, verdict_words,
 )
 
 
@@ -35,12 +35,15 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
     out = [f"# {document['title']}", ""]
     if document.get("notice"):
         out += [f"> **{document['notice']}**", ""]
+    out += [f"> {SIGN_CONVENTION}", ""]
 
     # Headline
     head = document["headline"]
     counts = head["verdicts"]
-    out += ["## Headline", "",
-            f"{head['total']} claims: " + ", ".join(f"**{counts.get(v, 0)}** {verdict_words(v)}"
+    out += ["## Headline", "", f"**{coverage_text(head)}**.", ""]
+    if head.get("not_evaluated"):
+        out += [f"Not evaluated: {', '.join(f'`{i}`' for i in head['not_evaluated'])}.", ""]
+    out += [f"{head['total']} claims: " + ", ".join(f"**{counts.get(v, 0)}** {verdict_words(v)}"
                                                   for v in ("reproduced", "not_reproduced", "inconclusive", "error")
                                                   if counts.get(v) or v != "error"), "",
             "| architecture | reproduced | not reproduced | inconclusive | not evaluated |", "|---|---:|---:|---:|---:|"]
@@ -54,8 +57,9 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
     out += ["## Setup", "",
             f"- Profile: **{profile['name']}**: {profile['description']}",
             f"- Students per population: {n_text}; teacher: seed 0, every student starts from the teacher's initialisation",
-            "- Test: one-tailed two-sample z-test, se = √(s₁²/n₁ + s₂²/n₂), significance 0.025; "
-            "95% CI for the difference of means; d = Cohen's d (pooled sd) in the H_a direction",
+            f"- Test: {document['method'].get('test', 'one-tailed two-sample z-test')}, significance "
+            f"{document['method'].get('alpha', 0.025)}; 95% CI of the difference of means and d = Cohen's d (pooled sd), "
+            "both in the H_a direction (see the sign convention above)",
             "- Verdict: *reproduced* when our outcome (reject/retain H0) matches the paper's; a retained H0 needs "
             "power ≥ 0.8 to detect the paper's effect at our n, else *inconclusive*",
             f"- Family-wise correction: {correction_text(document['method'].get('correction'), strong=lambda w: f'**{w}**')}",
@@ -77,10 +81,12 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
 
     # Claims
     comparisons = [r for r in results if r["kind"] == "comparison"]
+    show_power = document["method"].get("show_paper_power", True)
     others = [r for r in results if r["kind"] != "comparison"]
     out += ["## Claims", "", "### Comparisons (one-tailed z-tests)", "",
-            "| claim | source | metric | treatment | baseline | z | p | d | 95% CI of diff | power | paper | observed | verdict |",
-            "|---|---|---|---|---|---:|---:|---:|---|---:|---|---|---|"]
+            "| claim | source | metric | treatment | baseline | z | p | d | 95% CI (H_a) |"
+            + (" power |" if show_power else "") + " paper | observed | verdict |",
+            "|---|---|---|---|---|---:|---:|---:|---|" + ("---:|" if show_power else "") + "---|---|---|"]
     for r in comparisons:
         d = r.get("details") or {}
         test, pw = d.get("test") or {}, d.get("power") or {}
@@ -90,13 +96,13 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
         paper_text = outcome(paper["outcome"]) + (f" (p={paper_pvalue(paper['p'])})" if paper.get("p") is not None else "")
         if pw.get("paper_treatment"):
             paper_text += f"; {number(pw['paper_treatment']['mean'])} vs {number(pw['paper_baseline']['mean'])}"
-        ci = f"[{number(test.get('ci_low'))}, {number(test.get('ci_high'))}]" if test else MISSING
+        ci = ci_text(test, d.get("direction"))
         t, b = d.get("treatment"), d.get("baseline")
         out.append(
             f"| `{r['id']}` | {r['source']} | {d.get('metric_label', '–')} "
             f"| {t['label'] if t else '–'}: {_arm_cell(t)} | {b['label'] if b else '–'}: {_arm_cell(b)} "
             f"| {number(test.get('z'), 2)} | {pvalue(test.get('p_value'))} | {number(test.get('effect_size'), 2)} | {ci} "
-            f"| {number(pw.get('power'), 2)} | {paper_text} | {outcome(r.get('observed_outcome'))} "
+            + (f"| {number(pw.get('power'), 2)} " if show_power else "") + f"| {paper_text} | {outcome(r.get('observed_outcome'))} "
             f"| {verdict_label(r['verdict'])} |")
     out.append("")
     if others:
@@ -111,7 +117,8 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
     out += ["### Claims in words", ""]
     for r in results:
         note = f" *Note: {r['note']}*" if r.get("note") else ""
-        out.append(f"- `{r['id']}` ({r['source']}): {r['sentence']} — **{verdict_words(r['verdict'])}**: {r['reason']}.{note}")
+        when = f", evaluated {r['evaluated_at']}" if head.get("mode") == "merged" and r.get("evaluated_at") else ""
+        out.append(f"- `{r['id']}` ({r['source']}{when}): {r['sentence']} — **{verdict_words(r['verdict'])}**: {r['reason']}.{note}")
     out.append("")
 
     # Tables rebuilt
@@ -189,11 +196,20 @@ def _rebuilt_tables_markdown(rows: list[dict]) -> list[str]:
 
 
 def compare_markdown(a: dict, b: dict, name_a: str, name_b: str) -> str:
-    """Which verdicts changed between two runs (evaluations or report documents)."""
-    changes = compare_runs(a, b)
-    total = len({r["id"] for run in (a, b) for r in run.get("claims", run.get("results", []))})
+    """Which verdicts changed between two runs (evaluations or report documents); a claim only one of
+    them evaluated is said to be not evaluated there, not counted as a change."""
+    entries = compare_runs(a, b)
+    changes = [c for c in entries if c["changed"]]
+    only_a = [c["id"] for c in entries if c["after"] == "not_evaluated"]
+    only_b = [c["id"] for c in entries if c["before"] == "not_evaluated"]
+    both = len({r["id"] for r in a.get("claims", a.get("results", []))}
+               & {r["id"] for r in b.get("claims", b.get("results", []))})
     out = [f"# Verdicts that changed: `{name_a}` → `{name_b}`", "",
-           f"{len(changes)} of {total} claims changed verdict.", ""]
+           f"{len(changes)} of {both} claims changed verdict (of the claims both runs evaluated).", ""]
+    for ids, where in ((only_a, "B"), (only_b, "A")):
+        if ids:
+            out += [f"{len(ids)} claim(s) not evaluated in {where} (`{name_b if where == 'B' else name_a}`): "
+                    + ", ".join(f"`{i}`" for i in ids) + ".", ""]
     if changes:
         out += ["| claim | before | after | why (after) |", "|---|---|---|---|"]
         out += [f"| `{c['id']}` | {verdict_words(c['before'])} | {verdict_words(c['after'])} | {cell(c['reason_after'])} |"
