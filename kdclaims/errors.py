@@ -24,3 +24,9 @@ class ClaimError(KdclaimsError):
 
 class CacheError(KdclaimsError):
     """A cache directory that cannot be used (read-only, full) or an entry that is corrupt."""
+
+
+def short_repr(value) -> str:
+    """A repr fit for a one-line message, however large or many-lined the hostile value."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
