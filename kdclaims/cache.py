@@ -49,7 +49,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from kdclaims.atomic import write_atomically, write_bytes_atomically
 from kdclaims.checkpoint import load_checkpoint
-from kdclaims.errors import CacheError
+from kdclaims.errors import NO_SPACE_ERRNOS, CacheError, no_space_left
 from kdclaims.spec import CACHE_SCHEMA, canonical_json, hash_config
 
 SUFFIX = ".safetensors"
@@ -603,8 +603,8 @@ class Cache:
 
     def _os_error(self, path: Path, exc: OSError) -> CacheError:
         fix = "use --cache-dir or KDCLAIMS_CACHE_DIR to choose a writable one"
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return CacheError(f"no space left writing {path}: free disk space or point --cache-dir elsewhere")
+        if exc.errno in NO_SPACE_ERRNOS:
+            return no_space_left(path)
         if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
             return CacheError(f"cache directory {self.root} is not writable: {fix}")
         if exc.errno in (errno.ENOTDIR, errno.EEXIST):
