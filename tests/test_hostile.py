@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -645,3 +646,73 @@ def test_the_alias_bomb_is_refused_in_under_two_seconds_under_a_memory_limit(tmp
     assert done.returncode == 2 and "Traceback" not in done.stderr and len(lines) == 1, done.stderr
     assert lines[0].startswith(f"kdclaims: error: {tmp_path / location}: not valid YAML (anchors and aliases")
     assert float(seconds.read_text()) < 2  # the old loader: 60 s, then a MemoryError traceback
+
+
+# ---------------------------------------------------------------------------------------------
+# tracebacks the issue saw, now one line: a full disk under a checkpoint, a nested manifest, an arch name
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path, monkeypatch):
+    """torch.save writing a file on a full disk raises a RuntimeError that says nothing of why ("basic_ios::clear:
+    iostream error", or "PytorchStreamWriter failed writing file"), and it escaped as a traceback. Here
+    torch.save raises that whenever it is given a file, and the disk fills up halfway through the checkpoint's
+    bytes (the OSError with ENOSPC a write gets from the kernel)."""
+    import kdclaims.checkpoint as checkpoint
+
+    torch_save = torch.save
+
+    def save(obj, target, *args, **kwargs):
+        if not isinstance(target, io.BytesIO):
+            raise RuntimeError("basic_ios::clear: iostream error")
+        return torch_save(obj, target, *args, **kwargs)
+
+    write_atomically = checkpoint.write_bytes_atomically.__globals__["write_atomically"]
+
+    def onto_a_full_disk(path, data, tmp_prefix=".", mode=None):
+        def write(tmp):
+            Path(tmp).write_bytes(data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", tmp)
+        write_atomically(path, write, tmp_prefix, mode)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    monkeypatch.setattr(checkpoint, "write_bytes_atomically", onto_a_full_disk)
+    monkeypatch.setenv("KDCLAIMS_CHECKPOINT_EVERY", "1")
+    monkeypatch.setattr("kdclaims.profiles.Profile.epochs_for", lambda self, arch: 2)  # one checkpoint, then done
+    cache_dir = tmp_path / "cache"
+    done = cli("train", "--profile", "smoke", "--arch", "vgg16_bn", "--setup", "independent", "--device", "cpu",
+               "--seeds", "1", "--cache-dir", str(cache_dir))
+    line = one_error_line(done)
+    assert "no space left writing" in line and str(cache_dir / "checkpoints") in line, line
+    assert not list(cache_dir.rglob("*.tmp"))
+
+
+def test_a_deeply_nested_manifest_is_one_line(tmp_path):
+    archive = write_archive(tmp_path / "nested.tar.gz",
+                            [(MANIFEST_NAME, b'{"format": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")])
+    line = one_error_line(cli("cache", "import", str(archive), "--cache-dir", str(tmp_path / "c")))
+    assert str(archive) in line and MANIFEST_NAME in line
+    assert not (tmp_path / "c" / "members").exists() or not any((tmp_path / "c" / "members").iterdir())
+
+
+HOSTILE_ARCH = "../up/<img src=x onerror=alert(1)>"
+
+
+def test_an_architecture_name_with_slashes_and_markup_gets_safe_figures_and_escaped_reports(tmp_path):
+    from kdclaims.results import save_evaluation
+    from test_report import fake_evaluation
+
+    payload = fake_evaluation()
+    for population in payload["populations"]:
+        population["arch"] = HOSTILE_ARCH
+    evaluation = save_evaluation(payload, tmp_path / "evaluations")
+    out = tmp_path / "reports" / "deep"
+    done = cli("report", "--format", "markdown", "--evaluation", str(evaluation), "--output", str(out / "r.md"))
+    assert done.exit_code == 0, (done.stdout, done.stderr)
+    pngs = list(tmp_path.rglob("*.png"))
+    assert len(pngs) == 1 and pngs[0].parent == out  # in the report's folder, not up/ nor a missing folder
+    markdown = (out / "r.md").read_text()
+    assert f"]({pngs[0].name})" in markdown and "<img" not in markdown
+    done = cli("report", "--format", "html", "--evaluation", str(evaluation), "--output", str(out / "r.html"))
+    assert done.exit_code == 0, (done.stdout, done.stderr)
+    assert "<img src=x" not in (out / "r.html").read_text()
