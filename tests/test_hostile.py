@@ -716,3 +716,21 @@ def test_an_architecture_name_with_slashes_and_markup_gets_safe_figures_and_esca
     done = cli("report", "--format", "html", "--evaluation", str(evaluation), "--output", str(out / "r.html"))
     assert done.exit_code == 0, (done.stdout, done.stderr)
     assert "<img src=x" not in (out / "r.html").read_text()
+
+
+def test_markdown_reports_show_markup_in_claim_text_never_run_it():
+    from kdclaims.render.document import build_document
+    from kdclaims.render.markdown import markdown_report
+    from test_report import fake_evaluation
+
+    payload = fake_evaluation()
+    first, second = payload["results"][0], payload["results"][1]
+    first["sentence"] = "KD <script>alert(1)</script> wins | always"
+    first["note"] = "<img src=x onerror=alert(2)>"
+    second["reason"] = "<b onmouseover=alert(3)>bold</b>"
+    second["id"] = "x<svg/onload=alert(4)>"
+    markdown = markdown_report(build_document(payload))
+    for markup in ("<script>", "<img", "<b ", "<svg"):
+        assert markup not in markdown, markup
+    assert "KD &lt;script&gt;alert(1)&lt;/script&gt; wins \\| always" in markdown
+    assert "&lt;img src=x onerror=alert(2)&gt;" in markdown and "&lt;b onmouseover=alert(3)&gt;bold" in markdown
