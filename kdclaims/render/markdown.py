@@ -223,13 +223,15 @@ def _pvalue_table(rows) -> list[str]:
     out = ["| metric | treatment | baseline | p printed | p recomputed | z | printed → | recomputed → | check |",
            "|---|---|---|---:|---:|---:|---|---|---|"]
     for _, row in rows.iterrows():
-        cells = [*comparison_labels(row), paper_pvalue(row["p_reported"]), pvalue(row["p_recomputed"]),
-                 number(row["z"], 2), decision(row["reject_reported"]), decision(row["reject_recomputed"])]
+        # labels are text (escaped); p-values are ours and keep their "<0.001" as written
+        cells = [*(cell(label) for label in comparison_labels(row)), paper_pvalue(row["p_reported"]),
+                 pvalue(row["p_recomputed"]), number(row["z"], 2), decision(row["reject_reported"]),
+                 decision(row["reject_recomputed"])]
         if bool(row["agrees"]):
             cells.append("✅ agrees")
         else:
             cells = [f"**{c}**" for c in cells] + ["❌ **disagrees**"]
-        out.append("| " + " | ".join(cell(c) for c in cells) + " |")
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
