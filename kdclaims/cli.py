@@ -177,14 +177,14 @@ def report(fmt, evaluation, results_dir, cache_dir, output, run_id, compare):
 
         text = render_html(document, {arch: figure_png_bytes(document, arch) for arch in archs_with_members(document)})
     else:
-        from kdclaims.render.figures import make_figures
+        from kdclaims.render.figures import archs_with_members, make_figures
         from kdclaims.render.markdown import markdown_report
 
         figures = {}
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            for png in make_figures(document, path.parent, prefix=f"{path.stem}-figure"):
-                figures[png.stem.rsplit("-", 1)[-1]] = png.name
+            pngs = make_figures(document, path.parent, prefix=f"{path.stem}-figure")
+            figures = {arch: png.name for arch, png in zip(archs_with_members(document), pngs)}
         text = markdown_report(document, figures)
     head = document["headline"]
     source = payload["_path"] if payload["selection"]["mode"] == "run" else \

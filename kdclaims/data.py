@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from kdclaims.atomic import write_atomically, write_bytes_atomically
-from kdclaims.errors import DataError
+from kdclaims.errors import DataError, short_repr as _short  # _short: one home for the one-line repr
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
@@ -209,12 +209,6 @@ def _read_sidecar(archive: Path) -> str | None:
 # Instead, _reconstruct returns an _ArrayStub whose __setstate__ validates shape, dtype and byte
 # count and builds the array with np.frombuffer; numpy.dtype returns a _DtypeStub that only accepts
 # the state numpy writes for a plain numeric dtype. Stubs are swapped for their arrays after loading.
-
-
-def _short(value) -> str:
-    """A repr fit for a one-line message, however large the hostile value."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _as_text(value) -> str | None:

@@ -93,7 +93,7 @@ def load_evaluation(path: Path | str | None = None, results_dir: Path | str | No
                             f"{hint}")
     try:
         payload = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: a document nested 100,000 deep
         raise KdclaimsError(f"evaluation {path} is not readable JSON ({exc})") from None
     if not isinstance(payload, dict) or "results" not in payload:
         raise KdclaimsError(f"{path} is not a kdclaims evaluation (no 'results')")

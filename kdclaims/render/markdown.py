@@ -7,6 +7,7 @@ number is printed with the populations, the test and the n behind it, through ``
 
 from __future__ import annotations
 
+import html
 import re
 
 from kdclaims.metrics import SIMILARITY_READINGS
@@ -18,10 +19,13 @@ from kdclaims.render.format import (
 
 
 def cell(text) -> str:
-    """Text made safe for one cell of a markdown table: one line, pipes escaped (None and NaN: empty)."""
+    """Text from a claim file or an evaluation made safe for markdown, in a table cell or in running text:
+    one line, pipes escaped, and <, > and & as HTML entities, so markup in a claim's sentence (``<script>``,
+    ``<img onerror=...>``) is shown as written, never run by whatever renders the markdown. Markdown's own
+    emphasis is left alone. None and NaN: empty."""
     if text is None or (isinstance(text, float) and text != text):
         return ""
-    return re.sub(r"\s*\n\s*", " ", str(text)).replace("|", "\\|")
+    return html.escape(re.sub(r"\s*\n\s*", " ", str(text)), quote=False).replace("|", "\\|")
 
 
 def _arm_cell(arm: dict | None) -> str:
@@ -48,14 +52,14 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
                                                   if counts.get(v) or v != "error"), "",
             "| architecture | reproduced | not reproduced | inconclusive | not evaluated |", "|---|---:|---:|---:|---:|"]
     for arch, c in head["by_arch"].items():
-        out.append(f"| {arch_label(arch)} | {c['reproduced']} | {c['not_reproduced']} | {c['inconclusive']} | {c['error']} |")
+        out.append(f"| {cell(arch_label(arch))} | {c['reproduced']} | {c['not_reproduced']} | {c['inconclusive']} | {c['error']} |")
     out.append("")
 
     # Setup
     trained = prov["evidence"] == "trained"
     n_text = f"{profile['n_seeds']} seeds ({profile['seeds']})" if trained else "n = 385 (paper)"
     out += ["## Setup", "",
-            f"- Profile: **{profile['name']}**: {profile['description']}",
+            f"- Profile: **{cell(profile['name'])}**: {cell(profile['description'])}",
             f"- Students per population: {n_text}; teacher: seed 0, every student starts from the teacher's initialisation",
             f"- Test: {document['method'].get('test', 'one-tailed two-sample z-test')}, significance "
             f"{document['method'].get('alpha', 0.025)}; 95% CI of the difference of means and d = Cohen's d (pooled sd), "
@@ -77,7 +81,7 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
                 "1, 2 and 4). The dashed line is the independent students' mean; ▲/▼: significantly better/worse than "
                 "independent (one-tailed z-test, 0.025).", ""]
         for arch, path in figures.items():
-            out += [f"![{arch_label(arch)}]({path})", ""]
+            out += [f"![{cell(arch_label(arch))}]({path})", ""]
 
     # Claims
     comparisons = [r for r in results if r["kind"] == "comparison"]
@@ -99,8 +103,8 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
         ci = ci_text(test, d.get("direction"))
         t, b = d.get("treatment"), d.get("baseline")
         out.append(
-            f"| `{r['id']}` | {r['source']} | {d.get('metric_label', '–')} "
-            f"| {t['label'] if t else '–'}: {_arm_cell(t)} | {b['label'] if b else '–'}: {_arm_cell(b)} "
+            f"| `{cell(r['id'])}` | {cell(r['source'])} | {cell(d.get('metric_label', '–'))} "
+            f"| {cell(t['label']) if t else '–'}: {_arm_cell(t)} | {cell(b['label']) if b else '–'}: {_arm_cell(b)} "
             f"| {number(test.get('z'), 2)} | {pvalue(test.get('p_value'))} | {number(test.get('effect_size'), 2)} | {ci} "
             + (f"| {number(pw.get('power'), 2)} " if show_power else "") + f"| {paper_text} | {outcome(r.get('observed_outcome'))} "
             f"| {verdict_label(r['verdict'])} |")
@@ -110,15 +114,16 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
                 "| claim | kind | source | evidence | paper | observed | verdict |", "|---|---|---|---|---|---|---|"]
         for r in others:
             d = r.get("details") or {}
-            out.append(f"| `{r['id']}` | {r['kind']} | {r['source']} | {cell(d.get('summary') or r['reason'])} "
+            out.append(f"| `{cell(r['id'])}` | {cell(r['kind'])} | {cell(r['source'])} | {cell(d.get('summary') or r['reason'])} "
                        f"| {outcome(r['paper']['outcome'])} | {outcome(r.get('observed_outcome'), missing='cannot tell')} "
                        f"| {verdict_label(r['verdict'])} |")
         out.append("")
     out += ["### Claims in words", ""]
     for r in results:
-        note = f" *Note: {r['note']}*" if r.get("note") else ""
+        note = f" *Note: {cell(r['note'])}*" if r.get("note") else ""
         when = f", evaluated {r['evaluated_at']}" if head.get("mode") == "merged" and r.get("evaluated_at") else ""
-        out.append(f"- `{r['id']}` ({r['source']}{when}): {r['sentence']} — **{verdict_words(r['verdict'])}**: {r['reason']}.{note}")
+        out.append(f"- `{cell(r['id'])}` ({cell(r['source'])}{when}): {cell(r['sentence'])} — **{verdict_words(r['verdict'])}**: "
+                   f"{cell(r['reason'])}.{note}")
     out.append("")
 
     # Tables rebuilt
@@ -166,7 +171,7 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
                 "| population | n | seeds | teacher key | first member key | training time (s) | devices |",
                 "|---|---:|---|---|---|---:|---|"]
         for p in pops:
-            out.append(f"| {p['name']} | {p['n']} | {seed_text(p['seeds'])} | `{p['teacher_key'][:12]}` "
+            out.append(f"| {cell(p['name'])} | {p['n']} | {cell(seed_text(p['seeds']))} | `{p['teacher_key'][:12]}` "
                        f"| `{p['keys'][0][:12]}` | {number(p['wall_time_s'], 1)} | {', '.join(p['devices'])} |")
     out.append("")
     return "\n".join(out)
@@ -182,13 +187,13 @@ def _rebuilt_tables_markdown(rows: list[dict]) -> list[str]:
         mine = [r for r in rows if r["arch"] == arch]
         populations = list(dict.fromkeys(r["population"] for r in mine))
         labels = {r["population"]: r["label"] for r in mine}
-        out += [f"### {arch_label(arch)} ({mine[0]['source']})", "",
-                "| metric | " + " | ".join(labels[p] for p in populations) + " |",
+        out += [f"### {cell(arch_label(arch))} ({cell(mine[0]['source'])})", "",
+                "| metric | " + " | ".join(cell(labels[p]) for p in populations) + " |",
                 "|---|" + "---|" * len(populations)]
         for metric in dict.fromkeys(r["metric"] for r in mine):
             cells = {r["population"]: r for r in mine if r["metric"] == metric}
             label = cells[populations[0]]["metric_label"] if populations[0] in cells else metric
-            out.append(f"| {label} | " + " | ".join(
+            out.append(f"| {cell(label)} | " + " | ".join(
                 f"{_stats_text(cells[p]['observed'])}<br>paper {_stats_text(cells[p]['paper'])}" if p in cells else "–"
                 for p in populations) + " |")
         out.append("")
@@ -212,7 +217,7 @@ def compare_markdown(a: dict, b: dict, name_a: str, name_b: str) -> str:
                     + ", ".join(f"`{i}`" for i in ids) + ".", ""]
     if changes:
         out += ["| claim | before | after | why (after) |", "|---|---|---|---|"]
-        out += [f"| `{c['id']}` | {verdict_words(c['before'])} | {verdict_words(c['after'])} | {cell(c['reason_after'])} |"
+        out += [f"| `{cell(c['id'])}` | {verdict_words(c['before'])} | {verdict_words(c['after'])} | {cell(c['reason_after'])} |"
                 for c in changes]
     return "\n".join(out) + "\n"
 
@@ -234,13 +239,15 @@ def _pvalue_table(rows) -> list[str]:
     out = ["| metric | treatment | baseline | p printed | p recomputed | z | printed → | recomputed → | check |",
            "|---|---|---|---:|---:|---:|---|---|---|"]
     for _, row in rows.iterrows():
-        cells = [*comparison_labels(row), paper_pvalue(row["p_reported"]), pvalue(row["p_recomputed"]),
-                 number(row["z"], 2), decision(row["reject_reported"]), decision(row["reject_recomputed"])]
+        # labels are text (escaped); p-values are ours and keep their "<0.001" as written
+        cells = [*(cell(label) for label in comparison_labels(row)), paper_pvalue(row["p_reported"]),
+                 pvalue(row["p_recomputed"]), number(row["z"], 2), decision(row["reject_reported"]),
+                 decision(row["reject_recomputed"])]
         if bool(row["agrees"]):
             cells.append("✅ agrees")
         else:
             cells = [f"**{c}**" for c in cells] + ["❌ **disagrees**"]
-        out.append("| " + " | ".join(cell(c) for c in cells) + " |")
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
@@ -264,8 +271,9 @@ def audit_markdown(claims=None) -> str:
     for e in summary["pvalue_exceptions"]:
         out.append(f"- ❌ p-value, {e['label']}: {_sentence(e['explanation'])}")
     for e in summary["claim_exceptions"]:
-        note = f" Note: {_sentence(e['note'])}" if e.get("note") else ""
-        out.append(f"- {verdict_label(e['verdict'])}: claim `{e['id']}` ({e['source']}): {_sentence(e['reason'])}{note}")
+        note = f" Note: {cell(_sentence(e['note']))}" if e.get("note") else ""
+        out.append(f"- {verdict_label(e['verdict'])}: claim `{cell(e['id'])}` ({cell(e['source'])}): "
+                   f"{cell(_sentence(e['reason']))}{note}")
     if summary["pvalue_exceptions"] or summary["claim_exceptions"]:
         out.append("")
 
