@@ -73,9 +73,9 @@ _FETCH_HINT = "re-download it with `kdclaims data fetch`"
 
 @dataclass(frozen=True, eq=False)  # eq=False: tensors do not compare to a single bool
 class Dataset:
-    train_images: torch.Tensor  # uint8, (N_train, 3, 32, 32)
+    train_images: torch.Tensor  # uint8, (N_train, C, H, W): (N, 3, 32, 32) for CIFAR
     train_labels: torch.Tensor  # int64, (N_train,) fine labels
-    test_images: torch.Tensor  # uint8, (N_test, 3, 32, 32)
+    test_images: torch.Tensor  # uint8, (N_test, C, H, W)
     test_labels: torch.Tensor  # int64, (N_test,)
     class_names: tuple[str, ...]  # fine_label_names from meta (100 for CIFAR-100)
     source: str  # path it was read from
@@ -706,8 +706,14 @@ def load_cifar100(path, expected_md5: str | None = None, *, check_md5: bool = Tr
 
 
 def verify(path, expected_md5: str | None = None) -> dict:
-    """Load through the full reader (MD5, safe unpickling, validation) and return the summary."""
-    return load_cifar100(path, expected_md5).summary()
+    """Load through the full reader (MD5, safe unpickling, validation; or the .npz reader) and return the
+    summary, with the per-class image counts of each split and the classes without a single image."""
+    dataset = load_npz(path) if str(path).endswith(".npz") else load_cifar100(path, expected_md5)
+    summary = dataset.summary()
+    for split, counts in class_counts(dataset).items():
+        summary[split]["per_class"] = counts["per_class"]
+        summary[split]["empty_classes"] = counts["empty"]
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -987,3 +993,123 @@ def write_synthetic_cifar100(dest_dir, *, num_classes: int = 100, train_per_clas
     except OSError as e:
         raise DataError(f"cannot write {target}: {e.strerror or e}; choose a writable folder with free space") from e
     return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Any supported format
+# ---------------------------------------------------------------------------------------------
+
+
+def load_dataset(path) -> Dataset:
+    """Read the dataset at ``path``: a ``.npz`` (``load_npz``), else CIFAR's python format (``load_cifar100``)."""
+    if str(path).endswith(".npz"):
+        return load_npz(path)
+    return load_cifar100(path)
+
+
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+# Uncompressed bytes an .npz may unpack to: far above any dataset that trains on one machine, far below
+# what a zip bomb (a few KB of zeros claiming terabytes) would make numpy allocate.
+_MAX_NPZ_BYTES = 16 << 30
+
+
+def _npz_images(array, where: str, name: str) -> np.ndarray:
+    if array.dtype != np.uint8 or array.ndim not in (3, 4) or 0 in array.shape:
+        raise DataError(f"{where}: '{name}' should be uint8 images N x H x W x C (or N x H x W), got dtype "
+                        f"{array.dtype} and shape {tuple(array.shape)}")
+    if array.ndim == 3:
+        array = array[..., None]  # one channel
+    if array.shape[1] != array.shape[2]:
+        raise DataError(f"{where}: '{name}' holds {array.shape[1]}x{array.shape[2]} images; the models take square "
+                        "images: pad or crop them to H = W")
+    return np.ascontiguousarray(array.transpose(0, 3, 1, 2))  # N, C, H, W as the models take them
+
+
+def _npz_labels(array, n: int, where: str, name: str) -> np.ndarray:
+    if array.ndim != 1 or array.dtype.kind not in "iu" or array.shape[0] != n:
+        raise DataError(f"{where}: '{name}' should be {n} integer labels (one per image), got dtype {array.dtype} "
+                        f"and shape {tuple(array.shape)}")
+    if n and array.min() < 0:
+        raise DataError(f"{where}: '{name}' has a negative label {array.min()}; labels are 0 .. classes-1")
+    return array.astype(np.int64)
+
+
+def load_npz(path) -> Dataset:
+    """A dataset from a plain ``.npz``: ``x_train`` and ``x_test`` uint8 N x H x W x C (or N x H x W: one
+    channel), ``y_train`` and ``y_test`` integer labels 0..K-1, optional ``class_names`` (K texts). Any
+    image size (square), channel count and class count. Read with ``allow_pickle=False``, so it runs no code."""
+    import zipfile
+
+    p = Path(path).expanduser()
+    where = str(p)
+    if not p.is_file():
+        raise DataError(f"{where}: no such .npz file; give the path of an .npz holding {', '.join(NPZ_ARRAYS)}")
+    try:
+        with zipfile.ZipFile(p) as archive:
+            size = sum(info.file_size for info in archive.infolist())
+        if size > _MAX_NPZ_BYTES:
+            raise DataError(f"{where}: unpacks to {size} bytes, more than the {_MAX_NPZ_BYTES} allowed")
+        with np.load(p, allow_pickle=False) as npz:
+            missing = [name for name in NPZ_ARRAYS if name not in npz.files]
+            if missing:
+                raise DataError(f"{where}: lacks {', '.join(missing)}; an .npz dataset holds {', '.join(NPZ_ARRAYS)}")
+            arrays = {name: npz[name] for name in NPZ_ARRAYS}
+            names = npz["class_names"] if "class_names" in npz.files else None
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:  # not a zip, damaged, or an object array
+        raise DataError(f"{where}: not a readable .npz of plain arrays ({type(e).__name__}: {_one_line(e)[:200]})") from e
+    train_x = _npz_images(arrays["x_train"], where, "x_train")
+    test_x = _npz_images(arrays["x_test"], where, "x_test")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DataError(f"{where}: train images are {tuple(train_x.shape[1:])} (C, H, W) but test images "
+                        f"{tuple(test_x.shape[1:])}; both splits need one shape")
+    train_y = _npz_labels(arrays["y_train"], train_x.shape[0], where, "y_train")
+    test_y = _npz_labels(arrays["y_test"], test_x.shape[0], where, "y_test")
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind not in "US" or len(names) < num_classes:
+            raise DataError(f"{where}: 'class_names' should list at least {num_classes} texts (labels go up to "
+                            f"{num_classes - 1}), got dtype {names.dtype} and shape {tuple(names.shape)}")
+        class_names = tuple(str(n) for n in names.tolist())
+    else:
+        class_names = tuple(f"class_{i}" for i in range(num_classes))
+    return Dataset(
+        train_images=torch.from_numpy(train_x), train_labels=torch.from_numpy(train_y),
+        test_images=torch.from_numpy(test_x), test_labels=torch.from_numpy(test_y),
+        class_names=class_names, source=os.path.abspath(p), archive_md5=None,
+        fingerprint=_fingerprint(train_x, train_y, test_x, test_y, class_names),
+    )
+
+
+def write_digits_npz(target, *, test_fraction: float = 0.3, seed: int = 0) -> Path:
+    """scikit-learn's 1797 handwritten digits (8x8, one channel, 10 classes; bundled with scikit-learn) as an
+    .npz at ``target``: pixel values 0..16 scaled to 0..255 (x 255/16, rounded), a stratified train/test split
+    of ``test_fraction`` drawn with ``seed`` (sklearn's ``train_test_split``). Images stay 8x8: the models
+    take that size (ResNet and VGG reduce it to 1x1, the ViT takes 2x2 patches)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
+    labels = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=test_fraction,
+                                                        random_state=seed, stratify=labels)
+    target = Path(target)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as out:
+            np.savez(out, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                     class_names=np.array([str(i) for i in range(10)]))
+
+    write_atomically(target, write, ".digits.")
+    return target
+
+
+def class_counts(dataset: Dataset) -> dict:
+    """Per-class image counts of each split, and the classes with no image in a split (what ``data verify`` prints)."""
+    out = {}
+    for split, labels in (("train", dataset.train_labels), ("test", dataset.test_labels)):
+        counts = torch.bincount(labels, minlength=dataset.num_classes).tolist()
+        out[split] = {"per_class": counts, "empty": [i for i, c in enumerate(counts) if c == 0]}
+    return out
