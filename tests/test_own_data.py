@@ -83,3 +83,78 @@ def test_an_npz_with_an_object_array_runs_no_code(tmp_path):
              x_test=np.zeros((1, 2, 2), np.uint8), y_test=np.zeros(1, np.int64))
     with pytest.raises(DataError, match="not a readable .npz of plain arrays"):
         load_dataset(tmp_path / "evil.npz")
+
+
+def test_digits_split_is_fixed_stratified_and_needs_no_data_dir(tmp_path):
+    from kdclaims.errors import ConfigError
+    from kdclaims.population import Workbench
+
+    profile = get_profile("digits")
+    assert profile.kind == "reproduction" and len(profile.seeds) >= 10
+    assert dict(profile.dataset.synthetic) == {"test_fraction": 0.3, "seed": 0}  # the recorded split
+    bench = Workbench(profile, cache_dir=tmp_path, device="cpu", progress=False)
+    data = bench.dataset
+    assert data.train_images.shape == (1257, 1, 8, 8) and data.test_images.shape == (540, 1, 8, 8)
+    per_class = torch.bincount(torch.cat([data.train_labels, data.test_labels]), minlength=10)
+    test_share = torch.bincount(data.test_labels, minlength=10) - 0.3 * per_class
+    assert data.num_classes == 10 and bool(torch.all(test_share.abs() <= 1))  # stratified: 30% of every class
+    again = Workbench(profile, cache_dir=tmp_path / "other", device="cpu", progress=False).dataset
+    assert again.fingerprint == data.fingerprint
+    with pytest.raises(ConfigError, match="would be ignored"):
+        Workbench(profile, cache_dir=tmp_path, data_dir=tmp_path, device="cpu", progress=False)
+
+
+def test_digits_resnet18_teacher_learns(tmp_path):
+    """The recipe of the digits profile is fixed by the teacher's accuracy alone: >= 90% on the test split
+    (ResNet-18 at width 8; measured 97.0%, about 20 s on a loaded 2-core machine)."""
+    from kdclaims.population import Workbench
+    from kdclaims.spec import teacher_spec
+
+    bench = Workbench(get_profile("digits"), cache_dir=tmp_path, device="cpu", progress=False)
+    teacher = bench.ensure_member(teacher_spec("resnet18"), 0)
+    accuracy = (teacher.test_logits.argmax(1) == bench.dataset.test_labels).float().mean().item()
+    assert accuracy >= 0.90
+
+
+def _cifar10_pickles(per_batch=3, classes=10):
+    import pickle
+
+    rng = np.random.default_rng(1)
+
+    def batch(n, offset):
+        labels = [(offset + i) % classes for i in range(n)]
+        return pickle.dumps({b"batch_label": b"b", b"labels": labels,
+                             b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                             b"filenames": [f"{i}.png".encode() for i in range(n)]}, protocol=2)
+
+    members = {f"data_batch_{i}": batch(per_batch, i) for i in range(1, 6)}
+    members["test_batch"] = batch(4, 0)
+    members["batches.meta"] = pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(classes)],
+                                            b"num_cases_per_batch": per_batch}, protocol=2)
+    return members
+
+
+def test_a_cifar10_layout_archive_and_folder_read(tmp_path):
+    import io
+    import tarfile
+
+    members = _cifar10_pickles()
+    archive = tmp_path / "mine.tar.gz"  # a name of its own: read without an official MD5 to check against
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    dataset = load_dataset(archive)
+    assert dataset.num_classes == 10 and dataset.class_names[:2] == ("c0", "c1")
+    assert dataset.train_images.shape == (15, 3, 32, 32) and dataset.test_images.shape == (4, 3, 32, 32)
+    assert dataset.train_labels[:3].tolist() == [1, 2, 3]  # data_batch_1 first, then 2..5
+    folder = tmp_path / "extracted" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name, payload in members.items():
+        (folder / name).write_bytes(payload)
+    for path in (folder, folder.parent):
+        assert load_dataset(path).fingerprint == dataset.fingerprint
+    counts = verify(archive)
+    # the five batches hold labels 1..7 only: verify says so
+    assert counts["train"]["empty_classes"] == [0, 8, 9] and sum(counts["train"]["per_class"]) == 15
