@@ -148,3 +148,23 @@ def test_profiles_cli_lists_and_shows(tmp_path):
     assert shown.exit_code == 0 and "ResNet-18 epochs: 4 (paper: 100)" in shown.output
     bad = CliRunner().invoke(main, ["profiles", "show", "nonesuch"])
     assert bad.exit_code == 2 and "unknown profile" in bad.output
+
+
+def test_the_report_lists_what_the_profile_changes_beside_the_paper():
+    import jsonschema
+    import json
+
+    from kdclaims.render.document import SCHEMA_PATH, build_document
+    from kdclaims.render.html import render_html
+    from kdclaims.render.markdown import markdown_report
+    from test_report import fake_evaluation  # tests/ is on sys.path, as for helpers
+
+    evaluation = fake_evaluation()
+    evaluation["profile"] = get_profile("digits").as_dict()
+    document = build_document(evaluation, audit=False)
+    jsonschema.validate(json.loads(json.dumps(document)), json.loads(SCHEMA_PATH.read_text()))
+    assert "replication on digits data" in document["notice"] and "profile digits" in document["notice"]
+    text = markdown_report(document)
+    assert "| seeds per population | 10 | 385 |" in text and "| ResNet-18 epochs | 20 | 100 |" in text
+    assert "| ViT lr | 0.002 | 0.0005 |" in text
+    assert "<td>ResNet-18 width</td><td>8</td><td>64</td>" in render_html(document, figures={})
