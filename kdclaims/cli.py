@@ -234,6 +234,11 @@ def verify(path, md5):
     summary = datamod.verify(path, expected_md5=md5)
     for key, value in summary.items():
         click.echo(f"{key}: {value}")
+    for split in ("train", "test"):
+        empty = summary[split]["empty_classes"]
+        click.echo(f"{split}: {summary['num_classes'] - len(empty)} of {summary['num_classes']} classes have images"
+                   + (f"; EMPTY classes ({len(empty)}): {', '.join(map(str, empty[:20]))}"
+                      + (" ..." if len(empty) > 20 else "") if empty else ""))
 
 
 @data.command()
@@ -368,9 +373,11 @@ def audit_paper(fmt, output):
 
 from kdclaims.cli_cache import cache as _cache_group  # noqa: E402
 from kdclaims.cli_plan import plan as _plan_command  # noqa: E402
+from kdclaims.cli_profiles import profiles as _profiles_group  # noqa: E402
 
 main.add_command(_cache_group)
 main.add_command(_plan_command)
+main.add_command(_profiles_group)
 
 if __name__ == "__main__":
     main()

@@ -63,6 +63,9 @@ class HarnessState:
         self.profile = chosen_profile(opt("--profile"), opt("--seeds"), opt("--precision"))
         self.cache_dir = Path(opt("--cache-dir") or default_cache_dir()).expanduser()
         self.data_dir = opt("--data-dir")
+        from kdclaims.datasets import check_data_dir
+
+        check_data_dir(self.profile.dataset, self.data_dir, self.profile.name)  # now, not at the first claim
         self.results_dir = Path(opt("--results-dir") or default_results_dir(self.cache_dir)).expanduser()
         self.device = opt("--device")
         self.evidence_name = opt("--evidence")
@@ -405,11 +408,12 @@ def pytest_sessionfinish(session, exitstatus):
         from kdclaims.render.format import verdict_words
 
         selection = payload["selection"]
-        reporter.write_line(f"profile {state.profile.name} ({payload['profile']['n_seeds']} seeds), evidence "
+        reporter.write_line(f"profile {state.profile.name} ({state.profile.kind}, {payload['profile']['n_seeds']} seeds), evidence "
                             f"{state.evidence_name}: {len(payload['results'])} of {len(selection['catalogue'])} claims "
                             "evaluated: " + ", ".join(f"{v} {verdict_words(k)}" for k, v in counts.items()))
         if not state.profile.is_reproduction and state.evidence_name == "trained":
-            reporter.write_line("smoke profile on synthetic data: verdicts are recorded, not a reproduction")
+            reporter.write_line(f"profile {state.profile.name} is a machinery check ({state.profile.dataset.kind} "
+                                "data): verdicts are recorded, not a reproduction")
         if state.correction["method"] != "none":
             reporter.write_line(f"{state.correction['method']} correction over each {state.correction['family']}: "
                                 f"{len(changed)} verdict(s) changed" + "".join(f"\n  {r['id']}: {r['reason']}" for r in changed))

@@ -38,7 +38,7 @@ def test_smoke_run_end_to_end_then_warm_cache_trains_nothing(claims_project, tmp
     cache = tmp_path / "cache"
     first = run_claims(claims_project, cache)
     first.assert_outcomes(passed=2)  # smoke: every claim evaluated -> pass, whatever the verdict
-    assert "smoke profile on synthetic data" in first.stdout.str()
+    assert "profile smoke is a machinery check (synthetic data)" in first.stdout.str()
     evaluation = json.loads((cache / "evaluations" / "latest.json").read_text())
     assert evaluation["profile"]["name"] == "smoke" and evaluation["profile"]["n_seeds"] == 2
     assert {r["verdict"] for r in evaluation["results"]} <= {"reproduced", "not_reproduced", "inconclusive"}

@@ -106,6 +106,24 @@ def comparisons_vs_independent(evaluation: dict) -> list[dict]:
     return rows
 
 
+def _notice(kind: str, profile: dict) -> str | None:
+    dataset = (profile.get("dataset") or {}).get("kind")
+    if kind == "smoke" and dataset in (None, "synthetic"):  # None: an evaluation from before profiles named it
+        return ("This is a smoke run on synthetic data, not a reproduction. It exercises the whole pipeline "
+                "(training, cache, metrics, z-tests, report) with small models on generated data; its verdicts "
+                "say nothing about the paper.")
+    if kind == "smoke":
+        return (f"This is a machinery check (profile {profile.get('name')}, {dataset} data), not a reproduction. It "
+                "exercises the whole pipeline (training, cache, metrics, z-tests, report) with small models; its "
+                "verdicts say nothing about the paper.")
+    if kind == "paper":
+        return "Evidence: the paper's own summary statistics (Tables 1-3, n = 385 per setup); nothing was trained."
+    if profile.get("differences_from_paper"):
+        return (f"A replication on {dataset} data at another scale than the paper's (profile {profile.get('name')}): "
+                "the settings that differ from the paper's are listed under Setup.")
+    return None
+
+
 def build_document(evaluation: dict, audit: bool = True) -> dict:
     results = evaluation["results"]
     counts = Counter(r["verdict"] for r in results)
@@ -120,13 +138,7 @@ def build_document(evaluation: dict, audit: bool = True) -> dict:
         "schema_version": REPORT_SCHEMA_VERSION,
         "kind": kind,
         "title": "Reproduction report: Knowledge Distillation: The Functional Perspective",
-        "notice": {
-            "smoke": "This is a smoke run on synthetic data, not a reproduction. It exercises the whole pipeline "
-                     "(training, cache, metrics, z-tests, report) with small models on generated data; its verdicts "
-                     "say nothing about the paper.",
-            "paper": "Evidence: the paper's own summary statistics (Tables 1-3, n = 385 per setup); nothing was trained.",
-            "reproduction": None,
-        }[kind],
+        "notice": _notice(kind, evaluation["profile"]),
         "created_at": evaluation.get("created_at"),
         "evaluation_path": evaluation.get("_path"),
         "headline": {

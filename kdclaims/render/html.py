@@ -444,6 +444,11 @@ def _provenance(document: dict) -> str:
         items.append(("Dataset", "; ".join(ds)))
     elif prov.get("evidence") != "paper":
         items.append(("Dataset", '<span class="muted">not recorded in this evaluation (no fingerprint or MD5 saved)</span>'))
+    if profile.get("differences_from_paper") and prov.get("evidence") != "paper":
+        rows = "".join(f"<tr><td>{_e(d['setting'])}</td><td>{_e(d['value'])}</td><td>{_e(d['paper'])}</td></tr>"
+                       for d in profile["differences_from_paper"])
+        items.append(("Differs from the paper", "<table><tr><th>setting</th><th>this run</th><th>paper</th></tr>"
+                      + rows + "</table>"))
     if profile.get("dataset"):
         items.append(("Dataset spec", "<code>" + _e(json.dumps(profile["dataset"], sort_keys=True, ensure_ascii=False,
                                                                default=str)) + "</code>"))

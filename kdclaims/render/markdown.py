@@ -73,6 +73,12 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
             "- Rankings must lead the best other setup significantly; trends must improve at every step with a "
             "significant overall change; bounds hold when every cell's one-sided 97.5% upper confidence bound is "
             "below the bound (an intersection-union test)", ""]
+    if profile.get("differences_from_paper") and trained:
+        out += ["What this profile changes from the paper's experiment:", "", "| setting | this run | paper |",
+                "|---|---|---|"]
+        out += [f"| {cell(d['setting'])} | {cell(d['value'])} | {cell(d['paper'])} |"
+                for d in profile["differences_from_paper"]]
+        out.append("")
 
     # Figures
     if figures:
