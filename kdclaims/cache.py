@@ -49,7 +49,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from kdclaims.atomic import write_atomically, write_bytes_atomically
 from kdclaims.checkpoint import load_checkpoint
-from kdclaims.errors import CacheError
+from kdclaims.errors import NO_SPACE_ERRNOS, CacheError, no_space_left
 from kdclaims.spec import CACHE_SCHEMA, canonical_json, hash_config
 
 SUFFIX = ".safetensors"
@@ -164,7 +164,7 @@ def _check_layout(header_bytes: bytes, file_size: int, known: KnownDataset | Non
     that is what the shapes say and what the file holds. ``_Unreadable`` otherwise."""
     try:
         header = json.loads(header_bytes)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested 100,000 deep
         raise _Unreadable(f"header is not JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise _Unreadable("header is not a JSON object")
@@ -289,7 +289,7 @@ def _check_meta(key: str, where: str, raw_meta: str) -> dict:
     """The metadata of the member filed under ``key``: its schema, its checksum, its key and its config."""
     try:
         meta = json.loads(raw_meta)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested 100,000 deep
         raise CorruptEntry(where, f"has unreadable metadata ({exc})") from exc
     if not isinstance(meta, dict):
         raise CorruptEntry(where, "has metadata that is not a JSON object")
@@ -406,7 +406,10 @@ def read_meta(path: Path | str) -> dict:
             layout = _read_layout(f, os.fstat(f.fileno()).st_size, None)
     except OSError as exc:
         raise ValueError(exc.strerror or str(exc)) from exc
-    meta = json.loads(layout.raw_meta)
+    try:
+        meta = json.loads(layout.raw_meta)
+    except RecursionError as exc:
+        raise ValueError("metadata is nested too deeply") from exc
     if not isinstance(meta, dict):
         raise ValueError("metadata is not a JSON object")
     return meta
@@ -603,8 +606,8 @@ class Cache:
 
     def _os_error(self, path: Path, exc: OSError) -> CacheError:
         fix = "use --cache-dir or KDCLAIMS_CACHE_DIR to choose a writable one"
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return CacheError(f"no space left writing {path}: free disk space or point --cache-dir elsewhere")
+        if exc.errno in NO_SPACE_ERRNOS:
+            return no_space_left(path)
         if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
             return CacheError(f"cache directory {self.root} is not writable: {fix}")
         if exc.errno in (errno.ENOTDIR, errno.EEXIST):
@@ -926,7 +929,7 @@ def _check_member_name(archive: Path, member, entries: dict[str, dict]) -> dict:
 def _parse_manifest(archive: Path, data: bytes, signing_key: SigningKey | None = None) -> dict[str, dict]:
     try:
         manifest = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested 100,000 deep
         raise _refuse(archive, f"{MANIFEST_NAME} is not JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT \
             or not isinstance(manifest.get("entries"), list):

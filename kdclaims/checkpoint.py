@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from kdclaims.atomic import write_atomically
-from kdclaims.errors import CacheError
+from kdclaims.atomic import write_bytes_atomically
+from kdclaims.errors import NO_SPACE_ERRNOS, CacheError, no_space_left
 
 log = logging.getLogger("kdclaims")
 
@@ -41,8 +41,13 @@ def save_checkpoint(path: Path | str, state: dict) -> None:
     payload = buffer.getvalue()
     outer = {"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
              "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+    buffer = io.BytesIO()
+    torch.save(outer, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda tmp: torch.save(outer, tmp), f".{path.stem}-")
+    # Serialised in memory and written by us: torch.save writing a file itself reports a full disk as a
+    # RuntimeError ("basic_ios::clear: iostream error") that says nothing of why; our write raises the
+    # OSError with its errno, which Checkpointer.save turns into one line.
+    write_bytes_atomically(path, buffer.getvalue(), f".{path.stem}-")
 
 
 def load_checkpoint(path: Path | str) -> dict:
@@ -112,6 +117,8 @@ class Checkpointer:
         try:
             save_checkpoint(self.path, state)
         except OSError as exc:
+            if exc.errno in NO_SPACE_ERRNOS:
+                raise no_space_left(self.path) from exc
             raise CacheError(f"cannot write checkpoint {self.path}: {exc.strerror or exc}; free disk space or "
                              "choose another --cache-dir") from exc
         self.saved += 1

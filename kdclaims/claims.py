@@ -3,8 +3,12 @@
 A claim file is YAML: an optional ``group`` and ``defaults`` (merged into every claim of the file)
 and a list of ``claims``. A claim carries its id, the sentence it checks, where the paper says it
 (``source``), the architecture, its ``kind`` and that kind's parameters, and the outcome the paper
-reports. Parsing is strict: an unknown or misspelt field, a missing one, a bad value or an id used
-twice is a ``ClaimError`` that names the file and the claim.
+reports. Parsing is strict: an unknown or misspelt field, a missing one, a value of the wrong type or
+out of range (p in [0, 1], alpha and bounds finite numbers and not booleans, a temperature positive),
+or an id used twice is a one-line ``ClaimError`` naming the file, the line of the claim's entry, the
+claim and the field. Whoever wrote the file, reading it is bounded: YAML anchors and aliases are
+refused (a few nested aliases expand a 1 KB file to gigabytes), and so are files over
+``MAX_FILE_BYTES``, nesting deeper than ``MAX_NESTING`` and matrices standing for too many claims.
 
 What a kind takes and how it is evaluated is its class in ``kdclaims.kinds``; this module only
 reads files, expands matrices and checks the fields every claim has. A comparison, for instance::
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +49,9 @@ from typing import Any
 import yaml
 
 from kdclaims.spec import PopulationSpec
-from kdclaims.errors import ClaimError, ConfigError, KdclaimsError
+from kdclaims.errors import ClaimError, ConfigError, KdclaimsError, short_repr
 from kdclaims.kinds import KINDS, Arm
+from kdclaims.kinds.base import probability, text
 from kdclaims.models import get_architecture
 
 CLAIMS_DIR = Path(__file__).resolve().parent / "catalogue"
@@ -53,6 +59,15 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 COMMON_FIELDS = ("id", "sentence", "source", "arch", "kind", "paper")
 FILE_FIELDS = ("group", "defaults", "claims", "description")
+
+# Bounds on what a claim file may cost to read, whoever wrote it. The shipped catalogue's largest file is
+# 6 KB (52 KB all together), its deepest nesting 6 and its largest matrix 12 claims, so these refuse nothing
+# honest. PyYAML's safe loader parses about 6 us a byte, so the size bounds the time too (~2 s).
+MAX_FILE_BYTES = 256 * 1024
+MAX_NESTING = 32  # YAML collections inside collections; deeper would exhaust Python's recursion
+MAX_MATRIX_CLAIMS = 1000  # claims one matrix entry may stand for
+MAX_MATRIX_VALUES = 200_000  # claims times the values in its template: the work of expanding it
+MAX_FILLED_TEXT = 10_000  # characters of one string once its placeholders are filled
 
 
 @dataclass(frozen=True)
@@ -85,7 +100,14 @@ class Claim:
 
     @property
     def markers(self) -> list[str]:
-        return [self.arch, _marker_name(self.group)] if self.group else [self.arch]
+        """The architecture and ``group_<group>``: both as a Python name (hyphens as underscores) and, where
+        it differs, as the group is written (``-m group_vit-kd-vs-uniform`` works as the user reads it)."""
+        if not self.group:
+            return [self.arch]
+        names = [self.arch, _marker_name(self.group)]
+        if re.fullmatch(r"[\w.-]+", self.group) and f"group_{self.group}" not in names:
+            names.append(f"group_{self.group}")
+        return names
 
     def as_dict(self) -> dict:
         return {
@@ -124,14 +146,17 @@ def parse_claim(raw: Any, where: str, group: str = "", file: str = "") -> Claim:
         raise ClaimError(f"{where}: a claim must be a mapping of fields, got {type(raw).__name__}")
     claim_id = raw.get("id")
     if claim_id is not None:
-        where = f"{where} (claim {claim_id!r})"
+        where = f"{where} (claim {short_repr(claim_id)})"
     for name in COMMON_FIELDS:
         if name not in raw:
             raise ClaimError(f"{where}: missing field {name!r}")
     if not isinstance(claim_id, str) or not ID_PATTERN.match(claim_id):
-        raise ClaimError(f"{where}: id {claim_id!r} must be letters, digits and . _ + - (no spaces)")
+        raise ClaimError(f"{where}: id {short_repr(claim_id)} must be letters, digits and . _ + - (no spaces)")
+    for name in ("kind", "arch", "source", "group", "note"):
+        if name in raw:
+            text(raw[name], where, name)
     if raw["kind"] not in KINDS:
-        raise ClaimError(f"{where}: unknown kind {raw['kind']!r}{_suggest(str(raw['kind']), KINDS)}; "
+        raise ClaimError(f"{where}: unknown kind {raw['kind']!r}{_suggest(raw['kind'], KINDS)}; "
                          f"known kinds: {', '.join(KINDS)}")
     kind = KINDS.get(raw["kind"])
     allowed = set(COMMON_FIELDS) | {"group", "note"} | set(kind.required) | set(kind.optional)
@@ -147,16 +172,16 @@ def parse_claim(raw: Any, where: str, group: str = "", file: str = "") -> Claim:
     if not from_table and (not isinstance(paper, dict) or paper.get("outcome") not in kind.outcomes
                            or set(paper) - {"outcome", "p"}):
         raise ClaimError(f"{where}: paper must be {{outcome: {'|'.join(kind.outcomes)}, p: <printed p-value, "
-                         f"optional>}} for a {kind.name} claim, got {paper!r}")
+                         f"optional>}} for a {kind.name} claim, got {short_repr(paper)}")
     params = kind.parse(raw, where)
     if from_table:
-        outcome, p = kind.printed_outcome(str(raw["arch"]), str(raw["source"]), params, where)
+        outcome, p = kind.printed_outcome(raw["arch"], raw["source"], params, where)
     else:
-        outcome, p = paper["outcome"], None if paper.get("p") is None else float(paper["p"])
+        outcome, p = paper["outcome"], None if paper.get("p") is None else probability(paper["p"], where, "paper.p")
     claim = Claim(
-        id=claim_id, sentence=_sentence(raw["sentence"], outcome, kind.outcomes, where), source=str(raw["source"]),
-        arch=str(raw["arch"]), kind=kind.name, params=params, group=str(raw.get("group", group)), file=file,
-        note=str(raw.get("note", "")), paper=PaperOutcome(outcome, p),
+        id=claim_id, sentence=_sentence(raw["sentence"], outcome, kind.outcomes, where), source=raw["source"],
+        arch=raw["arch"], kind=kind.name, params=params, group=raw.get("group", group), file=file,
+        note=raw.get("note", ""), paper=PaperOutcome(outcome, p),
     )
     try:  # every population must be a valid spec: known setup, alpha in [0, 1], ...
         claim.populations()
@@ -168,12 +193,12 @@ def parse_claim(raw: Any, where: str, group: str = "", file: str = "") -> Claim:
 def _sentence(value: Any, outcome: str, outcomes: tuple[str, ...], where: str) -> str:
     """The claim's sentence; given as {outcome: text}, the text of the paper's outcome."""
     if not isinstance(value, dict):
-        return str(value)
+        return text(value, where, "sentence")
     unknown = set(value) - set(outcomes)
     if unknown or outcome not in value:
         raise ClaimError(f"{where}: a sentence given per outcome needs keys among {', '.join(outcomes)}, "
-                         f"including the paper's outcome {outcome!r}; got {', '.join(map(str, value))}")
-    return str(value[outcome])
+                         f"including the paper's outcome {outcome!r}; got {short_repr(', '.join(map(str, value)))}")
+    return text(value[outcome], where, f"sentence.{outcome}")
 
 
 def expand_matrix(raw: Any, where: str) -> list:
@@ -187,19 +212,37 @@ def expand_matrix(raw: Any, where: str) -> list:
     dimensions, defined = [], set()
     for name, values in matrix.items():
         if not isinstance(values, list) or not values:
-            raise ClaimError(f"{where}: matrix {name!r} must be a non-empty list of values, got {values!r}")
+            raise ClaimError(f"{where}: matrix {name!r} must be a non-empty list of values, got {short_repr(values)}")
         cells = [value if isinstance(value, dict) else {name: value} for value in values]
+        for cell in cells:  # scalars only: a placeholder's text is then as long as the file wrote it
+            for key, value in cell.items():
+                if not isinstance(key, str) or not isinstance(value, (str, int, float, type(None))):
+                    raise ClaimError(f"{where}: matrix {name!r} sets {short_repr(key)} to {short_repr(value)}; a "
+                                     "placeholder's value must be a string or a number")
         names = {key for cell in cells for key in cell}
         if names & defined:
             raise ClaimError(f"{where}: matrix placeholder {sorted(names & defined)[0]!r} is set by two dimensions")
         defined |= names
         dimensions.append(cells)
     template = {key: value for key, value in raw.items() if key != "matrix"}
+    count = math.prod(len(cells) for cells in dimensions)
+    if count > MAX_MATRIX_CLAIMS or count * _size(template) > MAX_MATRIX_VALUES:
+        raise ClaimError(f"{where}: the matrix stands for {count} claims of {_size(template)} values each, more than a "
+                         f"claim file may expand to ({MAX_MATRIX_CLAIMS} claims, {MAX_MATRIX_VALUES} values)")
     expanded = []
     for combination in itertools.product(*dimensions):
         values = {key: value for cell in combination for key, value in cell.items()}
         expanded.append(_fill(template, values, where))
     return expanded
+
+
+def _size(value: Any) -> int:
+    """How many values ``value`` holds, counting those inside lists and mappings."""
+    if isinstance(value, dict):
+        return 1 + sum(_size(item) for item in value.values())
+    if isinstance(value, list):
+        return 1 + sum(_size(item) for item in value)
+    return 1
 
 
 def _fill(value: Any, values: dict, where: str) -> Any:
@@ -210,44 +253,116 @@ def _fill(value: Any, values: dict, where: str) -> Any:
         return [_fill(item, values, where) for item in value]
     if not isinstance(value, str):
         return value
-    for name in PLACEHOLDER.findall(value):
+    names = PLACEHOLDER.findall(value)
+    for name in names:
         if name not in values:
             raise ClaimError(f"{where}: unknown placeholder {{{name}}}{_suggest(name, values)}; the matrix "
                              f"defines {', '.join(sorted(values))}")
     whole = PLACEHOLDER.fullmatch(value)
     if whole:  # alpha: "{alpha}" is the number, not its text
         return values[whole.group(1)]
+    # Measured before it is built: a long value in many placeholders would otherwise multiply the file's size.
+    if len(value) + sum(len(str(values[name])) for name in names) > MAX_FILLED_TEXT:
+        raise ClaimError(f"{where}: {short_repr(value)} is longer than {MAX_FILLED_TEXT} characters once its "
+                         "placeholders are filled")
     return PLACEHOLDER.sub(lambda match: str(values[match.group(1)]), value)
 
 
-def load_claim_file(path: Path | str) -> list[Claim]:
-    path = Path(path)
+class _ClaimFileLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, without what makes a small file expensive: anchors and aliases (a few nested
+    aliases expand a 1 KB file to gigabytes once a claim's text is built from it) and deep nesting (which
+    exhausts Python's recursion). Claim files share values through ``defaults:`` and ``matrix:`` instead."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&name, *name) are not allowed in a claim file; write the value "
+                "out, or share it through defaults: or a matrix:", event.start_mark)
+        if self._depth >= MAX_NESTING:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_NESTING} levels deep",
+                                              event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """A claim file's document and its node tree (for line numbers), within the bounds above."""
     try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ClaimError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ClaimError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ClaimError(f"{path}: larger than a claim file may be ({MAX_FILE_BYTES} bytes); split it")
+    try:
+        source = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ClaimError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8") from None
+    loader = _ClaimFileLoader(source)
+    try:
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), node
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ClaimError(f"{at}: not valid YAML ({exc.problem or exc.context})") from None
+    except yaml.YAMLError as exc:  # e.g. a control character the reader refuses
+        raise ClaimError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    finally:
+        loader.dispose()
+
+
+def _lines(node: yaml.Node | None) -> dict:
+    """The line (1-based) of each key of a YAML mapping node (a sequence node: of each item, by index)."""
+    if isinstance(node, yaml.MappingNode):
+        return {key.value: (key.start_mark.line + 1, value) for key, value in node.value
+                if isinstance(key, yaml.ScalarNode)}
+    if isinstance(node, yaml.SequenceNode):
+        return {index: (item.start_mark.line + 1, item) for index, item in enumerate(node.value)}
+    return {}
+
+
+def load_claim_file(path: Path | str, errors: list[str] | None = None) -> list[Claim]:
+    """The claims of one file. With an ``errors`` list, a malformed claim is recorded there and the
+    others still load (``kdclaims claims validate`` reports every error); without, the first one raises."""
+    path = Path(path)
+    document, node = _read_yaml(path)
     if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
         raise ClaimError(f"{path}: a claim file needs a top-level 'claims:' list")
+    top = _lines(node)
     unknown = set(document) - set(FILE_FIELDS)
     if unknown:
-        name = sorted(unknown)[0]
-        raise ClaimError(f"{path}: unknown top-level field {name!r}{_suggest(name, ['group', 'defaults', 'claims'])}")
+        name = sorted(unknown, key=str)[0]
+        line = top.get(name, (1,))[0]
+        raise ClaimError(f"{path}:{line}: unknown top-level field {short_repr(name)}"
+                         f"{_suggest(str(name), ['group', 'defaults', 'claims'])}")
     defaults = document.get("defaults") or {}
     if not isinstance(defaults, dict):
-        raise ClaimError(f"{path}: defaults must be a mapping")
-    group = str(document.get("group", path.stem))
+        raise ClaimError(f"{path}:{top['defaults'][0]}: defaults must be a mapping")
+    group = text(document.get("group", path.stem), f"{path}:{top.get('group', (1,))[0]}", "group")
+    entries = _lines(top["claims"][1])
     claims, seen = [], set()
     for index, raw in enumerate(document["claims"]):
-        where = f"{path} claim #{index + 1}"
+        where = f"{path}:{entries[index][0]} claim #{index + 1}"  # a matrix's claims all point at its entry
         merged = {**defaults, **raw} if isinstance(raw, dict) else raw
-        for entry in expand_matrix(merged, where):
-            claim = parse_claim(entry, where, group=group, file=str(path))
-            if claim.id in seen:
-                raise ClaimError(f"{path}: claim id {claim.id!r} is used twice")
-            seen.add(claim.id)
-            claims.append(claim)
+        try:
+            for entry in expand_matrix(merged, where):
+                claim = parse_claim(entry, where, group=group, file=str(path))
+                if claim.id in seen:
+                    raise ClaimError(f"{where}: claim id {claim.id!r} is used twice")
+                seen.add(claim.id)
+                claims.append(claim)
+        except ClaimError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
     return claims
 
 
@@ -255,14 +370,27 @@ def claim_files(directory: Path | str = CLAIMS_DIR) -> list[Path]:
     return sorted(p for p in Path(directory).rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))
 
 
-def load_claims(paths=None) -> list[Claim]:
-    """Every claim of the given files (default: the shipped catalogue, ``CLAIMS_DIR``); ids must be unique."""
+def load_claims(paths=None, errors: list[str] | None = None) -> list[Claim]:
+    """Every claim of the given files (default: the shipped catalogue, ``CLAIMS_DIR``); ids must be unique.
+    With an ``errors`` list, every error is recorded there and the valid claims are returned; without,
+    the first error raises."""
     files = claim_files() if paths is None else [q for p in paths for q in (claim_files(p) if Path(p).is_dir() else [Path(p)])]
     claims, where = [], {}
     for path in files:
-        for claim in load_claim_file(path):
+        try:
+            loaded = load_claim_file(path, errors)
+        except ClaimError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
+            continue
+        for claim in loaded:
             if claim.id in where:
-                raise ClaimError(f"claim id {claim.id!r} is used twice: in {where[claim.id]} and {path}")
+                message = f"claim id {claim.id!r} is used twice: in {where[claim.id]} and {path}"
+                if errors is None:
+                    raise ClaimError(message)
+                errors.append(message)
+                continue
             where[claim.id] = path
             claims.append(claim)
     return claims

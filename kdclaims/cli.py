@@ -118,9 +118,12 @@ REPORT_FORMATS = {"markdown": ".md", "html": ".html", "json": ".json", "table": 
 @click.option("--cache-dir", default=None, help="cache whose evaluations to read")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="output file (default reports/<profile>-<evidence>.<ext>; '-' for stdout)")
+@click.option("--run", "run_id", default=None, metavar="ID",
+              help="report this saved run alone (its file name in the results dir, without .json); default: the "
+                   "latest result of each claim across the runs of the latest run's profile, evidence and code version")
 @click.option("--compare", nargs=2, type=click.Path(exists=True, dir_okay=False), default=None,
               metavar="A.json B.json", help="show which verdicts changed between two evaluations or JSON reports")
-def report(fmt, evaluation, results_dir, cache_dir, output, compare):
+def report(fmt, evaluation, results_dir, cache_dir, output, run_id, compare):
     """Write the reproduction report from the last evaluation (trains nothing, reads no cache entry).
 
     markdown writes figures as PNG beside it; html embeds them in one file; json follows
@@ -131,7 +134,7 @@ def report(fmt, evaluation, results_dir, cache_dir, output, compare):
 
     from kdclaims.render.document import build_document
     from kdclaims.paths import default_results_dir
-    from kdclaims.results import jsonable, load_evaluation
+    from kdclaims.results import jsonable, load_evaluation, load_run, merged_evaluation, single_run
 
     if compare:
         from kdclaims.render.markdown import compare_markdown
@@ -140,7 +143,15 @@ def report(fmt, evaluation, results_dir, cache_dir, output, compare):
         text = compare_markdown(runs[0], runs[1], compare[0], compare[1])
         _emit(text, None if output in (None, "-") else Path(output), None)
         return
-    payload = load_evaluation(evaluation, results_dir or default_results_dir(cache_dir))
+    results_dir = results_dir or default_results_dir(cache_dir)
+    if run_id and evaluation:
+        raise KdclaimsError("give either --run or --evaluation, not both")
+    if run_id:
+        payload = single_run(load_run(run_id, results_dir))
+    elif evaluation:  # a file named by the user: that run alone
+        payload = single_run(load_evaluation(evaluation))
+    else:
+        payload = merged_evaluation(load_evaluation(None, results_dir), results_dir)
     document = build_document(payload)
     stem = f"{payload['profile']['name']}-{payload['evidence']}"
     path = None if output == "-" else Path(output) if output else (
@@ -166,16 +177,19 @@ def report(fmt, evaluation, results_dir, cache_dir, output, compare):
 
         text = render_html(document, {arch: figure_png_bytes(document, arch) for arch in archs_with_members(document)})
     else:
-        from kdclaims.render.figures import make_figures
+        from kdclaims.render.figures import archs_with_members, make_figures
         from kdclaims.render.markdown import markdown_report
 
         figures = {}
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            for png in make_figures(document, path.parent, prefix=f"{path.stem}-figure"):
-                figures[png.stem.rsplit("-", 1)[-1]] = png.name
+            pngs = make_figures(document, path.parent, prefix=f"{path.stem}-figure")
+            figures = {arch: png.name for arch, png in zip(archs_with_members(document), pngs)}
         text = markdown_report(document, figures)
-    _emit(text, None if output == "-" else path, f"{len(document['claims'])} claims, from {payload['_path']}")
+    head = document["headline"]
+    source = payload["_path"] if payload["selection"]["mode"] == "run" else \
+        f"{len(payload['selection']['runs'])} run(s) in {results_dir}"
+    _emit(text, None if output == "-" else path, f"{head['total']} of {head['catalogue']} claims evaluated, from {source}")
 
 
 def _emit(text: str, path: Path | None, what: str | None) -> None:
@@ -220,6 +234,11 @@ def verify(path, md5):
     summary = datamod.verify(path, expected_md5=md5)
     for key, value in summary.items():
         click.echo(f"{key}: {value}")
+    for split in ("train", "test"):
+        empty = summary[split]["empty_classes"]
+        click.echo(f"{split}: {summary['num_classes'] - len(empty)} of {summary['num_classes']} classes have images"
+                   + (f"; EMPTY classes ({len(empty)}): {', '.join(map(str, empty[:20]))}"
+                      + (" ..." if len(empty) > 20 else "") if empty else ""))
 
 
 @data.command()
@@ -251,22 +270,55 @@ def claims():
 @click.option("--arch", default=None, help="only this architecture")
 @click.option("--kind", default=None, help="only this claim kind")
 @click.option("--group", default=None, help="only this group")
-def list_claims(arch, kind, group):
-    """Show the claims (filtered by architecture, kind or group)."""
+@click.option("--long", "long_", is_flag=True, help="every field of each claim (default: one line per claim)")
+def list_claims(arch, kind, group, long_):
+    """Show the claims (filtered by architecture, kind or group): one line each, the id never cut.
+
+    Select a group under pytest with its marker, as the group is written: `pytest claims/ -m
+    group_vit-kd-vs-uniform` (the underscored form, group_vit_kd_vs_uniform, works too)."""
+    import difflib
+
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from kdclaims.claims import load_claims
 
-    selected = [c for c in load_claims()
+    catalogue = load_claims()
+    for flag, value, field in (("--arch", arch, "arch"), ("--kind", kind, "kind"), ("--group", group, "group")):
+        known = sorted({getattr(c, field) for c in catalogue})
+        if value is not None and value not in known:
+            close = difflib.get_close_matches(value, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise KdclaimsError(f"kdclaims claims list {flag} {value!r}: no such {field}{hint}; "
+                                f"choose one of {', '.join(known)}")
+    selected = [c for c in catalogue
                 if (arch is None or c.arch == arch) and (kind is None or c.kind == kind)
                 and (group is None or c.group == group)]
-    table = Table(title=f"{len(selected)} claims")
-    for column in ("id", "arch", "kind", "group", "source", "paper", "sentence"):
-        table.add_column(column, overflow="fold")
-    for c in selected:
-        table.add_row(c.id, c.arch, c.kind, c.group, c.source, c.paper.outcome, c.sentence)
-    Console().print(table)
+    console = Console()
+    if long_:
+        for c in selected:
+            console.print(Text(c.id, style="bold"))
+            for label, value in (("arch", c.arch), ("kind", c.kind), ("group", c.group),
+                                 ("marker", f"-m group_{c.group}"), ("source", c.source),
+                                 ("paper", c.paper.outcome), ("sentence", c.sentence)):
+                console.print(Text(f"  {label + ':':<9} {value}"))
+        console.print(f"{len(selected)} claims")
+        return
+    # One line per claim: the id is what users paste into -k, so it is never wrapped nor cut; the
+    # sentence is what gives way (`--long` prints it whole).
+    columns = [("id", [c.id for c in selected])]
+    if console.width >= 120:  # narrower: the sentence needs the room more than kind and source
+        columns += [("kind", [c.kind for c in selected]), ("source", [c.source[:14] for c in selected])]
+    widths = [max([len(name)] + [len(v) for v in values]) for name, values in columns]
+    table = Table(title=f"{len(selected)} claims", box=None, pad_edge=False, show_edge=False)
+    for (name, _), width in zip(columns, widths):
+        table.add_column(name, width=width, min_width=width, no_wrap=True, overflow="ellipsis")
+    table.add_column("sentence", width=max(10, console.width - sum(widths) - 2 * len(widths) - 1),
+                     no_wrap=True, overflow="ellipsis")
+    for i, c in enumerate(selected):
+        table.add_row(*(Text(values[i]) for _, values in columns), Text(c.sentence))
+    console.print(table)
 
 
 @claims.command("validate")
@@ -275,7 +327,15 @@ def validate_claims(paths):
     """Parse and check every claim without training anything."""
     from kdclaims.claims import load_claims
 
-    loaded = load_claims(list(paths) or None)
+    errors: list[str] = []
+    loaded = load_claims(list(paths) or None, errors)
+    if len(errors) == 1:  # one error: the usual one line
+        raise KdclaimsError(errors[0])
+    if errors:  # every error, not only the first: a user fixes them in one pass
+        for error in errors:
+            click.echo(f"kdclaims: error: {error}", err=True)
+        click.echo(f"kdclaims claims validate: {len(errors)} error(s); {len(loaded)} claims are valid", err=True)
+        sys.exit(2)
     groups = sorted({c.group for c in loaded})
     click.echo(f"{len(loaded)} claims in {len(groups)} groups are valid")
 
@@ -313,9 +373,11 @@ def audit_paper(fmt, output):
 
 from kdclaims.cli_cache import cache as _cache_group  # noqa: E402
 from kdclaims.cli_plan import plan as _plan_command  # noqa: E402
+from kdclaims.cli_profiles import profiles as _profiles_group  # noqa: E402
 
 main.add_command(_cache_group)
 main.add_command(_plan_command)
+main.add_command(_profiles_group)
 
 if __name__ == "__main__":
     main()

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from kdclaims.atomic import write_atomically, write_bytes_atomically
-from kdclaims.errors import DataError
+from kdclaims.errors import DataError, short_repr as _short  # _short: one home for the one-line repr
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
@@ -52,6 +52,33 @@ ARCHIVE_NAME = "cifar-100-python.tar.gz"
 
 FOLDER_NAME = "cifar-100-python"  # the single top-level folder inside the archive
 SPLIT_FILES = ("train", "test", "meta")
+CIFAR10_ARCHIVE_NAME = "cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+
+@dataclass(frozen=True)
+class CifarLayout:
+    """Where one of CIFAR's two python layouts keeps its pickles, and under which keys."""
+
+    folder: str  # the top-level folder in the archive
+    train: tuple[str, ...]  # training pickles, concatenated in this order
+    test: tuple[str, ...]
+    meta: str
+    labels_key: bytes
+    names_key: bytes
+    official_archive: str
+    official_md5: str
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.train + self.test + (self.meta,)
+
+
+CIFAR100_LAYOUT = CifarLayout(FOLDER_NAME, ("train",), ("test",), "meta", b"fine_labels", b"fine_label_names",
+                              "cifar-100-python.tar.gz", CIFAR100_MD5)
+CIFAR10_LAYOUT = CifarLayout("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+                             "batches.meta", b"labels", b"label_names", CIFAR10_ARCHIVE_NAME, CIFAR10_MD5)
+LAYOUTS = (CIFAR100_LAYOUT, CIFAR10_LAYOUT)
 NUM_FINE = 100  # CIFAR-100's fine classes: meta always lists this many names
 NUM_COARSE = 20
 IMAGE_SHAPE = (3, 32, 32)
@@ -73,9 +100,9 @@ _FETCH_HINT = "re-download it with `kdclaims data fetch`"
 
 @dataclass(frozen=True, eq=False)  # eq=False: tensors do not compare to a single bool
 class Dataset:
-    train_images: torch.Tensor  # uint8, (N_train, 3, 32, 32)
+    train_images: torch.Tensor  # uint8, (N_train, C, H, W): (N, 3, 32, 32) for CIFAR
     train_labels: torch.Tensor  # int64, (N_train,) fine labels
-    test_images: torch.Tensor  # uint8, (N_test, 3, 32, 32)
+    test_images: torch.Tensor  # uint8, (N_test, C, H, W)
     test_labels: torch.Tensor  # int64, (N_test,)
     class_names: tuple[str, ...]  # fine_label_names from meta (100 for CIFAR-100)
     source: str  # path it was read from
@@ -126,8 +153,12 @@ def _fingerprint(train_images: np.ndarray, train_labels: np.ndarray, test_images
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_extracted_folder(folder: Path) -> bool:
-    return folder.is_dir() and all((folder / name).is_file() for name in SPLIT_FILES)
+def _is_extracted_folder(folder: Path, layout: CifarLayout = CIFAR100_LAYOUT) -> bool:
+    return folder.is_dir() and all((folder / name).is_file() for name in layout.files)
+
+
+def _folder_layout(folder: Path) -> CifarLayout | None:
+    return next((layout for layout in LAYOUTS if _is_extracted_folder(folder, layout)), None)
 
 
 def find_cifar100(data_dir) -> Path | None:
@@ -209,12 +240,6 @@ def _read_sidecar(archive: Path) -> str | None:
 # Instead, _reconstruct returns an _ArrayStub whose __setstate__ validates shape, dtype and byte
 # count and builds the array with np.frombuffer; numpy.dtype returns a _DtypeStub that only accepts
 # the state numpy writes for a plain numeric dtype. Stubs are swapped for their arrays after loading.
-
-
-def _short(value) -> str:
-    """A repr fit for a one-line message, however large the hostile value."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _as_text(value) -> str | None:
@@ -487,12 +512,14 @@ def _field(obj: dict, key: bytes, where: str):
     return obj[key]
 
 
-def _names(obj: dict, key: bytes, count: int, where: str) -> tuple[str, ...]:
+def _names(obj: dict, key: bytes, count: int | None, where: str) -> tuple[str, ...]:
+    """The names under ``key``: exactly ``count`` of them, or (None) any number from one up."""
     raw = _field(obj, key, where)
     field = key.decode()
-    if not isinstance(raw, (list, tuple)) or len(raw) != count:
+    if not isinstance(raw, (list, tuple)) or (len(raw) != count if count is not None else not raw):
         got = f"{len(raw)} entries" if isinstance(raw, (list, tuple)) else f"a {type(raw).__name__}"
-        raise DataError(f"{where}: field '{field}' should list {count} names but holds {got}; {_FETCH_HINT}")
+        want = f"{count} names" if count is not None else "at least one name"
+        raise DataError(f"{where}: field '{field}' should list {want} but holds {got}; {_FETCH_HINT}")
     names = []
     for name in raw:
         try:
@@ -526,16 +553,18 @@ def _labels(obj: dict, key: bytes, n: int, num_classes: int, where: str) -> np.n
     return labels.astype(np.int64)
 
 
-def _parse_meta(obj, where: str) -> tuple[str, ...]:
+def _parse_meta(obj, where: str, layout: CifarLayout = CIFAR100_LAYOUT) -> tuple[str, ...]:
+    """The class names: any number of classes (CIFAR-100's meta has 100, CIFAR-10's 10)."""
     if not isinstance(obj, dict):
         raise DataError(f"{where}: should hold a dict but holds a {type(obj).__name__}; {_FETCH_HINT}")
-    fine = _names(obj, b"fine_label_names", NUM_FINE, where)
+    fine = _names(obj, layout.names_key, None, where)
     if b"coarse_label_names" in obj:
         _names(obj, b"coarse_label_names", NUM_COARSE, where)
     return fine
 
 
-def _parse_split(obj, num_classes: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _parse_split(obj, num_classes: int, where: str,
+                 layout: CifarLayout = CIFAR100_LAYOUT) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(obj, dict):
         raise DataError(f"{where}: should hold a dict but holds a {type(obj).__name__}; {_FETCH_HINT}")
     data = _field(obj, b"data", where)
@@ -546,25 +575,30 @@ def _parse_split(obj, num_classes: int, where: str) -> tuple[np.ndarray, np.ndar
         raise DataError(f"{where}: field 'data' has shape {tuple(data.shape)}, expected (N>0, {ROW_LEN}); "
                         f"{_FETCH_HINT}")
     n = data.shape[0]
-    labels = _labels(obj, b"fine_labels", n, num_classes, where)
-    if b"coarse_labels" in obj:
+    labels = _labels(obj, layout.labels_key, n, num_classes, where)
+    if layout is CIFAR100_LAYOUT and b"coarse_labels" in obj:
         _labels(obj, b"coarse_labels", n, NUM_COARSE, where)
     # (N, 3072) rows are R, G, B planes of 32x32 row-major: exactly a C-order (N, 3, 32, 32) view.
     images = np.require(data.reshape((n,) + IMAGE_SHAPE), dtype=np.uint8, requirements=["C", "W"])
     return images, labels
 
 
-def _build(raw: dict[str, bytes], where: dict[str, str], source: str, archive_md5: str | None) -> Dataset:
-    """The dataset from the three pickles, each already passed by ``_scan_pickle`` as it was read."""
-    meta = _load_scanned(raw["meta"], where["meta"])
-    class_names = _parse_meta(meta, where["meta"])
+def _build(raw: dict[str, bytes], where: dict[str, str], source: str, archive_md5: str | None,
+           layout: CifarLayout = CIFAR100_LAYOUT) -> Dataset:
+    """The dataset from the layout's pickles, each already passed by ``_scan_pickle`` as it was read."""
+    meta = _load_scanned(raw[layout.meta], where[layout.meta])
+    class_names = _parse_meta(meta, where[layout.meta], layout)
     del meta
     splits = {}
-    for name in ("train", "test"):
-        obj = _load_scanned(raw[name], where[name])
-        raw[name] = b""  # drop the pickle bytes early: the real train split is ~155 MB
-        splits[name] = _parse_split(obj, len(class_names), where[name])
-        del obj
+    for split, names in (("train", layout.train), ("test", layout.test)):
+        pieces = []
+        for name in names:
+            obj = _load_scanned(raw[name], where[name])
+            raw[name] = b""  # drop the pickle bytes early: the real train split is ~155 MB
+            pieces.append(_parse_split(obj, len(class_names), where[name], layout))
+            del obj
+        splits[split] = pieces[0] if len(pieces) == 1 else (np.concatenate([x for x, _ in pieces]),
+                                                            np.concatenate([y for _, y in pieces]))
     (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
     return Dataset(
         train_images=torch.from_numpy(train_x),
@@ -583,14 +617,15 @@ def _build(raw: dict[str, bytes], where: dict[str, str], source: str, archive_md
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_archive_members(archive: Path) -> dict[str, bytes]:
-    """The bytes of exactly cifar-100-python/{train,test,meta}, in one streaming pass.
+def _read_archive_members(archive: Path) -> tuple[CifarLayout, dict[str, bytes]]:
+    """The bytes of exactly cifar-100-python/{train,test,meta} (or CIFAR-10's cifar-10-batches-py/{data_batch_1..5,
+    test_batch,batches.meta}), in one streaming pass; and which of the two layouts the archive has.
 
     Nothing is ever written to disk, so members named ``../../x``, ``/abs/path`` or anything else are
     simply never looked at; the three wanted names must be regular files (a symlink or hard link
     named ``cifar-100-python/train`` is refused, not followed).
     """
-    wanted = {f"{FOLDER_NAME}/{name}": name for name in SPLIT_FILES}
+    wanted = {f"{layout.folder}/{name}": (layout, name) for layout in LAYOUTS for name in layout.files}
     found: dict[str, bytes] = {}
     try:
         # gzip.open + "r|": one sequential pass, so the gzip stream is decoded once
@@ -599,9 +634,10 @@ def _read_archive_members(archive: Path) -> dict[str, bytes]:
                 name = member.name
                 while name.startswith("./"):
                     name = name[2:]
-                key = wanted.get(name)
+                layout, key = wanted.get(name, (None, None))
                 if key is None:
                     continue  # file.txt~ in the real archive, or anything odd: ignored, never extracted
+                key = name
                 if key in found:
                     raise DataError(f"{archive}: member {name} appears twice, so which one is meant is ambiguous; "
                                     f"the archive may be tampered with, {_FETCH_HINT}")
@@ -609,9 +645,9 @@ def _read_archive_members(archive: Path) -> dict[str, bytes]:
                     kind = "symlink" if member.issym() else "hard link" if member.islnk() else "non-regular file"
                     raise DataError(f"{archive}: member {name} is a {kind}, not a regular file: the archive may be "
                                     f"malicious; {_FETCH_HINT}")
-                _check_member_size(key, member.size, f"{archive}: member {name}")
-                found[key] = _read_member(tar.extractfile(member), member.size,
-                                          f"{archive} member {FOLDER_NAME}/{key}", key)
+                kind = "meta" if key.endswith("meta") else "split"
+                _check_member_size(kind, member.size, f"{archive}: member {name}")
+                found[key] = _read_member(tar.extractfile(member), member.size, f"{archive} member {key}", kind)
             # tar stops at its end-of-archive marker; reading on to EOF makes gzip check its CRC and
             # length, so corruption is caught even when the caller skipped the MD5 check.
             while gz.read(1 << 20):
@@ -622,26 +658,28 @@ def _read_archive_members(archive: Path) -> dict[str, bytes]:
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise DataError(f"{archive}: not a readable gzip tar archive ({type(e).__name__}: {_one_line(e)[:200]}); "
                         f"{_FETCH_HINT}") from e
-    missing = [f"{FOLDER_NAME}/{name}" for name in SPLIT_FILES if name not in found]
-    if missing:
-        raise DataError(f"{archive}: archive lacks {', '.join(missing)}, so it is not CIFAR-100 (python version); "
-                        f"{_FETCH_HINT}")
-    return found
+    for layout in LAYOUTS:
+        if all(f"{layout.folder}/{name}" in found for name in layout.files):
+            return layout, {name: found[f"{layout.folder}/{name}"] for name in layout.files}
+    missing = [f"{FOLDER_NAME}/{name}" for name in SPLIT_FILES if f"{FOLDER_NAME}/{name}" not in found]
+    raise DataError(f"{archive}: archive lacks {', '.join(missing)}, so it is not CIFAR-100 (python version) nor "
+                    f"CIFAR-10 (cifar-10-batches-py/data_batch_1..5, test_batch, batches.meta); {_FETCH_HINT}")
 
 
-def _read_folder_files(folder: Path) -> dict[str, bytes]:
-    missing = [name for name in SPLIT_FILES if not (folder / name).is_file()]
+def _read_folder_files(folder: Path, layout: CifarLayout = CIFAR100_LAYOUT) -> dict[str, bytes]:
+    missing = [name for name in layout.files if not (folder / name).is_file()]
     if missing:
-        raise DataError(f"{folder}: the extracted CIFAR-100 folder lacks {', '.join(missing)}; re-extract "
-                        f"{ARCHIVE_NAME} there or {_FETCH_HINT}")
+        raise DataError(f"{folder}: the extracted CIFAR folder lacks {', '.join(missing)}; re-extract "
+                        f"{layout.official_archive} there or {_FETCH_HINT}")
     found = {}
-    for name in SPLIT_FILES:
+    for name in layout.files:
         path = folder / name
+        kind = "meta" if name == layout.meta else "split"
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                _check_member_size(name, size, str(path))
-                found[name] = _read_member(f, size, str(path), name)
+                _check_member_size(kind, size, str(path))
+                found[name] = _read_member(f, size, str(path), kind)
         except OSError as e:
             raise DataError(f"cannot read {path}: {e.strerror or e}; check the file's permissions") from e
     return found
@@ -675,6 +713,11 @@ def load_cifar100(path, expected_md5: str | None = None, *, check_md5: bool = Tr
     if p.is_dir():
         found = find_cifar100(p)
         if found is None:
+            for candidate in (p / CIFAR10_ARCHIVE_NAME, p / CIFAR10_LAYOUT.folder, p):
+                if candidate.is_file() or _is_extracted_folder(candidate, CIFAR10_LAYOUT):
+                    found = candidate
+                    break
+        if found is None:
             if (p / FOLDER_NAME).is_dir():
                 _read_folder_files(p / FOLDER_NAME)  # raises, naming what is missing
             if any((p / name).exists() for name in SPLIT_FILES):
@@ -685,9 +728,10 @@ def load_cifar100(path, expected_md5: str | None = None, *, check_md5: bool = Tr
     source = os.path.abspath(p)
 
     if p.is_dir():
-        raw = _read_folder_files(p)
-        where = {name: str(p / name) for name in SPLIT_FILES}
-        return _build(raw, where, source, None)
+        layout = _folder_layout(p) or CIFAR100_LAYOUT
+        raw = _read_folder_files(p, layout)
+        where = {name: str(p / name) for name in layout.files}
+        return _build(raw, where, source, None, layout)
 
     actual = _md5_file(p)
     if check_md5:
@@ -695,19 +739,29 @@ def load_cifar100(path, expected_md5: str | None = None, *, check_md5: bool = Tr
             expected, origin = _normalize_md5(expected_md5, "expected MD5"), "as given"
         elif (sidecar := _read_sidecar(p)) is not None:
             expected, origin = sidecar, f"from {_sidecar(p).name}"
-        else:
+        elif p.name == CIFAR10_ARCHIVE_NAME:
+            expected, origin = CIFAR10_MD5, "the official CIFAR-10 MD5"
+        elif p.name == ARCHIVE_NAME:
             expected, origin = CIFAR100_MD5, "the official CIFAR-100 MD5"
+        else:  # an archive of your own, under a name of its own: nothing to check against (its MD5 is recorded)
+            expected, origin = actual, ""
         if actual != expected:
             raise DataError(f"{p}: MD5 mismatch: file has {actual}, expected {expected} ({origin}); the archive is "
                             f"corrupt or tampered with, {_FETCH_HINT} (or delete it and any .md5 beside it)")
-    raw = _read_archive_members(p)
-    where = {name: f"{p} member {FOLDER_NAME}/{name}" for name in SPLIT_FILES}
-    return _build(raw, where, source, actual)
+    layout, raw = _read_archive_members(p)
+    where = {name: f"{p} member {layout.folder}/{name}" for name in layout.files}
+    return _build(raw, where, source, actual, layout)
 
 
 def verify(path, expected_md5: str | None = None) -> dict:
-    """Load through the full reader (MD5, safe unpickling, validation) and return the summary."""
-    return load_cifar100(path, expected_md5).summary()
+    """Load through the full reader (MD5, safe unpickling, validation; or the .npz reader) and return the
+    summary, with the per-class image counts of each split and the classes without a single image."""
+    dataset = load_npz(path) if str(path).endswith(".npz") else load_cifar100(path, expected_md5)
+    summary = dataset.summary()
+    for split, counts in class_counts(dataset).items():
+        summary[split]["per_class"] = counts["per_class"]
+        summary[split]["empty_classes"] = counts["empty"]
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -987,3 +1041,123 @@ def write_synthetic_cifar100(dest_dir, *, num_classes: int = 100, train_per_clas
     except OSError as e:
         raise DataError(f"cannot write {target}: {e.strerror or e}; choose a writable folder with free space") from e
     return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Any supported format
+# ---------------------------------------------------------------------------------------------
+
+
+def load_dataset(path) -> Dataset:
+    """Read the dataset at ``path``: a ``.npz`` (``load_npz``), else CIFAR's python format (``load_cifar100``)."""
+    if str(path).endswith(".npz"):
+        return load_npz(path)
+    return load_cifar100(path)
+
+
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+# Uncompressed bytes an .npz may unpack to: far above any dataset that trains on one machine, far below
+# what a zip bomb (a few KB of zeros claiming terabytes) would make numpy allocate.
+_MAX_NPZ_BYTES = 16 << 30
+
+
+def _npz_images(array, where: str, name: str) -> np.ndarray:
+    if array.dtype != np.uint8 or array.ndim not in (3, 4) or 0 in array.shape:
+        raise DataError(f"{where}: '{name}' should be uint8 images N x H x W x C (or N x H x W), got dtype "
+                        f"{array.dtype} and shape {tuple(array.shape)}")
+    if array.ndim == 3:
+        array = array[..., None]  # one channel
+    if array.shape[1] != array.shape[2]:
+        raise DataError(f"{where}: '{name}' holds {array.shape[1]}x{array.shape[2]} images; the models take square "
+                        "images: pad or crop them to H = W")
+    return np.ascontiguousarray(array.transpose(0, 3, 1, 2))  # N, C, H, W as the models take them
+
+
+def _npz_labels(array, n: int, where: str, name: str) -> np.ndarray:
+    if array.ndim != 1 or array.dtype.kind not in "iu" or array.shape[0] != n:
+        raise DataError(f"{where}: '{name}' should be {n} integer labels (one per image), got dtype {array.dtype} "
+                        f"and shape {tuple(array.shape)}")
+    if n and array.min() < 0:
+        raise DataError(f"{where}: '{name}' has a negative label {array.min()}; labels are 0 .. classes-1")
+    return array.astype(np.int64)
+
+
+def load_npz(path) -> Dataset:
+    """A dataset from a plain ``.npz``: ``x_train`` and ``x_test`` uint8 N x H x W x C (or N x H x W: one
+    channel), ``y_train`` and ``y_test`` integer labels 0..K-1, optional ``class_names`` (K texts). Any
+    image size (square), channel count and class count. Read with ``allow_pickle=False``, so it runs no code."""
+    import zipfile
+
+    p = Path(path).expanduser()
+    where = str(p)
+    if not p.is_file():
+        raise DataError(f"{where}: no such .npz file; give the path of an .npz holding {', '.join(NPZ_ARRAYS)}")
+    try:
+        with zipfile.ZipFile(p) as archive:
+            size = sum(info.file_size for info in archive.infolist())
+        if size > _MAX_NPZ_BYTES:
+            raise DataError(f"{where}: unpacks to {size} bytes, more than the {_MAX_NPZ_BYTES} allowed")
+        with np.load(p, allow_pickle=False) as npz:
+            missing = [name for name in NPZ_ARRAYS if name not in npz.files]
+            if missing:
+                raise DataError(f"{where}: lacks {', '.join(missing)}; an .npz dataset holds {', '.join(NPZ_ARRAYS)}")
+            arrays = {name: npz[name] for name in NPZ_ARRAYS}
+            names = npz["class_names"] if "class_names" in npz.files else None
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:  # not a zip, damaged, or an object array
+        raise DataError(f"{where}: not a readable .npz of plain arrays ({type(e).__name__}: {_one_line(e)[:200]})") from e
+    train_x = _npz_images(arrays["x_train"], where, "x_train")
+    test_x = _npz_images(arrays["x_test"], where, "x_test")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DataError(f"{where}: train images are {tuple(train_x.shape[1:])} (C, H, W) but test images "
+                        f"{tuple(test_x.shape[1:])}; both splits need one shape")
+    train_y = _npz_labels(arrays["y_train"], train_x.shape[0], where, "y_train")
+    test_y = _npz_labels(arrays["y_test"], test_x.shape[0], where, "y_test")
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind not in "US" or len(names) < num_classes:
+            raise DataError(f"{where}: 'class_names' should list at least {num_classes} texts (labels go up to "
+                            f"{num_classes - 1}), got dtype {names.dtype} and shape {tuple(names.shape)}")
+        class_names = tuple(str(n) for n in names.tolist())
+    else:
+        class_names = tuple(f"class_{i}" for i in range(num_classes))
+    return Dataset(
+        train_images=torch.from_numpy(train_x), train_labels=torch.from_numpy(train_y),
+        test_images=torch.from_numpy(test_x), test_labels=torch.from_numpy(test_y),
+        class_names=class_names, source=os.path.abspath(p), archive_md5=None,
+        fingerprint=_fingerprint(train_x, train_y, test_x, test_y, class_names),
+    )
+
+
+def write_digits_npz(target, *, test_fraction: float = 0.3, seed: int = 0) -> Path:
+    """scikit-learn's 1797 handwritten digits (8x8, one channel, 10 classes; bundled with scikit-learn) as an
+    .npz at ``target``: pixel values 0..16 scaled to 0..255 (x 255/16, rounded), a stratified train/test split
+    of ``test_fraction`` drawn with ``seed`` (sklearn's ``train_test_split``). Images stay 8x8: the models
+    take that size (ResNet and VGG reduce it to 1x1, the ViT takes 2x2 patches)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
+    labels = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=test_fraction,
+                                                        random_state=seed, stratify=labels)
+    target = Path(target)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as out:
+            np.savez(out, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                     class_names=np.array([str(i) for i in range(10)]))
+
+    write_atomically(target, write, ".digits.")
+    return target
+
+
+def class_counts(dataset: Dataset) -> dict:
+    """Per-class image counts of each split, and the classes with no image in a split (what ``data verify`` prints)."""
+    out = {}
+    for split, labels in (("train", dataset.train_labels), ("test", dataset.test_labels)):
+        counts = torch.bincount(labels, minlength=dataset.num_classes).tolist()
+        out[split] = {"per_class": counts, "empty": [i for i, c in enumerate(counts) if c == 0]}
+    return out

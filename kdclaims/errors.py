@@ -5,6 +5,8 @@ is a ``KdclaimsError`` whose message is one line naming the thing and how to fix
 pytest plugin print that line instead of a traceback; ``--debug`` shows the cause underneath.
 """
 
+import errno
+
 
 class KdclaimsError(Exception):
     """A problem the user can fix; the message says what and how."""
@@ -24,3 +26,17 @@ class ClaimError(KdclaimsError):
 
 class CacheError(KdclaimsError):
     """A cache directory that cannot be used (read-only, full) or an entry that is corrupt."""
+
+
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or a full quota
+
+
+def no_space_left(path) -> CacheError:
+    """The one line for a disk that filled up while writing ``path`` (a cache entry, a checkpoint)."""
+    return CacheError(f"no space left writing {path}: free disk space or point --cache-dir elsewhere")
+
+
+def short_repr(value) -> str:
+    """A repr fit for a one-line message, however large or many-lined the hostile value."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

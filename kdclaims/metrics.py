@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from kdclaims.errors import ConfigError
 from kdclaims.registry import Registry
@@ -62,6 +63,7 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 22
 
 
 def _as_tensor(x, what: str) -> torch.Tensor:
+    import torch  # here, not at the top: collecting claims imports this module
     if isinstance(x, torch.Tensor):
         return x.detach()
     try:
@@ -90,6 +92,7 @@ def _check_logits(student, teacher) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_labels(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch  # here, not at the top: collecting claims imports this module
     s = _as_tensor(logits, "logits")
     y = _as_tensor(labels, "labels")
     if not s.is_floating_point():
@@ -116,6 +119,7 @@ def _chunked(
     chunk_size: int | None,
 ) -> torch.Tensor:
     """Apply ``per_member`` (float64 ``(k, N, C)`` -> ``(k,)``) over the leading dims of ``x``."""
+    import torch  # here, not at the top: collecting claims imports this module
     lead = tuple(x.shape[:-2])
     n, c = x.shape[-2], x.shape[-1]
     flat = x.reshape(-1, n, c)  # a view when x is contiguous; no float64 copy yet
@@ -140,6 +144,7 @@ def activation_distance(student, teacher, *, chunk_size: int | None = None) -> t
 
     Lower is more similar. ``chunk_size`` is the number of leading members processed at once.
     """
+    import torch  # here, not at the top: collecting claims imports this module
     s, t = _check_logits(student, teacher)
     pt = torch.softmax(t.to(torch.float64), dim=-1)
 
@@ -158,6 +163,7 @@ def js_divergence(student, teacher, *, chunk_size: int | None = None) -> torch.T
     finite for any finite logits (1e4 scale included); tiny negative rounding is clamped to 0 and
     rounding above ln 2 to ln 2. Lower is more similar.
     """
+    import torch  # here, not at the top: collecting claims imports this module
     s, t = _check_logits(student, teacher)
     lt = torch.log_softmax(t.to(torch.float64), dim=-1)
     pt = lt.exp()
@@ -180,6 +186,7 @@ def prediction_dissimilarity(student, teacher, *, chunk_size: int | None = None)
 
     Ties resolve to the first maximal index (``torch.argmax``). Lower is more similar.
     """
+    import torch  # here, not at the top: collecting claims imports this module
     s, t = _check_logits(student, teacher)
     at = t.argmax(dim=-1)
 
@@ -191,6 +198,7 @@ def prediction_dissimilarity(student, teacher, *, chunk_size: int | None = None)
 
 def _unit_scale(x: torch.Tensor) -> torch.Tensor:
     """Divide each logit vector by its max |entry| (zero vectors unchanged): avoids overflow."""
+    import torch  # here, not at the top: collecting claims imports this module
     scale = x.abs().amax(dim=-1, keepdim=True)
     return x / torch.where(scale > 0, scale, torch.ones_like(scale))
 
@@ -202,6 +210,7 @@ def logits_cosine_similarity(student, teacher, *, chunk_size: int | None = None)
     neither similar nor opposite). Each vector is first divided by its largest absolute entry, so
     the result is invariant to positive scaling and cannot overflow. Higher is more similar.
     """
+    import torch  # here, not at the top: collecting claims imports this module
     s, t = _check_logits(student, teacher)
     tu = _unit_scale(t.to(torch.float64))
     nt = torch.linalg.vector_norm(tu, dim=-1)
@@ -223,6 +232,7 @@ def logits_cosine_similarity(student, teacher, *, chunk_size: int | None = None)
 
 def test_accuracy(logits, labels, *, chunk_size: int | None = None) -> torch.Tensor:
     """Fraction of examples whose argmax equals the label; in ``[0, 1]``. Higher is better."""
+    import torch  # here, not at the top: collecting claims imports this module
     s, y = _check_labels(logits, labels)
 
     def per_member(block: torch.Tensor) -> torch.Tensor:
@@ -233,6 +243,7 @@ def test_accuracy(logits, labels, *, chunk_size: int | None = None) -> torch.Ten
 
 def test_loss(logits, labels, *, chunk_size: int | None = None) -> torch.Tensor:
     """Mean cross-entropy ``logsumexp(x) - x[label]`` (natural log); ``>= 0``. Lower is better."""
+    import torch  # here, not at the top: collecting claims imports this module
     s, y = _check_labels(logits, labels)
 
     def per_member(block: torch.Tensor) -> torch.Tensor:

@@ -42,14 +42,16 @@ class RunOption:
 # in kdclaims.training, which imports torch); get_profile, Profile.with_precision and get_backend refuse a
 # bad one in one line naming the valid ones.
 OPTIONS: tuple[RunOption, ...] = (
-    RunOption("--profile", "paper (default: CIFAR-100, full models, 385 seeds) or smoke (synthetic data, small "
-              "models)", ALL, default="paper", metavar="NAME"),
+    RunOption("--profile", "a shipped profile (paper, the default: CIFAR-100, full models, 385 seeds; smoke: "
+              "synthetic data, small models; digits: scikit-learn's digits; `kdclaims profiles list`) or the path of "
+              "a profile file of your own", ALL, default="paper", metavar="NAME|PATH"),
     RunOption("--seeds", "override the profile's student seeds: 5, 1-385 or 1,4,7-9", ALL, metavar="SEEDS"),
     RunOption("--precision", "override the profile's arithmetic precision: fp32, tf32 or bf16 (default: the "
               "profile's, fp32 for paper and smoke); part of every member's cache key, so bf16 members never mix "
               "with fp32 ones (nor count as cached for them)", ALL, metavar="NAME"),
     RunOption("--cache-dir", "member cache (default $KDCLAIMS_CACHE_DIR or ~/.cache/kdclaims)", ALL, metavar="DIR"),
-    RunOption("--data-dir", "where CIFAR-100 is (default $KDCLAIMS_DATA_DIR or <cache>/data)",
+    RunOption("--data-dir", "where the profile's dataset is (default $KDCLAIMS_DATA_DIR or <cache>/data); refused "
+              "for a profile whose data kdclaims makes (smoke, digits)",
               frozenset({PYTEST, TRAIN, PLAN}), metavar="DIR"),
     RunOption("--results-dir", "where evaluations are saved (default $KDCLAIMS_RESULTS_DIR or <cache>/evaluations)",
               frozenset({PYTEST}), metavar="DIR"),

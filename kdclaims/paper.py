@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from pathlib import Path
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from kdclaims.errors import ConfigError, DataError
 from kdclaims.metrics import more_similar_direction
@@ -47,6 +49,8 @@ _PVALUE_COLUMNS = [
 
 
 def _read(name: str, columns: list[str]) -> pd.DataFrame:
+    import pandas as pd  # here: collecting claims imports this module, and pandas takes half a second
+
     path = PAPER_DIR / name
     if not path.is_file():
         raise DataError(f"paper data file {path} is missing; reinstall kdclaims from its source tree")
@@ -59,6 +63,8 @@ def _read(name: str, columns: list[str]) -> pd.DataFrame:
 
 @lru_cache(maxsize=None)
 def _tables() -> pd.DataFrame:
+    import pandas as pd
+
     df = _read("tables.csv", _TABLE_COLUMNS)
     for col in ("alpha", "mean", "std"):
         df[col] = pd.to_numeric(df[col], errors="raise").astype("float64")
@@ -68,6 +74,8 @@ def _tables() -> pd.DataFrame:
 
 @lru_cache(maxsize=None)
 def _pvalues() -> pd.DataFrame:
+    import pandas as pd
+
     df = _read("pvalues.csv", _PVALUE_COLUMNS)
     for col in ("treatment_alpha", "baseline_alpha", "p_reported"):
         df[col] = pd.to_numeric(df[col], errors="raise").astype("float64")
@@ -117,7 +125,7 @@ def paper_summary(arch: str, metric: str, setup: str, alpha: float | None = None
     if len(match) != 1:
         raise DataError(f"tables.csv has {len(match)} rows for {arch}/{metric}/{setup}/alpha={alpha}; expected 1")
     row = match.iloc[0]
-    if pd.isna(row["mean"]) or pd.isna(row["std"]):
+    if math.isnan(row["mean"]) or math.isnan(row["std"]):  # float64 columns: a missing value is NaN
         return None
     return Summary(mean=float(row["mean"]), std=float(row["std"]), n=PAPER_N)
 
@@ -142,6 +150,8 @@ def recompute_pvalues(alpha: float = ALPHA) -> pd.DataFrame:
     (|p_recomputed - p_reported| <= AGREE_TOL and the same reject/retain at ``alpha``), then se,
     reject_reported, reject_recomputed. Rows whose cells are empty get NaN and agrees = False.
     """
+    import pandas as pd
+
     out = load_pvalues()
     p_rec, zs, diffs, ses, rej_rec = [], [], [], [], []
     for row in out.itertuples(index=False):

@@ -116,7 +116,7 @@ def measure_per_member_seconds(profile: Profile, arch: str, device, data=None,
         mean = torch.full((1, 3, 1, 1), 0.5)
         std = torch.full((1, 3, 1, 1), 0.29)
         data = PreparedData(images.to(device), labels.to(device), images[:1].to(device), labels[:1].to(device),
-                            mean.to(device), std.to(device), profile.dataset.image_size, classes, "random")
+                            mean.to(device), std.to(device), profile.dataset.image_size or size, classes, "random")
         origin = "data of CIFAR-100's shape"
     else:
         n_train, classes = data.train_images.shape[0], data.num_classes
@@ -136,7 +136,7 @@ def measure_per_member_seconds(profile: Profile, arch: str, device, data=None,
     soft = noise_teacher_logits("gaussian", data.train_images.shape[0], classes).to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
-        initial = build_model(arch, **profile.model_config(arch, classes))
+        initial = build_model(arch, **profile.model_config(arch, classes, data.image_size, data.train_images.shape[1]))
         # Warm-up: one step (lazy initialisation, kernels).
         train_model(_copy(initial, device), subset(1), one_epoch, 1, soft[:batch], 0.5, **extra)
         available = min(steps_per_epoch, math.ceil(data.train_images.shape[0] / batch))

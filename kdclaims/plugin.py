@@ -3,9 +3,13 @@
 Registered through the ``pytest11`` entry point, so ``pytest claims/`` finds it once kdclaims is
 installed. Following pytest's non-Python test example, a ``ClaimFile`` collects one ``ClaimItem``
 per claim; its ``runtest`` evaluates the claim and ``repr_failure`` shows the numbers rather than a
-traceback. Claims of one architecture share an ``xdist_group`` so that under ``-n N --dist
-loadgroup`` (set automatically when ``-n`` is given) their populations are built by one worker;
-across workers the cache's per-member locks make sure no member is trained twice.
+traceback. Claims of one architecture share populations (every population of an architecture distils
+from, or is compared with populations distilled from, its one teacher), so under ``-n N`` each
+architecture's claims go to one worker: the plugin adds ``--dist loadgroup`` when ``-n`` is given
+without ``--dist``, and schedules with ``ClaimGroupScheduling``, which reads a claim's group from its
+claim file rather than from the ``@group`` node-id suffix pytest-xdist 3.8 can no longer add under
+pytest 9.2 (pytest-xdist issue #1386). Across workers the cache's per-member locks still make sure no
+member is trained twice.
 
 Every result travels to the controlling process in ``user_properties`` (which pytest-xdist
 forwards), and the controller saves the whole evaluation as one JSON file when the session ends.
@@ -20,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from kdclaims.claims import CLAIMS_DIR, Claim, load_claim_file
-from kdclaims.errors import ClaimError, KdclaimsError
+from kdclaims.errors import ClaimError, ConfigError, KdclaimsError
 from kdclaims.options import add_pytest_options, chosen_profile
 
 RESULT_PROPERTY = "kdclaims_result"
@@ -31,6 +35,21 @@ STATE = pytest.StashKey["HarnessState"]()
 
 def pytest_addoption(parser):
     add_pytest_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """``-n N`` without ``--dist``: add ``--dist loadgroup`` to the arguments.
+
+    It must happen while the arguments are parsed: pytest-xdist turns ``-n`` into ``--dist load`` in its
+    ``pytest_cmdline_main``, before any ``pytest_configure`` (where this used to be set, too late), and
+    each worker re-parses the original arguments. This hook runs on the controller and on every worker,
+    on the same arguments, so all of them see ``loadgroup``.
+    """
+    known = early_config.known_args_namespace
+    if getattr(known, "numprocesses", None) and getattr(known, "dist", "no") == "no" \
+            and not any(arg == "--dist" or arg.startswith("--dist=") for arg in args):
+        args[:] = [*args, "--dist", "loadgroup"]
 
 
 class HarnessState:
@@ -44,9 +63,14 @@ class HarnessState:
         self.profile = chosen_profile(opt("--profile"), opt("--seeds"), opt("--precision"))
         self.cache_dir = Path(opt("--cache-dir") or default_cache_dir()).expanduser()
         self.data_dir = opt("--data-dir")
+        from kdclaims.datasets import check_data_dir
+
+        check_data_dir(self.profile.dataset, self.data_dir, self.profile.name)  # now, not at the first claim
         self.results_dir = Path(opt("--results-dir") or default_results_dir(self.cache_dir)).expanduser()
         self.device = opt("--device")
         self.evidence_name = opt("--evidence")
+        if self.evidence_name == "trained":
+            check_seeds_form_populations(self.profile.seeds)  # before any training, not after a teacher
         self.correction = {"method": opt("--correction"), "family": opt("--family")}
         self.pairing = opt("--pairing")
         self.concurrent_members = opt("--concurrent-members")
@@ -62,6 +86,7 @@ class HarnessState:
         self.backend = get_backend(self.backend_name, **self.backend_options)  # fails now if Ray is missing
         check_concurrent_members(self.backend, self.concurrent_members)  # now, not at the first claim
         self.results: dict[str, dict] = {}
+        self.selected: set[str] = set()  # claim ids left to run after -k, -m, --lf (on the controller)
         self.populations: dict[str, dict] = {}
         self.started = time.time()
         self._workbench = None
@@ -126,6 +151,16 @@ class HarnessState:
         return records
 
 
+MIN_MEMBERS = 2  # the fewest members a population's z-test (a standard deviation) can use
+
+
+def check_seeds_form_populations(seeds) -> None:
+    """Refuse, before anything is trained, seeds that cannot form a population a claim can test."""
+    if len(seeds) < MIN_MEMBERS:
+        raise ConfigError(f"--seeds gives {len(seeds)} seed(s): a claim's test needs populations of at least "
+                          f"{MIN_MEMBERS} members; give --seeds {MIN_MEMBERS} or more")
+
+
 def _is_controller(config) -> bool:
     return not hasattr(config, "workerinput")
 
@@ -136,9 +171,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "vgg16_bn: claims about VGG-16-BN")
     config.addinivalue_line("markers", "vit: claims about the ViT")
     config.addinivalue_line("markers", "claim: a kdclaims claim item")
-    # Claims of one architecture share populations: keep them on one worker.
-    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") in ("load", "no"):
-        config.option.dist = "loadgroup"
     try:
         config.stash[STATE] = HarnessState(config)
     except KdclaimsError as exc:
@@ -158,6 +190,22 @@ def _requests_claims(config) -> bool:
     return False
 
 
+def _requested_claim_ids(config) -> list[str]:
+    """Every claim id in the claim files this session names (the catalogue a subset is taken from);
+    a file that does not load is left out here (its collection error says why)."""
+    ids: set[str] = set()
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0])
+        files = [path] if path.is_file() else sorted(path.rglob("*.y*ml")) if path.is_dir() else []
+        for file in files:
+            if _is_claim_file(file):
+                try:
+                    ids |= {c.id for c in load_claim_file(file)}
+                except ClaimError:
+                    pass
+    return sorted(ids)
+
+
 def _is_claim_file(path: Path) -> bool:
     """A YAML file under a directory named ``claims``, or in the shipped catalogue (``pytest --pyargs
     kdclaims.catalogue`` reaches it by its installed path, which has no ``claims`` in it)."""
@@ -174,7 +222,9 @@ def pytest_sessionstart(session):
         try:
             state.workbench.check_data()  # stop before any training when the data is not there
         except KdclaimsError as exc:
-            pytest.exit(f"kdclaims: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+            # a UsageError is printed once, as "ERROR: ..." (pytest.exit would print it twice, the second
+            # time as "!!! _pytest.outcomes.Exit: ... !!!")
+            raise pytest.UsageError(f"kdclaims: {exc}") from None
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -196,8 +246,58 @@ class ClaimFile(pytest.File):
                 self.config.addinivalue_line("markers", f"{marker}: kdclaims claims marker")
                 item.add_marker(marker)
             item.add_marker("claim")
-            item.add_marker(pytest.mark.xdist_group(claim.arch))
+            item.add_marker(pytest.mark.xdist_group(population_group(claim)))
             yield item
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``--dist loadgroup``: schedule claims by their group (``ClaimGroupScheduling``)."""
+    if config.getvalue("dist") == "loadgroup":
+        return claim_group_scheduling(config, log)
+    return None
+
+
+def claim_group_scheduling(config, log):
+    """pytest-xdist's ``LoadGroupScheduling``, with a claim's scope its ``population_group`` read from its
+    claim file (the controller collects nothing, so it looks the claim up by node id); other tests keep
+    xdist's own grouping (their ``@group`` suffix where pytest still carries it, else one scope each)."""
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ClaimGroupScheduling(LoadGroupScheduling):
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            self.groups_by_file: dict[str, dict[str, str]] = {}
+
+        def _split_scope(self, nodeid: str) -> str:
+            group = claim_group_of(config.rootpath, nodeid, self.groups_by_file)
+            return f"kdclaims-group:{group}" if group is not None else super()._split_scope(nodeid)
+
+    return ClaimGroupScheduling(config, log)
+
+
+def claim_group_of(rootpath: Path, nodeid: str, groups_by_file: dict[str, dict[str, str]]) -> str | None:
+    """The ``population_group`` of the claim whose node id is ``nodeid``; None for anything else."""
+    file_part, sep, rest = nodeid.partition("::")
+    if not sep:
+        return None
+    if file_part not in groups_by_file:
+        path = Path(rootpath, file_part)
+        groups: dict[str, str] = {}
+        if _is_claim_file(path) and path.is_file():
+            try:
+                groups = {claim.id: population_group(claim) for claim in load_claim_file(path)}
+            except ClaimError:
+                groups = {}  # a malformed file collects no claims anyway
+        groups_by_file[file_part] = groups
+    return groups_by_file[file_part].get(rest.split("@")[0])
+
+
+def population_group(claim: Claim) -> str:
+    """The xdist group of a claim: the claims that share populations, kept on one worker. Every population of
+    an architecture needs that architecture's teacher (or sits in claims beside one that does), so the
+    groups are the architectures."""
+    return claim.arch
 
 
 def _line_of(lines: list[str], claim_id: str) -> int | None:
@@ -259,10 +359,21 @@ class ClaimItem(pytest.Item):
 
 
 class ResultCollector:
-    """Registered on the controller (or a run without xdist): gathers every claim's result as it arrives."""
+    """Registered on the controller (or a run without xdist): gathers every claim's result as it arrives,
+    and which claims were selected (after -k, -m, --lf deselected theirs)."""
 
     def __init__(self, state: HarnessState):
         self.state = state
+
+    @pytest.hookimpl(trylast=True)  # after the deselecting plugins (-k, -m, --lf) have done their work
+    def pytest_collection_modifyitems(self, items):
+        self.state.selected |= {item.claim.id for item in items if isinstance(item, ClaimItem)}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        """Under xdist the workers collect: each reports the node ids it kept."""
+        self.state.selected |= {nodeid.rsplit("::", 1)[-1] for nodeid in ids
+                                if "::" in nodeid and _is_claim_file(Path(nodeid.split("::")[0]))}
 
     def pytest_runtest_logreport(self, report):
         if report.when != "call":
@@ -296,14 +407,21 @@ def pytest_sessionfinish(session, exitstatus):
     if reporter is not None:
         counts = payload["summary"]["verdicts"]
         reporter.write_sep("-", "kdclaims")
-        reporter.write_line(f"profile {state.profile.name} ({payload['profile']['n_seeds']} seeds), evidence "
-                            f"{state.evidence_name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        from kdclaims.render.format import verdict_words
+
+        selection = payload["selection"]
+        reporter.write_line(f"profile {state.profile.name} ({state.profile.kind}, {payload['profile']['n_seeds']} seeds), evidence "
+                            f"{state.evidence_name}: {len(payload['results'])} of {len(selection['catalogue'])} claims "
+                            "evaluated: " + ", ".join(f"{v} {verdict_words(k)}" for k, v in counts.items()))
         if not state.profile.is_reproduction and state.evidence_name == "trained":
-            reporter.write_line("smoke profile on synthetic data: verdicts are recorded, not a reproduction")
+            reporter.write_line(f"profile {state.profile.name} is a machinery check ({state.profile.dataset.kind} "
+                                "data): verdicts are recorded, not a reproduction")
         if state.correction["method"] != "none":
             reporter.write_line(f"{state.correction['method']} correction over each {state.correction['family']}: "
                                 f"{len(changed)} verdict(s) changed" + "".join(f"\n  {r['id']}: {r['reason']}" for r in changed))
-        reporter.write_line(f"evaluation saved to {path}; write the report with `kdclaims report --format markdown`")
+        reporter.write_line(f"evaluation saved to {path}; write the report with `kdclaims report --format markdown` "
+                            f"(the latest result of each claim across runs), or this run alone with "
+                            f"`kdclaims report --run {path.stem}`")
 
 
 def build_payload(state: HarnessState, exitstatus: int) -> dict:
@@ -321,6 +439,9 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
     for r in results:
         verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
     dataset = state.dataset  # reported by whichever process (worker or this one) loaded it
+    catalogue = sorted(set(_requested_claim_ids(state.config)) | state.selected | set(state.results))
+    evaluated = {r["id"] for r in results}
+    devices = sorted({d for p in state.populations.values() for d in p.get("devices") or []})
     return {
         "schema_version": EVALUATION_SCHEMA_VERSION,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -330,15 +451,30 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
         "cache_dir": str(state.cache_dir),
         "provenance": {
             "git": git_revision(), "kdclaims": kdclaims.__version__, "torch": torch.__version__,
-            "python": platform.python_version(), "device": state.device,
+            # the device the members were trained on ("auto" is what was asked, not what ran)
+            "python": platform.python_version(), "device": ", ".join(devices) or _resolved_device(state.device),
+            "device_requested": state.device,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "backend": state.backend_name, "concurrent_members": state.concurrent_members,
             "host": platform.node(), "duration_s": time.time() - state.started, "pytest_exitstatus": exitstatus,
         },
         "summary": {"claims": len(results), "verdicts": verdicts},
+        # which claims this run covers: a subset run (-k, -m, -x, --lf) is not the whole catalogue
+        "selection": {"catalogue": catalogue, "selected": sorted(state.selected | evaluated),
+                      "not_selected": sorted(set(catalogue) - state.selected - evaluated),
+                      "not_evaluated": sorted(set(catalogue) - evaluated)},
         "correction": state.correction,
         "corrected_verdicts": corrected_verdicts(results),  # the verdicts the correction changed
         "pairing": state.pairing,
         "populations": [state.populations[k] for k in sorted(state.populations)],
         "results": results,
     }
+
+
+def _resolved_device(requested: str | None) -> str:
+    """The device a run without trained members would have used (paper evidence trains nothing)."""
+    if requested not in (None, "auto"):
+        return str(requested)
+    from kdclaims.population import resolve_device
+
+    return str(resolve_device(requested))

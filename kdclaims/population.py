@@ -42,8 +42,8 @@ from kdclaims import metrics
 from kdclaims.backends import BackendReport, check_concurrent_members, get_backend
 from kdclaims.cache import Cache, CorruptEntry, KnownDataset, MemberRecord, verify_entry_bytes
 from kdclaims.checkpoint import Checkpointer
-from kdclaims.data import Dataset, load_cifar100
-from kdclaims.datasets import get_dataset
+from kdclaims.data import Dataset, load_dataset
+from kdclaims.datasets import check_data_dir, get_dataset
 from kdclaims.errors import ConfigError, DataError, KdclaimsError
 from kdclaims.models import build_model
 from kdclaims.paths import default_cache_dir, default_data_dir
@@ -171,6 +171,7 @@ class Workbench:
         # epochs between checkpoints; None: about once a minute (DEFAULT_CHECKPOINT_INTERVAL_S); 0: never
         self.checkpoint_every = checkpoint_every_from_env() if checkpoint_every == "env" else checkpoint_every
         self.quarantined: list[Path] = []  # corrupt entries this workbench moved aside (and retrained)
+        check_data_dir(profile.dataset, data_dir, profile.name)
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir(self.cache.root)
         self.device_request = device  # as asked ("auto", "cuda", ...): what a worker resolves for itself
         self.device = resolve_device(device)
@@ -184,7 +185,9 @@ class Workbench:
 
     def spec(self) -> WorkbenchSpec:
         """The picklable description a worker rebuilds this workbench from (see ``WorkbenchSpec``)."""
-        return WorkbenchSpec(self.profile, str(self.cache.root), str(self.data_dir), self.device_request,
+        # A dataset made by kdclaims reads no data dir (and a worker's Workbench refuses one).
+        data_dir = str(self.data_dir) if get_dataset(self.profile.dataset.kind).uses_data_dir else None
+        return WorkbenchSpec(self.profile, str(self.cache.root), data_dir, self.device_request,
                              self.checkpoint_every, cpu_threads(), self.concurrent_members)
 
     # -- data ------------------------------------------------------------------------------------
@@ -205,7 +208,7 @@ class Workbench:
 
     @cached_property
     def dataset(self) -> Dataset:
-        return load_cifar100(self.dataset_path())
+        return load_dataset(self.dataset_path())
 
     @cached_property
     def known_dataset(self) -> KnownDataset:
@@ -216,7 +219,17 @@ class Workbench:
 
     @cached_property
     def data(self) -> PreparedData:
-        return PreparedData.from_dataset(self.dataset, self.profile.dataset.image_size, self.device)
+        return PreparedData.from_dataset(self.dataset, self.image_size, self.device)
+
+    @property
+    def image_size(self) -> int:
+        """The size the models see: the profile's, or the stored one when the profile leaves it open."""
+        return self.profile.dataset.image_size or int(self.dataset.train_images.shape[-1])
+
+    def model_config(self, arch: str) -> dict:
+        """``arch``'s build keywords under this profile, with the class count, image size and channels of the data."""
+        return self.profile.model_config(arch, self.dataset.num_classes, self.image_size,
+                                         int(self.dataset.train_images.shape[1]))
 
     # -- keys ------------------------------------------------------------------------------------
 
@@ -234,13 +247,13 @@ class Workbench:
         return {
             "schema": CACHE_SCHEMA,
             "arch": spec.arch,
-            "model": self.profile.model_config(spec.arch, self.dataset.num_classes),
+            "model": self.model_config(spec.arch),
             "recipe": dataclasses.asdict(self.profile.recipe(spec.arch)),
             "setup": spec.setup,
             "alpha": spec.alpha,
             "temperature": spec.temperature,
             "soft_targets": self.soft_target_config(spec),
-            "data": {"fingerprint": self.dataset.fingerprint, "image_size": self.profile.dataset.image_size},
+            "data": {"fingerprint": self.dataset.fingerprint, "image_size": self.image_size},
             "init_seed": INIT_SEED,
             "seed": seed,
             "precision": self.profile.precision,
@@ -255,7 +268,7 @@ class Workbench:
         """M_0: the architecture initialised from seed 0, shared by the teacher and every student."""
         if arch not in self._initial_models:
             torch.manual_seed(INIT_SEED)
-            config = self.profile.model_config(arch, self.dataset.num_classes)
+            config = self.model_config(arch)
             self._initial_models[arch] = build_model(arch, **config)
         return self._initial_models[arch]
 

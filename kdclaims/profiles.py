@@ -1,20 +1,25 @@
-"""Profiles: the paper's experiment (``paper``) and the same pipeline scaled down to run on two CPU cores
-(``smoke``: each architecture at its registered smoke size), and the seed lists they run over.
+"""Profiles: what one run trains and on which data. A profile is a small YAML file (``kdclaims/profile_files/``
+ships ``paper``, ``smoke`` and ``digits``; ``--profile PATH`` takes one of your own) naming the dataset, the
+model size and recipe per architecture, the seeds, the precision, and whether the run is a reproduction or
+a machinery check. ``load_profile_file`` reads one; ``PROFILES`` holds the shipped ones.
 
-A profile names its dataset, seeds, scale and precision; the models and recipes are the registered
-architectures' (``kdclaims.models``, ``kdclaims.recipe``). This module loads no torch.
+Models and recipes start from the registered architectures' (``kdclaims.models``, ``kdclaims.recipe``); a
+profile's ``scale: smoke`` takes each architecture's registered smoke size, and its ``architectures:`` block
+overrides model keywords, epochs, batch size and learning rate. This module loads no torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdclaims.datasets import DatasetSpec
 from kdclaims.errors import ConfigError
-from kdclaims.precision import check_precision
+from kdclaims.precision import PRECISIONS, check_precision
 from kdclaims.recipe import Recipe
 from kdclaims.registry import Registry
 
@@ -22,6 +27,9 @@ if TYPE_CHECKING:
     from kdclaims.models import SmokeConfig
 
 SCALES = ("paper", "smoke")  # how big each architecture is: as the paper has it, or its registered smoke_config
+KINDS = {True: "reproduction", False: "machinery-check"}  # a profile file's ``kind:``, by is_reproduction
+RECIPE_OVERRIDES = ("batch_size", "lr")  # besides epochs, what a profile may change in an architecture's recipe
+PROFILE_DIR = Path(__file__).with_name("profile_files")
 
 
 @dataclass(frozen=True)
@@ -37,11 +45,19 @@ class Profile:
     precision: str = "fp32"
     is_reproduction: bool = True  # False: verdicts are recorded but never fail the run (smoke)
     scale: str = "paper"  # one of SCALES
+    # Per-arch recipe fields besides epochs (RECIPE_OVERRIDES: batch_size, lr).
+    recipe_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    source: str | None = None  # the profile file it was read from, if any (provenance only)
 
     def __post_init__(self):
         if self.scale not in SCALES:
             raise ConfigError(f"profile {self.name!r}: unknown scale {self.scale!r}; use one of {', '.join(SCALES)}")
         check_precision(self.precision, f" for profile {self.name!r}")
+
+    @property
+    def kind(self) -> str:
+        """"reproduction" or "machinery-check" (verdicts recorded, never failing the run)."""
+        return KINDS[bool(self.is_reproduction)]
 
     def _smoke_config(self, arch: str) -> "SmokeConfig | None":
         if self.scale != "smoke":
@@ -67,14 +83,21 @@ class Profile:
     def recipe(self, arch: str) -> Recipe:
         from kdclaims.models import get_recipe
 
-        return get_recipe(arch).scaled_to(self.epochs_for(arch))
+        recipe = get_recipe(arch).scaled_to(self.epochs_for(arch))
+        overrides = dict(self.recipe_overrides.get(arch, {}))
+        return dataclasses.replace(recipe, **overrides) if overrides else recipe
 
-    def model_config(self, arch: str, num_classes: int) -> dict:
+    def model_config(self, arch: str, num_classes: int, image_size: int | None = None,
+                     in_channels: int = 3) -> dict:
+        """The keywords ``arch`` is built with; ``image_size`` defaults to the dataset spec's."""
         from kdclaims.models import ARCHITECTURES
 
         config = dict(ARCHITECTURES.get(arch).paper_config)
         config.update(self.model_overrides_for(arch))
-        config.update(num_classes=num_classes, image_size=self.dataset.image_size)
+        config.update(num_classes=num_classes, image_size=image_size or self.dataset.image_size or 32)
+        if in_channels != 3:
+            # Only when it is not the builders' default: the keys of every 3-channel member stay as they were.
+            config["in_channels"] = in_channels
         return config
 
     def with_seeds(self, seeds: tuple[int, ...]) -> "Profile":
@@ -86,12 +109,39 @@ class Profile:
         check_precision(precision, f" for profile {self.name!r}")
         return dataclasses.replace(self, precision=precision)
 
+    def differences_from_paper(self) -> list[dict]:
+        """Every setting in which this profile departs from the paper's experiment, beside the paper's value:
+        rows {"setting", "value", "paper"} (the report prints them as a table)."""
+        from kdclaims.models import ARCHITECTURES, RECIPES, arch_label
+
+        paper = PROFILES["paper"]
+        rows: list[dict] = []
+
+        def differ(setting: str, value, paper_value) -> None:
+            if value != paper_value:
+                rows.append({"setting": setting, "value": value, "paper": paper_value})
+
+        differ("dataset", self.dataset.kind if self.dataset.path is None else f"{self.dataset.kind} ({self.dataset.path})",
+               paper.dataset.kind)
+        differ("image size", self.dataset.image_size or "as stored", paper.dataset.image_size)
+        differ("seeds per population", len(self.seeds), len(paper.seeds))
+        differ("precision", self.precision, paper.precision)
+        for arch in RECIPES:
+            label = arch_label(arch)
+            base = ARCHITECTURES[arch].paper_config
+            for key, value in sorted(self.model_overrides_for(arch).items()):
+                differ(f"{label} {key}", value, base.get(key))
+            ours, theirs = dataclasses.asdict(self.recipe(arch)), dataclasses.asdict(paper.recipe(arch))
+            for key in ("epochs", "batch_size", "lr", "milestones", "warmup_epochs"):
+                differ(f"{label} {key}", ours[key], theirs[key])
+        return rows
+
     def as_dict(self) -> dict:
         """Provenance: model_overrides and epochs are the effective ones, per trainable architecture."""
         from kdclaims.models import RECIPES
 
         trainable = list(RECIPES)
-        return {
+        out = {
             "name": self.name,
             "description": self.description,
             "dataset": self.dataset.as_dict(),
@@ -102,30 +152,144 @@ class Profile:
             "epochs": {a: self.epochs_for(a) for a in trainable if self.epochs_for(a) != RECIPES[a].epochs},
             "precision": self.precision,
             "is_reproduction": self.is_reproduction,
+            "kind": self.kind,
+            "differences_from_paper": self.differences_from_paper() if "paper" in PROFILES else [],
         }
+        if self.recipe_overrides:
+            out["recipe_overrides"] = {a: dict(v) for a, v in self.recipe_overrides.items()}
+        if self.source:
+            out["source"] = self.source
+        return out
 
 
-PROFILES: Registry[Profile] = Registry("profile")
-get_profile = PROFILES.get
-PROFILES.register("paper", Profile(
-    name="paper",
-    description="the paper's experiment: CIFAR-100, full-size models and recipes, seeds 1-385",
-    dataset=DatasetSpec(kind="cifar100"),
-    seeds=tuple(range(1, 386)),  # n = 385 per setup: Cochran's sample size at 95% confidence, +-5%
-))
-PROFILES.register("smoke", Profile(
-    name="smoke",
-    description="the same pipeline scaled down for 2 CPU cores: synthetic data in CIFAR-100's format, "
-                "small models, few epochs, a handful of seeds. Not a reproduction.",
-    dataset=DatasetSpec(
-        kind="synthetic",
-        image_size=16,  # 32x32 images average-pooled 2x2
-        synthetic={"num_classes": 10, "train_per_class": 160, "test_per_class": 40, "seed": 0},
-    ),
-    seeds=tuple(range(1, 6)),
-    scale="smoke",  # each architecture at its registered smoke_config (models.py): width 8, dim 32, ...
-    is_reproduction=False,
-))
+# ---------------------------------------------------------------------------------------------
+# Profile files
+# ---------------------------------------------------------------------------------------------
+
+_TOP_FIELDS = ("name", "description", "kind", "dataset", "seeds", "precision", "scale", "architectures")
+_DATASET_FIELDS = ("kind", "image_size", "path", "synthetic")
+_ARCH_FIELDS = ("model", "epochs") + RECIPE_OVERRIDES
+
+
+def _bad(where: str, field_name: str, problem: str) -> ConfigError:
+    return ConfigError(f"{where}: field '{field_name}' {problem}")
+
+
+def _check_fields(where: str, prefix: str, mapping, allowed: tuple[str, ...]) -> dict:
+    if not isinstance(mapping, Mapping):
+        raise _bad(where, prefix.rstrip(".") or "(top level)", f"should be a mapping, got {type(mapping).__name__}")
+    for key in mapping:
+        if key not in allowed:
+            raise _bad(where, f"{prefix}{key}", f"is unknown (allowed: {', '.join(allowed)})")
+    return dict(mapping)
+
+
+def _positive_int(where: str, field_name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _bad(where, field_name, f"should be a positive integer, got {value!r}")
+    return value
+
+
+def profile_from_mapping(data, where: str, base_dir: Path | None = None) -> Profile:
+    """A profile from the parsed content of a profile file; every problem is one ConfigError naming
+    ``where`` (the file) and the field."""
+    from kdclaims.datasets import DATASETS
+
+    data = _check_fields(where, "", data, _TOP_FIELDS)
+    for required in ("name", "kind", "dataset", "seeds"):
+        if required not in data:
+            raise _bad(where, required, "is missing")
+    name = data["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise _bad(where, "name", f"should be a non-empty text, got {name!r}")
+    if data["kind"] not in KINDS.values():
+        raise _bad(where, "kind", f"should be one of {', '.join(KINDS.values())}, got {data['kind']!r}")
+    dataset = _check_fields(where, "dataset.", data["dataset"], _DATASET_FIELDS)
+    if dataset.get("kind") not in DATASETS:
+        raise _bad(where, "dataset.kind", f"should be one of {', '.join(DATASETS)}, got {dataset.get('kind')!r}")
+    image_size = dataset.get("image_size")
+    if image_size is not None:
+        _positive_int(where, "dataset.image_size", image_size)
+    path = dataset.get("path")
+    if path is not None:
+        if not isinstance(path, str) or not path:
+            raise _bad(where, "dataset.path", f"should be a file or folder path, got {path!r}")
+        path = os.path.expanduser(path)
+        if base_dir is not None and not os.path.isabs(path):
+            path = str((base_dir / path).resolve())
+    synthetic = dataset.get("synthetic", {})
+    if not isinstance(synthetic, Mapping):
+        raise _bad(where, "dataset.synthetic", f"should be a mapping, got {type(synthetic).__name__}")
+    try:
+        seeds = parse_seeds(str(data["seeds"]) if not isinstance(data["seeds"], list)
+                            else ",".join(map(str, data["seeds"])))
+    except ConfigError as exc:
+        raise _bad(where, "seeds", f"is invalid ({exc})") from None
+    precision = data.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise _bad(where, "precision", f"should be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    scale = data.get("scale", "paper")
+    if scale not in SCALES:
+        raise _bad(where, "scale", f"should be one of {', '.join(SCALES)}, got {scale!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise _bad(where, "description", f"should be text, got {type(description).__name__}")
+
+    model_overrides, epochs, recipe_overrides = {}, {}, {}
+    architectures = data.get("architectures") or {}
+    if not isinstance(architectures, Mapping):
+        raise _bad(where, "architectures", f"should be a mapping of architecture names, got {type(architectures).__name__}")
+    for arch, settings in architectures.items():
+        prefix = f"architectures.{arch}."
+        settings = _check_fields(where, prefix, settings if settings is not None else {}, _ARCH_FIELDS)
+        if "model" in settings:
+            model_overrides[arch] = _check_fields(where, prefix + "model.", settings["model"] or {},
+                                                  tuple(settings["model"] or {}))  # keywords: the builder checks them
+        if "epochs" in settings:
+            epochs[arch] = _positive_int(where, prefix + "epochs", settings["epochs"])
+        overrides = {}
+        if "batch_size" in settings:
+            overrides["batch_size"] = _positive_int(where, prefix + "batch_size", settings["batch_size"])
+        if "lr" in settings:
+            lr = settings["lr"]
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+                raise _bad(where, prefix + "lr", f"should be a positive number, got {lr!r}")
+            overrides["lr"] = float(lr)
+        if overrides:
+            recipe_overrides[arch] = overrides
+    return Profile(
+        name=name, description=description,
+        dataset=DatasetSpec(kind=dataset["kind"], image_size=image_size, synthetic=dict(synthetic), path=path),
+        seeds=seeds, model_overrides=model_overrides, epochs=epochs, precision=precision,
+        is_reproduction=data["kind"] == KINDS[True], scale=scale, recipe_overrides=recipe_overrides,
+        source=None if base_dir is None else where,
+    )
+
+
+def load_profile_file(path) -> Profile:
+    """Read a profile file (YAML); a missing file, bad YAML, unknown field or bad value is one ConfigError."""
+    import yaml
+
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read profile file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{at} ({problem})") from None
+    return profile_from_mapping(data if data is not None else {}, str(path), path.parent.resolve())
+
+
+def _shipped_profile(path: Path) -> Profile:
+    profile = load_profile_file(path)
+    if profile.name != path.stem:
+        raise ConfigError(f"{path}: field 'name' is {profile.name!r} but a shipped profile is named by its file")
+    return dataclasses.replace(profile, source=None)  # shipped: named, not a path on this machine
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -168,3 +332,18 @@ def seeds_to_text(seeds: tuple[int, ...]) -> str:
     if run:
         out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
     return ",".join(out)
+
+
+PROFILES: Registry[Profile] = Registry("profile")
+for _file in sorted(PROFILE_DIR.glob("*.yaml")):
+    PROFILES.register(_file.stem, _shipped_profile(_file))
+
+
+def get_profile(name_or_path: str) -> Profile:
+    """A shipped (or registered) profile by name, else the profile file at that path."""
+    if name_or_path in PROFILES:
+        return PROFILES[name_or_path]
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or os.sep in text or Path(text).is_file():
+        return load_profile_file(text)
+    return PROFILES.get(text)  # unknown: one line naming the shipped ones

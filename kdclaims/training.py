@@ -70,11 +70,11 @@ def noise_teacher_logits(kind: str, num_examples: int, num_classes: int, seed: i
 class PreparedData:
     """A dataset resident on the training device, as uint8, with the normalisation to apply per batch."""
 
-    train_images: torch.Tensor  # uint8 (N, 3, 32, 32) on device
+    train_images: torch.Tensor  # uint8 (N, C, H, W) on device
     train_labels: torch.Tensor  # int64 (N,) on device
     test_images: torch.Tensor
     test_labels: torch.Tensor
-    mean: torch.Tensor  # (1, 3, 1, 1) float32, per-channel mean of the training images, in [0, 1]
+    mean: torch.Tensor  # (1, C, 1, 1) float32, per-channel mean of the training images, in [0, 1]
     std: torch.Tensor
     image_size: int
     num_classes: int
@@ -86,8 +86,9 @@ class PreparedData:
         if image_size > stored or stored % image_size:
             raise ConfigError(f"image_size {image_size} must divide the stored size {stored}")
         pixels = dataset.train_images.to(torch.float64) / 255.0
-        mean = pixels.mean(dim=(0, 2, 3)).view(1, 3, 1, 1).float()
-        std = pixels.std(dim=(0, 2, 3)).view(1, 3, 1, 1).float()
+        channels = pixels.shape[1]
+        mean = pixels.mean(dim=(0, 2, 3)).view(1, channels, 1, 1).float()
+        std = pixels.std(dim=(0, 2, 3)).view(1, channels, 1, 1).float().clamp_min(1e-6)  # a constant channel: no 0/0
         return cls(
             train_images=dataset.train_images.to(device),
             train_labels=dataset.train_labels.to(device),

@@ -414,7 +414,8 @@ def test_malformed_split_names_the_field(tmp_path, archive, train, field):
 
 
 @pytest.mark.parametrize("meta, field", [
-    ({b"fine_label_names": [b"c"] * 99, b"coarse_label_names": [b"s"] * 20}, "fine_label_names"),
+    # any number of classes is allowed (#13), but not none
+    ({b"fine_label_names": [], b"coarse_label_names": [b"s"] * 20}, "fine_label_names"),
     ({b"coarse_label_names": [b"s"] * 20}, "fine_label_names"),
     ({b"fine_label_names": [b"c"] * 99 + [7], b"coarse_label_names": [b"s"] * 20}, "fine_label_names"),
     ({b"fine_label_names": [b"c"] * 100, b"coarse_label_names": [b"s"] * 19}, "coarse_label_names"),

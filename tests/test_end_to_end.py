@@ -38,7 +38,7 @@ def test_smoke_run_end_to_end_then_warm_cache_trains_nothing(claims_project, tmp
     cache = tmp_path / "cache"
     first = run_claims(claims_project, cache)
     first.assert_outcomes(passed=2)  # smoke: every claim evaluated -> pass, whatever the verdict
-    assert "smoke profile on synthetic data" in first.stdout.str()
+    assert "profile smoke is a machinery check (synthetic data)" in first.stdout.str()
     evaluation = json.loads((cache / "evaluations" / "latest.json").read_text())
     assert evaluation["profile"]["name"] == "smoke" and evaluation["profile"]["n_seeds"] == 2
     assert {r["verdict"] for r in evaluation["results"]} <= {"reproduced", "not_reproduced", "inconclusive"}
@@ -84,4 +84,5 @@ def test_paper_profile_without_cifar100_stops_before_training(claims_project, tm
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     out = result.stdout.str() + result.stderr.str()
     assert "CIFAR-100 not found" in out and "kdclaims data fetch" in out and "--profile smoke" in out
+    assert out.count("CIFAR-100 not found") == 1 and "_pytest.outcomes.Exit" not in out  # said once, no traceback line
     assert not (cache / "members").exists()

@@ -6,11 +6,16 @@
   loader before anything is read, under a memory bound;
 * signed exports: `cache export --sign`, `cache import --require-signature`;
 * a member's lock file replaced by a symlink: one line;
-* a 20M-element list in a small dataset archive whose MD5 matches: refused in well under 2 s and a few MB.
+* a 20M-element list in a small dataset archive whose MD5 matches: refused in well under 2 s and a few MB;
+* claim files: a 757-byte nested-alias bomb refused in under 2 s under a memory limit, a matrix standing for
+  6.5e11 claims, deep nesting, non-UTF-8 bytes, and values of the wrong type or range (``temperature: abc``,
+  ``alpha: [0.5]``, ``p: 1e999``, ``bound: .inf``, ``alpha: true``, ...): one line naming file, line and field,
+  through `kdclaims claims validate` and through pytest's collection.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -22,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -36,7 +42,7 @@ from kdclaims.data import ARCHIVE_NAME, FOLDER_NAME, write_synthetic_cifar100
 from kdclaims.errors import CacheError, DataError
 from kdclaims.population import Workbench
 
-from helpers import tiny_profile
+from helpers import GOOD_CLAIM, tiny_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = PopulationSpec("vgg16_bn", "independent")
@@ -497,3 +503,234 @@ def test_the_bound_scales_with_the_member_not_a_class_count():
     assert data._unpickle(with_images, "train")[b"fine_labels"] == labels
     with pytest.raises(DataError, match="opcodes"):
         data._unpickle(pickle.dumps({b"fine_labels": labels}, protocol=2), "train")
+
+
+# ---------------------------------------------------------------------------------------------
+# claim files: an alias bomb, and values of the wrong type or out of range
+# ---------------------------------------------------------------------------------------------
+
+ENTRY = "  - id: c1\n"
+BOUND_CLAIM = """
+claims:
+  - id: b1
+    sentence: "KD barely moves with alpha"
+    source: Table 1
+    arch: resnet18
+    kind: bound
+    quantity: spread
+    metrics: activation_distance
+    arms: [{setup: kd, alpha: 0.1}, {setup: kd, alpha: 0.5}]
+    bound: 0.005
+    paper: {outcome: holds}
+"""
+
+
+def alias_bomb() -> str:
+    """The issue's attack: nine levels of nine aliases (9^9 = 387M elements once expanded) defined under the
+    free-form ``description:`` and referenced from a claim's ``note:``; str() of the note ran 60 s into a
+    MemoryError."""
+    levels = "abcdefghi"
+    anchors = "description:\n  - &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"  - &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip(levels, levels[1:]))
+    return anchors + textwrap.dedent(GOOD_CLAIM).lstrip().replace("    direction: less\n",
+                                                                   "    direction: less\n    note: *i\n")
+
+
+def in_entry(base: str, old: str, new: str) -> str:
+    text = textwrap.dedent(base)
+    assert old in text.split("claims:\n", 1)[1], old
+    head, entries = text.split("claims:\n", 1)
+    return head + "claims:\n" + entries.replace(old, new, 1)
+
+
+# case -> (file content, what the one line must name besides the file: the line's text to find, the field)
+HOSTILE_CLAIMS = {
+    "temperature-abc": (in_entry(GOOD_CLAIM, "alpha: 0.1}", "alpha: 0.1, temperature: abc}"),
+                        "- id: c1", "treatment.temperature must be a positive finite number, got 'abc'"),
+    "temperature-inf": (in_entry(GOOD_CLAIM, "alpha: 0.1}", "alpha: 0.1, temperature: .inf}"),
+                        "- id: c1", "treatment.temperature must be a positive finite number, got inf"),
+    "temperature-true": (in_entry(GOOD_CLAIM, "alpha: 0.1}", "alpha: 0.1, temperature: true}"),
+                         "- id: c1", "treatment.temperature must be a positive finite number, got True"),
+    "alpha-list": (in_entry(GOOD_CLAIM, "alpha: 0.1", "alpha: [0.5]"), "- id: c1",
+                   "treatment.alpha must be a finite number, got [0.5]"),
+    "alpha-true": (in_entry(GOOD_CLAIM, "alpha: 0.1", "alpha: true"), "- id: c1",
+                   "treatment.alpha must be a finite number, got True"),
+    "p-abc": (in_entry(GOOD_CLAIM, "p: 0.956", "p: abc"), "- id: c1", "paper.p must be a number in [0, 1], got 'abc'"),
+    "p-1e999": (in_entry(GOOD_CLAIM, "p: 0.956", "p: 1e999"), "- id: c1", "paper.p must be a number in [0, 1]"),
+    "p-negative": (in_entry(GOOD_CLAIM, "p: 0.956", "p: -5"), "- id: c1", "paper.p must be a number in [0, 1], got -5"),
+    "p-huge-integer": (in_entry(GOOD_CLAIM, "p: 0.956", "p: " + "9" * 400), "- id: c1",
+                       "paper.p must be a number in [0, 1], got 999"),
+    "kind-list": (in_entry(GOOD_CLAIM, "    direction: less\n", "    direction: less\n    kind: [comparison]\n"),
+                  "- id: c1", "kind must be text, got ['comparison']"),
+    "note-mapping": (in_entry(GOOD_CLAIM, "    direction: less\n", "    direction: less\n    note: {a: 1}\n"),
+                     "- id: c1", "note must be text"),
+    "bound-inf": (in_entry(BOUND_CLAIM, "bound: 0.005", "bound: .inf"), "- id: b1",
+                  "bound must be a positive finite number, got inf"),
+    "bound-true": (in_entry(BOUND_CLAIM, "bound: 0.005", "bound: true"), "- id: b1",
+                   "bound must be a positive finite number, got True"),
+    "matrix-bomb": (in_entry(GOOD_CLAIM, ENTRY, "  - matrix: {" + ", ".join(
+        f"d{i}: [{', '.join(map(str, range(30)))}]" for i in range(8)) + "}\n    id: c1\n"),
+        "- matrix:", "the matrix stands for 656100000000 claims"),
+    "deep-nesting": ("claims: " + "[" * 50_000 + "\n", "claims:", "nested more than 32 levels deep"),
+    "alias-bomb": (alias_bomb(), "&a", "anchors and aliases (&name, *name) are not allowed"),
+    "non-utf8": (in_entry(GOOD_CLAIM, "KD is not", "KD \udcff is not"), "KD ", "not UTF-8 text (byte 0xff)"),
+}
+
+
+def write_claim_file(directory: Path, case: str) -> tuple[Path, str]:
+    """The case's file, and the ``name:line`` its error must start with."""
+    content, marker, _ = HOSTILE_CLAIMS[case]
+    path = directory / f"{case}.yaml"
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))  # \udcff: the lone byte 0xff
+    line = next(i for i, text in enumerate(content.splitlines(), 1) if marker in text)
+    return path, f"{path.name}:{line}"
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_CLAIMS))
+def test_a_malformed_claim_file_is_one_line_naming_file_line_and_field(tmp_path, case):
+    path, location = write_claim_file(tmp_path, case)
+    line = one_error_line(cli("claims", "validate", str(path)))
+    assert f"{tmp_path / location}" in line and HOSTILE_CLAIMS[case][2] in line, line
+
+
+def test_malformed_claim_files_fail_pytest_collection_in_one_line_each(tmp_path):
+    """The same files collected by pytest (one run for all), under a bound on address space that the old
+    loader's alias expansion (~30 GB) would have hit: a collection error naming file, line and field each."""
+    import resource
+
+    claims_dir = tmp_path / "claims"
+    claims_dir.mkdir()
+    locations = {case: write_claim_file(claims_dir, case)[1] for case in HOSTILE_CLAIMS}
+
+    def bound_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "pytest", "claims", "--collect-only", "--profile", "smoke",
+                           "-p", "no:cacheprovider", "-p", "no:xdist"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, preexec_fn=bound_memory)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in output and "MemoryError" not in output, output[-3000:]
+    for case, location in locations.items():
+        line = next((text for text in output.splitlines() if location in text and "malformed claim file" in text), "")
+        assert HOSTILE_CLAIMS[case][2] in line, (case, output[-3000:])
+
+
+# The CLI in a fresh interpreter whose address space may grow by 1.5 GB past what its imports mapped.
+CLAIM_BOMB_PROBE = """
+import resource, sys, time
+import kdclaims.claims  # the command imports it (and torch) lazily: imported here, outside the clock
+from kdclaims.cli import main
+with open("/proc/self/status") as f:
+    mapped = next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) * 1024
+limit = mapped + 1536 * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+started = time.perf_counter()
+try:
+    main(["claims", "validate", sys.argv[1]], prog_name="kdclaims")
+finally:
+    with open(sys.argv[2], "w") as f:
+        f.write(str(time.perf_counter() - started))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the address space from /proc")
+def test_the_alias_bomb_is_refused_in_under_two_seconds_under_a_memory_limit(tmp_path):
+    path, location = write_claim_file(tmp_path, "alias-bomb")
+    assert path.stat().st_size < 800  # the issue's file: 757 bytes
+    seconds = tmp_path / "seconds"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", CLAIM_BOMB_PROBE, str(path), str(seconds)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"kdclaims: error: {tmp_path / location}: not valid YAML (anchors and aliases")
+    assert float(seconds.read_text()) < 2  # the old loader: 60 s, then a MemoryError traceback
+
+
+# ---------------------------------------------------------------------------------------------
+# tracebacks the issue saw, now one line: a full disk under a checkpoint, a nested manifest, an arch name
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path, monkeypatch):
+    """torch.save writing a file on a full disk raises a RuntimeError that says nothing of why ("basic_ios::clear:
+    iostream error", or "PytorchStreamWriter failed writing file"), and it escaped as a traceback. Here
+    torch.save raises that whenever it is given a file, and the disk fills up halfway through the checkpoint's
+    bytes (the OSError with ENOSPC a write gets from the kernel)."""
+    import kdclaims.checkpoint as checkpoint
+
+    torch_save = torch.save
+
+    def save(obj, target, *args, **kwargs):
+        if not isinstance(target, io.BytesIO):
+            raise RuntimeError("basic_ios::clear: iostream error")
+        return torch_save(obj, target, *args, **kwargs)
+
+    write_atomically = checkpoint.write_bytes_atomically.__globals__["write_atomically"]
+
+    def onto_a_full_disk(path, data, tmp_prefix=".", mode=None):
+        def write(tmp):
+            Path(tmp).write_bytes(data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", tmp)
+        write_atomically(path, write, tmp_prefix, mode)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    monkeypatch.setattr(checkpoint, "write_bytes_atomically", onto_a_full_disk)
+    monkeypatch.setenv("KDCLAIMS_CHECKPOINT_EVERY", "1")
+    monkeypatch.setattr("kdclaims.profiles.Profile.epochs_for", lambda self, arch: 2)  # one checkpoint, then done
+    cache_dir = tmp_path / "cache"
+    done = cli("train", "--profile", "smoke", "--arch", "vgg16_bn", "--setup", "independent", "--device", "cpu",
+               "--seeds", "1", "--cache-dir", str(cache_dir))
+    line = one_error_line(done)
+    assert "no space left writing" in line and str(cache_dir / "checkpoints") in line, line
+    assert not list(cache_dir.rglob("*.tmp"))
+
+
+def test_a_deeply_nested_manifest_is_one_line(tmp_path):
+    archive = write_archive(tmp_path / "nested.tar.gz",
+                            [(MANIFEST_NAME, b'{"format": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")])
+    line = one_error_line(cli("cache", "import", str(archive), "--cache-dir", str(tmp_path / "c")))
+    assert str(archive) in line and MANIFEST_NAME in line
+    assert not (tmp_path / "c" / "members").exists() or not any((tmp_path / "c" / "members").iterdir())
+
+
+HOSTILE_ARCH = "../up/<img src=x onerror=alert(1)>"
+
+
+def test_an_architecture_name_with_slashes_and_markup_gets_safe_figures_and_escaped_reports(tmp_path):
+    from kdclaims.results import save_evaluation
+    from test_report import fake_evaluation
+
+    payload = fake_evaluation()
+    for population in payload["populations"]:
+        population["arch"] = HOSTILE_ARCH
+    evaluation = save_evaluation(payload, tmp_path / "evaluations")
+    out = tmp_path / "reports" / "deep"
+    done = cli("report", "--format", "markdown", "--evaluation", str(evaluation), "--output", str(out / "r.md"))
+    assert done.exit_code == 0, (done.stdout, done.stderr)
+    pngs = list(tmp_path.rglob("*.png"))
+    assert len(pngs) == 1 and pngs[0].parent == out  # in the report's folder, not up/ nor a missing folder
+    markdown = (out / "r.md").read_text()
+    assert f"]({pngs[0].name})" in markdown and "<img" not in markdown
+    done = cli("report", "--format", "html", "--evaluation", str(evaluation), "--output", str(out / "r.html"))
+    assert done.exit_code == 0, (done.stdout, done.stderr)
+    assert "<img src=x" not in (out / "r.html").read_text()
+
+
+def test_markdown_reports_show_markup_in_claim_text_never_run_it():
+    from kdclaims.render.document import build_document
+    from kdclaims.render.markdown import markdown_report
+    from test_report import fake_evaluation
+
+    payload = fake_evaluation()
+    first, second = payload["results"][0], payload["results"][1]
+    first["sentence"] = "KD <script>alert(1)</script> wins | always"
+    first["note"] = "<img src=x onerror=alert(2)>"
+    second["reason"] = "<b onmouseover=alert(3)>bold</b>"
+    second["id"] = "x<svg/onload=alert(4)>"
+    markdown = markdown_report(build_document(payload))
+    for markup in ("<script>", "<img", "<b ", "<svg"):
+        assert markup not in markdown, markup
+    assert "KD &lt;script&gt;alert(1)&lt;/script&gt; wins \\| always" in markdown
+    assert "&lt;img src=x onerror=alert(2)&gt;" in markdown and "&lt;b onmouseover=alert(3)&gt;bold" in markdown

@@ -346,7 +346,7 @@ def test_a_new_dataset_kind_is_one_registration(tmp_path):
 
     register_dataset("shared_test", locate_shared)
     try:
-        assert get_dataset("shared_test") is locate_shared
+        assert get_dataset("shared_test").locate is locate_shared  # registered as a DatasetKind (#13)
         with pytest.raises(ConfigError, match="already registered"):
             register_dataset("shared_test", locate_shared)
         bench = Workbench(_profile_with(DatasetSpec("shared_test", 16)), cache_dir=tmp_path / "cache",

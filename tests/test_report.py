@@ -67,7 +67,7 @@ def test_every_format_holds_every_claim_with_its_verdict(document):
     for claim_id, verdict in ids.items():
         line = next(l for l in md.splitlines() if f"`{claim_id}`" in l and l.startswith("|"))
         assert verdict_label(verdict) in line
-    rows = {r["id"]: r["verdict"] for r in csv.DictReader(io.StringIO(claims_csv(document)))}
+    rows = {r["id"]: r["verdict_id"] for r in csv.DictReader(io.StringIO(claims_csv(document)))}
     assert rows == ids
     from rich.console import Console
 

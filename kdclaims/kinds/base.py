@@ -11,11 +11,12 @@ It says which YAML parameters a claim of its kind takes (``required``, ``optiona
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from kdclaims.spec import PopulationSpec
-from kdclaims.errors import ClaimError, ConfigError
+from kdclaims.errors import ClaimError, ConfigError, short_repr
 from kdclaims.metrics import get_metric, more_similar_direction
 from kdclaims.registry import Registry
 from kdclaims.stats import ALPHA, Summary, TTestResult, welch_t_test, z_test
@@ -84,7 +85,10 @@ def parse_arm(value: Any, where: str, name: str) -> Arm:
         raise ClaimError(f"{where}: unknown field {sorted(unknown)[0]!r} in {name} (allowed: setup, alpha, temperature)")
     if "setup" not in value:
         raise ClaimError(f"{where}: {name} needs a setup")
-    return Arm(str(value["setup"]), value.get("alpha"), float(value.get("temperature", 1.0)))
+    setup = text(value["setup"], where, f"{name}.setup")
+    # alpha's range, and whether the setup takes one, is the population spec's to check (one message for all)
+    alpha = None if value.get("alpha") is None else number(value["alpha"], where, f"{name}.alpha")
+    return Arm(setup, alpha, positive_number(value.get("temperature", 1.0), where, f"{name}.temperature"))
 
 
 def parse_arms(value: Any, where: str, name: str, minimum: int = 1) -> list[Arm]:
@@ -100,6 +104,7 @@ def parse_arms(value: Any, where: str, name: str, minimum: int = 1) -> list[Arm]
 
 
 def check_metric(metric: Any, where: str) -> str:
+    text(metric, where, "metric")
     try:
         get_metric(metric)
     except ConfigError as exc:
@@ -114,14 +119,35 @@ def parse_metrics(value: Any, where: str) -> list[str]:
     return [check_metric(metric, where) for metric in metrics]
 
 
-def positive_number(value: Any, where: str, name: str) -> float:
+def text(value: Any, where: str, name: str) -> str:
+    """A field that must be a string (a name, a sentence), not a list, mapping or number."""
+    if not isinstance(value, str):
+        raise ClaimError(f"{where}: {name} must be text, got {short_repr(value)}")
+    return value
+
+
+def number(value: Any, where: str, name: str, low: float = -math.inf, high: float = math.inf,
+           above_low: bool = False, what: str = "a finite number") -> float:
+    """A numeric field as a float: finite, in [low, high] (``above_low``: (low, high]), and a number, not a
+    bool (YAML reads ``true`` as one) nor a list. Numeric text is accepted because PyYAML, following YAML
+    1.1, reads ``1e-5`` (no dot) as a string; text that is not a number is refused like any other type."""
+    value_ok = isinstance(value, (int, float, str)) and not isinstance(value, bool)
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number > 0:
-        raise ClaimError(f"{where}: {name} must be a positive number, got {value!r}")
-    return number
+        result = float(value) if value_ok else math.nan
+    except (ValueError, OverflowError):  # "abc"; an integer too large for a float
+        result = math.nan
+    in_range = math.isfinite(result) and (result > low if above_low else result >= low) and result <= high
+    if not in_range:
+        raise ClaimError(f"{where}: {name} must be {what}, got {short_repr(value)}")
+    return result
+
+
+def positive_number(value: Any, where: str, name: str) -> float:
+    return number(value, where, name, low=0.0, above_low=True, what="a positive finite number")
+
+
+def probability(value: Any, where: str, name: str) -> float:
+    return number(value, where, name, low=0.0, high=1.0, what="a number in [0, 1]")
 
 
 def arm_row(arm) -> dict:

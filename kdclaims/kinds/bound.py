@@ -10,7 +10,7 @@ t quantile with each cell's Welch-Satterthwaite df (``stats.welch_t_test``), at 
 
 from __future__ import annotations
 
-from kdclaims.errors import ClaimError
+from kdclaims.errors import ClaimError, short_repr
 from kdclaims.kinds.base import (ClaimKind, ClaimResult, parse_arm, parse_arms, parse_metrics,
                                  positive_number, register_kind)
 from kdclaims.metrics import get_metric, more_similar_direction
@@ -27,7 +27,7 @@ class Bound(ClaimKind):
 
     def check(self, params: dict, where: str) -> dict:
         if params["quantity"] not in QUANTITIES:
-            raise ClaimError(f"{where}: quantity must be one of {', '.join(QUANTITIES)}, got {params['quantity']!r}")
+            raise ClaimError(f"{where}: quantity must be one of {', '.join(QUANTITIES)}, got {short_repr(params['quantity'])}")
         params["metrics"] = parse_metrics(params["metrics"], where)
         params["bound"] = positive_number(params["bound"], where, "bound")
         params["arms"] = parse_arms(params["arms"], where, "arms", minimum=2 if params["quantity"] == "spread" else 1)
@@ -35,7 +35,9 @@ class Bound(ClaimKind):
             if params["baseline"] is None:
                 raise ClaimError(f"{where}: a max_improvement bound needs a baseline")
             params["baseline"] = parse_arm(params["baseline"], where, "baseline")
-        elif params["baseline"] is not None or params["only_significant"]:
+        if not isinstance(params["only_significant"], bool):
+            raise ClaimError(f"{where}: only_significant must be true or false, got {short_repr(params['only_significant'])}")
+        if params["quantity"] == "spread" and (params["baseline"] is not None or params["only_significant"]):
             raise ClaimError(f"{where}: a spread bound takes no baseline and no only_significant")
         return params
 

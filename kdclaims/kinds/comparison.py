@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 
 from kdclaims import paper as paper_tables
-from kdclaims.errors import ClaimError, ConfigError, KdclaimsError
+from kdclaims.errors import ClaimError, ConfigError, KdclaimsError, short_repr
 from kdclaims.kinds.base import (ClaimKind, ClaimResult, check_metric, parse_arm, register_kind, test_from_record,
                                  test_record)
 from kdclaims.metrics import get_metric
@@ -136,7 +136,7 @@ class Comparison(ClaimKind):
         check_metric(params["metric"], where)
         if params["direction"] not in DIRECTIONS:
             raise ClaimError(f"{where}: direction must be 'less' or 'greater' (H_a: treatment mean < or > baseline "
-                             f"mean), got {params['direction']!r}")
+                             f"mean), got {short_repr(params['direction'])}")
         params["treatment"] = parse_arm(params["treatment"], where, "treatment")
         params["baseline"] = parse_arm(params["baseline"], where, "baseline")
         return params

@@ -9,10 +9,9 @@ P(similarity >= level).
 
 from __future__ import annotations
 
-from scipy.stats import norm
+from scipy.special import ndtr  # the normal CDF, without scipy.stats' import time
 
-from kdclaims.errors import ClaimError
-from kdclaims.kinds.base import ClaimKind, ClaimResult, parse_arms, register_kind
+from kdclaims.kinds.base import ClaimKind, ClaimResult, number, parse_arms, register_kind
 from kdclaims.metrics import SIMILARITY_METRICS, SIMILARITY_READINGS, as_similarity
 from kdclaims.paper import PAPER_N
 
@@ -28,9 +27,8 @@ class Threshold(ClaimKind):
 
     def check(self, params: dict, where: str) -> dict:
         params["arms"] = parse_arms(params["arms"], where, "arms")
-        level = params["similarity_at_least"]
-        if not isinstance(level, (int, float)) or not 0 < level <= 1:
-            raise ClaimError(f"{where}: similarity_at_least must be in (0, 1], got {level!r}")
+        params["similarity_at_least"] = number(params["similarity_at_least"], where, "similarity_at_least", low=0.0,
+                                               high=1.0, above_low=True, what="a number in (0, 1]")
         return params
 
     def populations(self, claim):
@@ -47,7 +45,7 @@ class Threshold(ClaimKind):
                 scale = abs(SIMILARITY_READINGS[m][0])
                 mean, std = float(as_similarity(m, arm.summary.mean)), arm.summary.std * scale
                 sims[m] = {"mean": mean, "std": std}
-                tails[m] = float(norm.sf((level - mean) / std)) if std > 0 else float(mean >= level)
+                tails[m] = float(ndtr((mean - level) / std)) if std > 0 else float(mean >= level)
             expected = PAPER_N_FOR_THRESHOLD * min(tails.values())
             row = {"population": spec.name, "label": spec.label, "similarity": sims,
                    "expected_reaching_of_385": expected, "n": min(a.summary.n for a in per_metric.values())}

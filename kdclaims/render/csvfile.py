@@ -1,5 +1,6 @@
 """The report as CSV: one row per claim, and one row per trained member. CSV is data: numbers keep
-their full precision and verdicts their ids ("not_reproduced"), nothing goes through ``format``."""
+their full precision (n as integers); the verdict is in words as every report writes it, with its id
+("not_reproduced") in ``verdict_id`` for programs."""
 
 from __future__ import annotations
 

@@ -106,6 +106,24 @@ def comparisons_vs_independent(evaluation: dict) -> list[dict]:
     return rows
 
 
+def _notice(kind: str, profile: dict) -> str | None:
+    dataset = (profile.get("dataset") or {}).get("kind")
+    if kind == "smoke" and dataset in (None, "synthetic"):  # None: an evaluation from before profiles named it
+        return ("This is a smoke run on synthetic data, not a reproduction. It exercises the whole pipeline "
+                "(training, cache, metrics, z-tests, report) with small models on generated data; its verdicts "
+                "say nothing about the paper.")
+    if kind == "smoke":
+        return (f"This is a machinery check (profile {profile.get('name')}, {dataset} data), not a reproduction. It "
+                "exercises the whole pipeline (training, cache, metrics, z-tests, report) with small models; its "
+                "verdicts say nothing about the paper.")
+    if kind == "paper":
+        return "Evidence: the paper's own summary statistics (Tables 1-3, n = 385 per setup); nothing was trained."
+    if profile.get("differences_from_paper"):
+        return (f"A replication on {dataset} data at another scale than the paper's (profile {profile.get('name')}): "
+                "the settings that differ from the paper's are listed under Setup.")
+    return None
+
+
 def build_document(evaluation: dict, audit: bool = True) -> dict:
     from kdclaims.evaluate import corrected_verdicts
 
@@ -115,22 +133,24 @@ def build_document(evaluation: dict, audit: bool = True) -> dict:
     for r in results:
         by_arch[r["arch"]][r["verdict"]] += 1
     kind = report_kind(evaluation)
+    selection = evaluation.get("selection") or {}
+    evaluated = {r["id"] for r in results}
     members = members_frame(evaluation)
     document = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "kind": kind,
         "title": "Reproduction report: Knowledge Distillation: The Functional Perspective",
-        "notice": {
-            "smoke": "This is a smoke run on synthetic data, not a reproduction. It exercises the whole pipeline "
-                     "(training, cache, metrics, z-tests, report) with small models on generated data; its verdicts "
-                     "say nothing about the paper.",
-            "paper": "Evidence: the paper's own summary statistics (Tables 1-3, n = 385 per setup); nothing was trained.",
-            "reproduction": None,
-        }[kind],
+        "notice": _notice(kind, evaluation["profile"]),
         "created_at": evaluation.get("created_at"),
         "evaluation_path": evaluation.get("_path"),
         "headline": {
             "total": len(results),
+            # which claims the report covers: a subset run, or a merge of several runs, is said in the headline
+            "catalogue": len(selection.get("catalogue") or evaluated),
+            "not_evaluated": sorted(set(selection.get("catalogue") or evaluated) - evaluated),
+            "mode": selection.get("mode", "run"),
+            "runs": selection.get("runs") or [evaluation.get("run_id")],
+            "from_earlier_runs": selection.get("from_earlier_runs", 0),
             "verdicts": {v: counts.get(v, 0) for v in VERDICTS},
             "by_arch": {a: {v: c.get(v, 0) for v in VERDICTS} for a, c in sorted(by_arch.items())},
         },
@@ -138,6 +158,9 @@ def build_document(evaluation: dict, audit: bool = True) -> dict:
             "test": "one-tailed Welch t-test (Welch-Satterthwaite df), se = sqrt(s1^2/n1 + s2^2/n2)", "alpha": ALPHA,
             "correction": evaluation.get("correction") or {"method": "none", "family": "group"},
             "corrected_verdicts": corrected_verdicts(results),
+            # the power to detect the paper's effect comes from the paper's CIFAR-100 stds: on a smoke run's
+            # synthetic data it is a number about another dataset, so the reports leave it out
+            "show_paper_power": kind != "smoke",
         },
         "claims": results,
         "tables": rebuilt_tables(evaluation),
@@ -166,15 +189,35 @@ def _audit() -> dict:
 
 
 def claims_frame(document_or_evaluation: dict) -> pd.DataFrame:
-    """One row per claim with its verdict and the numbers behind it."""
+    """One row per claim with its verdict and the numbers behind it, as every report shows them: the
+    verdict in words ("not reproduced"; ``verdict_id`` keeps the id), the 95% CI in the direction of
+    H_a (as z and d; ``diff`` stays treatment − baseline), the n as integers."""
     from kdclaims.evaluate import results_frame
+    from kdclaims.render.format import hypothesis_interval, verdict_words
 
     key = "claims" if "claims" in document_or_evaluation else "results"
-    return results_frame(document_or_evaluation[key])
+    results = document_or_evaluation[key]
+    frame = results_frame(results)
+    if frame.empty:
+        return frame
+    intervals = [hypothesis_interval((r.get("details") or {}).get("test"), (r.get("details") or {}).get("direction"))
+                 for r in results]
+    frame["ci_low"] = [None if not (r.get("details") or {}).get("test") else low for r, (_, low, _) in zip(results, intervals)]
+    frame["ci_high"] = [None if not (r.get("details") or {}).get("test") else high for r, (_, _, high) in zip(results, intervals)]
+    frame.insert(frame.columns.get_loc("verdict") + 1, "verdict_id", frame["verdict"])
+    frame["verdict"] = frame["verdict"].map(verdict_words)
+    for column in ("n_treatment", "n_baseline"):
+        frame[column] = frame[column].astype("Int64")  # 5, not 5.0; empty where the claim has no such arm
+    if any(r.get("evaluated_at") for r in results):
+        frame["evaluated_at"] = [r.get("evaluated_at") for r in results]
+        frame["run_id"] = [r.get("run_id") for r in results]
+    return frame
 
 
 def compare_runs(a: dict, b: dict) -> list[dict]:
-    """Claims whose verdict differs between two runs (evaluations or report documents), plus added/removed."""
+    """Claims whose verdict differs between two runs (evaluations or report documents). A claim one run
+    did not evaluate is no change: it is listed with ``before``/``after`` "not_evaluated" and
+    ``changed`` False (a subset run, ``-k`` or ``-m``, leaves most claims out)."""
     def verdicts(run):
         return {r["id"]: r for r in run.get("claims", run.get("results", []))}
 
@@ -184,8 +227,8 @@ def compare_runs(a: dict, b: dict) -> list[dict]:
         before, after = va.get(claim_id), vb.get(claim_id)
         if before and after and before["verdict"] == after["verdict"]:
             continue
-        changes.append({"id": claim_id, "before": before["verdict"] if before else "absent",
-                        "after": after["verdict"] if after else "absent",
+        changes.append({"id": claim_id, "before": before["verdict"] if before else "not_evaluated",
+                        "after": after["verdict"] if after else "not_evaluated", "changed": bool(before and after),
                         "reason_after": after["reason"] if after else ""})
     return changes
 
@@ -194,5 +237,5 @@ def load(path=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """For notebooks: ``claims, members = kdclaims.load()`` (default: the latest evaluation)."""
     from kdclaims.results import load_evaluation
 
-    evaluation = load_evaluation(path)
+    evaluation = load_evaluation(path, hint="or pass the evaluation file: `kdclaims.load(path)`")
     return claims_frame(evaluation), members_frame(evaluation)

@@ -1,6 +1,7 @@
 """The paper's Figures 1, 2 and 4, redrawn from a report document's trained members.
 
-``make_figures(document, out_dir)`` writes one PNG per architecture present in ``document["members"]``:
+``make_figures(document, out_dir)`` writes one PNG per architecture present in ``document["members"]``
+(named by ``figure_file_name``):
 a 2x3 grid of panels, one per metric -- (a) activation distance, (b) JS divergence, (c) prediction
 dissimilarity, (d) logits cosine similarity, (e) test accuracy, (f) test loss -- each showing, for every
 setup, the distribution over its members (a box plot with the members as jittered points). The
@@ -16,8 +17,10 @@ pyplot: nothing global (the backend, rcParams, open figures) is touched.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,7 +33,7 @@ from matplotlib.patches import Patch
 from kdclaims.metrics import METRICS
 from kdclaims.render.format import SETUP_SHORT, arch_label, ordered_archs, setup_order_key, short_setup_label, to_float
 
-__all__ = ["make_figures", "figure_png_bytes", "PANEL_METRICS", "archs_with_members"]
+__all__ = ["make_figures", "figure_file_name", "figure_png_bytes", "PANEL_METRICS", "archs_with_members"]
 
 #: The panels, in the paper's order: (a) .. (f).
 PANEL_METRICS = ("activation_distance", "js_divergence", "prediction_dissimilarity", "logits_cosine_similarity",
@@ -216,7 +219,18 @@ def make_figures(document: dict, out_dir, prefix: str = "figure") -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for arch in archs:
-        path = out / f"{prefix}-{arch}.png"
+        path = out / figure_file_name(prefix, arch)
         path.write_bytes(figure_png_bytes(document, arch))
         paths.append(path)
     return paths
+
+
+def figure_file_name(prefix: str, arch) -> str:
+    """``<prefix>-<arch>.png``. The name comes from an evaluation file, which anyone can write: one that is
+    not a plain file name ("a/b", "<x>", "..", 300 characters) has its other characters replaced and a
+    hash of the whole name added, so it stays in the report's folder and two names never share a file."""
+    name = str(arch)
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)[:64].lstrip(".")
+    if safe != name:
+        safe = f"{safe}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+    return f"{prefix}-{safe}.png"

@@ -33,6 +33,7 @@ VERDICT_WORDS = {
     "inconclusive": "inconclusive",
     "error": "not evaluated",
     "not_evaluable": "not evaluable",
+    "not_evaluated": "not evaluated in this run",  # a run that did not select the claim (-k, -m, -x, --lf)
 }
 # Markdown marks a verdict with an emoji; HTML with a plain symbol, its badge already carries the colour.
 VERDICT_EMOJI = {"reproduced": "✅", "not_reproduced": "❌", "inconclusive": "⚠️", "error": "💥", "not_evaluable": "➖"}
@@ -244,3 +245,49 @@ VERDICT_RULES = (
     "and the within-seed correlation are shown beside the unpaired test; --pairing seed makes the paired test "
     "decide (default: unpaired, the paper's). The paper's tables have no members, so there it is not available.",
 )
+
+
+def coverage_text(headline: dict) -> str:
+    """What the report covers, for its headline: "35 of 98 claims evaluated", with how many results come
+    from earlier runs of a merged view, or "this run alone" for one run."""
+    total, catalogue = headline.get("total", 0), headline.get("catalogue", headline.get("total", 0))
+    text = f"{total} of {catalogue} claims evaluated"
+    runs = [r for r in headline.get("runs") or [] if r]
+    if headline.get("mode") == "merged":
+        earlier = headline.get("from_earlier_runs", 0)
+        text += (f" (the latest result of each claim across {len(runs)} run(s) of this profile, evidence and code "
+                 f"version; {earlier} of them from earlier runs than the newest)")
+    elif runs:
+        text += f" (run {runs[0]} alone)"
+    return text
+
+
+# One sign convention for every number of a comparison, stated once at the top of every report format.
+SIGN_CONVENTION = ("Signs: z (or t), d and the 95% CI are all of the difference in the direction of the "
+                   "hypothesis H_a (treatment − baseline where H_a says the treatment is larger, baseline − "
+                   "treatment where it says smaller): positive favours H_a, and H0 is rejected when the CI lies "
+                   "above 0.")
+
+
+def hypothesis_interval(test: dict | None, direction: str | None) -> tuple[float | None, float | None, float | None]:
+    """(improvement, CI low, CI high) of a stored test, in the direction of H_a (see ``SIGN_CONVENTION``).
+
+    A Welch/paired t-test stores them so (``improvement``, ``lower_bound``, ``upper_bound``); the z-test
+    stores the raw treatment − baseline ``diff`` and its CI, which are turned round where H_a is "less"."""
+    test = test or {}
+    if "improvement" in test:
+        return (to_float(test.get("improvement")), to_float(test.get("lower_bound", test.get("ci_low"))),
+                to_float(test.get("upper_bound", test.get("ci_high"))))
+    diff, low, high = (to_float(test.get(k)) for k in ("diff", "ci_low", "ci_high"))
+    if direction != "less":
+        return diff, low, high
+    flip = (lambda x: None if x is None else -x)
+    return flip(diff), flip(high), flip(low)
+
+
+def ci_text(test: dict | None, direction: str | None, unicode_minus: bool = False) -> str:
+    """"[0.0053, 0.0330]": the 95% CI of the improvement in the H_a direction; "–" without a test."""
+    if not test:
+        return MISSING
+    _, low, high = hypothesis_interval(test, direction)
+    return f"[{number(low, 4, unicode_minus)}, {number(high, 4, unicode_minus)}]"

@@ -25,7 +25,7 @@ from kdclaims.render.format import (
     MISSING, VERDICT_RULES, VERDICT_SYMBOL, arch_label, correction_text, fragility_text, metric_label, number, ordered_archs, outcome,
     paired_text, pvalue,
     paper_pvalue, mean_std, seed_text, setup_label, setup_order_key, short_setup_label, to_float, verdict_label,
-    decision, p_clause, source_order_key, verdict_words,
+    decision, p_clause, source_order_key, verdict_words, SIGN_CONVENTION, ci_text, coverage_text,
 )
 
 __all__ = ["render_html"]
@@ -142,7 +142,11 @@ def _headline(document: dict) -> str:
             n = c.get(v, 0)
             cells.append(f'<td class="num"><span class="{"zero" if not n else "count-" + v}">{_e(n)}</span></td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    return ('<section id="headline"><h2>Headline</h2>'
+    missing = h.get("not_evaluated") or []
+    coverage = (f'<p class="coverage"><strong>{_e(coverage_text(h))}</strong>.'
+                + (f' Not evaluated: {", ".join(f"<code>{_e(i)}</code>" for i in missing)}.' if missing else "")
+                + "</p>")
+    return ('<section id="headline"><h2>Headline</h2>' + coverage +
             f'<div class="tiles">{"".join(tiles)}</div>'
             + (_table(head, rows, "headline", "short") if rows else "") + "</section>")
 
@@ -165,7 +169,7 @@ def _method(document: dict) -> str:
         f"Profile: <strong>{_e(profile.get('name'))}</strong>: {_e(profile.get('description'))}",
         f"Students per population: {n_text}; teacher: seed 0, every student starts from the teacher's initialisation",
         f"Test: {_e(method.get('test', 'one-tailed Welch t-test'))}, significance {_e(method.get('alpha', 0.025))}; "
-        "95% CI of the improvement; d = Cohen's d (pooled sd) in the H<sub>a</sub> direction",
+        "95% CI of the improvement and d = Cohen's d (pooled sd), both in the H<sub>a</sub> direction (see the sign convention at the top)",
         "Verdict: <em>reproduced</em> when our outcome (reject/retain H0) matches the paper's, under these rules:<ul>"
         + "".join(f"<li>{_e(rule)}</li>" for rule in VERDICT_RULES) + "</ul>",
         f"Family-wise correction: {_correction(method.get('correction'))}"
@@ -201,12 +205,13 @@ def _arms_list(rows: list[dict]) -> str:
 
 def _claim_cell(claim: dict) -> str:
     note = f'<div class="note"><strong>Note:</strong> {_e(claim["note"])}</div>' if claim.get("note") else ""
+    when = f' · evaluated {_e(claim["evaluated_at"])}' if claim.get("evaluated_at") else ""
     return (f'<td class="claim" id="claim-{_e(claim.get("id"))}"><code class="cid">{_e(claim.get("id"))}</code>'
-            f'<span class="src">{_e(claim.get("source"))} · {_e(claim.get("kind"))}</span>'
+            f'<span class="src">{_e(claim.get("source"))} · {_e(claim.get("kind"))}{when}</span>'
             f'<div class="sentence">{_e(claim.get("sentence"))}</div>{note}</td>')
 
 
-def _claim_row(claim: dict) -> str:
+def _claim_row(claim: dict, show_power: bool = True) -> str:
     d = claim.get("details") or {}
     cells = [_claim_cell(claim)]
     if "test" in d:
@@ -218,19 +223,20 @@ def _claim_row(claim: dict) -> str:
                       f'{_e(pvalue(correction.get("p_adjusted")))}<sup>adj</sup></span><br>'
                       f'<span class="muted small">raw {_e(pvalue(correction.get("p_raw", test.get("p_value"))))}</span>')
         direction = "&lt;" if d.get("direction") == "less" else "&gt;"
-        ci = f"[{_typeset_number(test.get('ci_low'))}, {_typeset_number(test.get('ci_high'))}]"
+        ci = _e(ci_text(test, d.get("direction"), unicode_minus=True))
         power_title = f' title="{_e(pw.get("basis"))}; effect {_e(_typeset_number(pw.get("effect")))}"' if pw.get("basis") else ""
         cells += [f'<td class="metric">{_e(d.get("metric_label") or d.get("metric"))}<br>'
                   f'<span class="muted small">H<sub>a</sub>: T {direction} B</span></td>',
                   _arm_cell(d.get("treatment")), _arm_cell(d.get("baseline")),
                   f'<td class="num">{_typeset_number(test.get("t"), 2)}</td>', f'<td class="num">{p_cell}</td>',
-                  f'<td class="num">{_typeset_number(test.get("effect_size"), 2)}</td>', f'<td class="num">{ci}</td>',
-                  f'<td class="num"{power_title}>{_typeset_number(pw.get("power"), 2)}</td>']
+                  f'<td class="num">{_typeset_number(test.get("effect_size"), 2)}</td>', f'<td class="num">{ci}</td>']
+        if show_power:
+            cells.append(f'<td class="num"{power_title}>{_typeset_number(pw.get("power"), 2)}</td>')
     else:
         summary = d.get("summary") or claim.get("error") or claim.get("reason")
         metric = d.get("metric_label")
         arms = _arms_list(d.get("ranking") or d.get("arms") or [])
-        cells.append(f'<td class="summary" colspan="8"><span class="kindtag">{_e(claim.get("kind"))}</span>'
+        cells.append(f'<td class="summary" colspan="{8 if show_power else 7}"><span class="kindtag">{_e(claim.get("kind"))}</span>'
                      + (f"<strong>{_e(metric)}</strong>: " if metric else "") + f"{_e(summary)}{arms}</td>")
     paper = claim.get("paper") or {}
     paper_p = f'<br><span class="lab"></span> <span class="small">p = {paper_pvalue(paper["p"])}</span>' if paper.get("p") is not None else ""
@@ -247,11 +253,14 @@ def _verdict_extras(details: dict) -> list[str]:
     return extras + ([fragility_text(details)] if fragility_text(details) else [])
 
 
-CLAIM_HEAD = [_th("claim"), _th("metric"), _th("treatment (T)"), _th("baseline (B)"),
-              _th("t", True, "Welch's t (paired t with --pairing seed), signed so that positive favours H_a"), _th("p", True), _th("d", True, "Cohen's d, pooled sd, in the H_a direction"),
-              _th("95% CI of improvement", True),
-              _th("power", True, "power against the margin, from the observed stds and n (shown, never deciding)"),
-              _th("outcome (H0)"), _th("verdict")]
+def _claim_head(show_power: bool) -> list[str]:
+    return ([_th("claim"), _th("metric"), _th("treatment (T)"), _th("baseline (B)"),
+             _th("t", True, "Welch's t (paired t with --pairing seed), signed so that positive favours H_a"),
+             _th("p", True), _th("d", True, "Cohen's d, pooled sd, in the H_a direction"),
+             _th("95% CI of improvement (H<sub>a</sub>)", True, "95% CI of the improvement in the H_a direction")]
+            + ([_th("power", True, "power against the margin, from the observed stds and n (shown, never deciding)")]
+               if show_power else [])
+            + [_th("outcome (H0)"), _th("verdict")])
 
 
 def _figure_html(arch: str, png: bytes | None, error: str | None, document: dict) -> str:
@@ -277,13 +286,14 @@ def _arch_sections(document: dict, archs: list[str], figures: dict[str, bytes], 
     for arch in archs:
         claims = by_arch.get(arch, [])
         c = (document.get("headline") or {}).get("by_arch", {}).get(arch) or {}
-        counts = ", ".join(f'<span class="count-{v}">{_e(c.get(v, 0))} {_e(v.replace("_", " "))}</span>'
+        counts = ", ".join(f'<span class="count-{v}">{_e(c.get(v, 0))} {_e(verdict_words(v))}</span>'
                            for v in VERDICTS if c.get(v) or v != "error")
         part = [f'<section id="arch-{_e(_anchor(arch))}"><h2>{_e(arch_label(arch))}</h2>',
                 f"<p>{len(claims)} claim{'s' if len(claims) != 1 else ''}" + (f": {counts}" if claims else "") + "</p>",
                 _figure_html(arch, figures.get(arch), errors.get(arch), document)]
         if claims:
-            part.append(_table(CLAIM_HEAD, [_claim_row(cl) for cl in claims], "claims"))
+            show_power = (document.get("method") or {}).get("show_paper_power", True)
+            part.append(_table(_claim_head(show_power), [_claim_row(cl, show_power) for cl in claims], "claims"))
         part.append("</section>")
         out.append("".join(part))
     return "\n".join(out)
@@ -452,6 +462,11 @@ def _provenance(document: dict) -> str:
         items.append(("Dataset", "; ".join(ds)))
     elif prov.get("evidence") != "paper":
         items.append(("Dataset", '<span class="muted">not recorded in this evaluation (no fingerprint or MD5 saved)</span>'))
+    if profile.get("differences_from_paper") and prov.get("evidence") != "paper":
+        rows = "".join(f"<tr><td>{_e(d['setting'])}</td><td>{_e(d['value'])}</td><td>{_e(d['paper'])}</td></tr>"
+                       for d in profile["differences_from_paper"])
+        items.append(("Differs from the paper", "<table><tr><th>setting</th><th>this run</th><th>paper</th></tr>"
+                      + rows + "</table>"))
     if profile.get("dataset"):
         items.append(("Dataset spec", "<code>" + _e(json.dumps(profile["dataset"], sort_keys=True, ensure_ascii=False,
                                                                default=str)) + "</code>"))
@@ -548,6 +563,7 @@ def render_html(document: dict, figures: dict[str, bytes] | None = None) -> str:
         f"<title>{_e(title)}</title>",
         f"<style>{CSS}</style></head><body><main>",
         _header(document, archs),
+        f'<p class="convention">{_e(SIGN_CONVENTION).replace("H_a", "H<sub>a</sub>")}</p>',
         _headline(document),
         _method(document),
         _arch_sections(document, archs, figures, errors),

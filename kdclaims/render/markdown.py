@@ -7,21 +7,26 @@ number is printed with the populations, the test and the n behind it, through ``
 
 from __future__ import annotations
 
+import html
 import re
 
 from kdclaims.metrics import SIMILARITY_READINGS
 from kdclaims.render.document import compare_runs
 from kdclaims.render.format import (
-    MISSING, VERDICT_RULES, arch_label, bound_text, correction_text, decision, fragility_text, mean_std, number, outcome, p_clause,
-    paired_text, paper_pvalue, pvalue, seed_text, setup_label, source_order_key, verdict_label, verdict_words,
+    MISSING, SIGN_CONVENTION, VERDICT_RULES, arch_label, bound_text, ci_text, correction_text, coverage_text, decision,
+    fragility_text, mean_std, number, outcome, p_clause, paired_text, paper_pvalue, pvalue, seed_text, setup_label,
+    source_order_key, verdict_label, verdict_words,
 )
 
 
 def cell(text) -> str:
-    """Text made safe for one cell of a markdown table: one line, pipes escaped (None and NaN: empty)."""
+    """Text from a claim file or an evaluation made safe for markdown, in a table cell or in running text:
+    one line, pipes escaped, and <, > and & as HTML entities, so markup in a claim's sentence (``<script>``,
+    ``<img onerror=...>``) is shown as written, never run by whatever renders the markdown. Markdown's own
+    emphasis is left alone. None and NaN: empty."""
     if text is None or (isinstance(text, float) and text != text):
         return ""
-    return re.sub(r"\s*\n\s*", " ", str(text)).replace("|", "\\|")
+    return html.escape(re.sub(r"\s*\n\s*", " ", str(text)), quote=False).replace("|", "\\|")
 
 
 def _arm_cell(arm: dict | None) -> str:
@@ -35,25 +40,31 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
     out = [f"# {document['title']}", ""]
     if document.get("notice"):
         out += [f"> **{document['notice']}**", ""]
+    out += [f"> {SIGN_CONVENTION}", ""]
 
     # Headline
     head = document["headline"]
     counts = head["verdicts"]
-    out += ["## Headline", "",
-            f"{head['total']} claims: " + ", ".join(f"**{counts.get(v, 0)}** {verdict_words(v)}"
+    out += ["## Headline", "", f"**{coverage_text(head)}**.", ""]
+    if head.get("not_evaluated"):
+        out += [f"Not evaluated: {', '.join(f'`{i}`' for i in head['not_evaluated'])}.", ""]
+    out += [f"{head['total']} claims: " + ", ".join(f"**{counts.get(v, 0)}** {verdict_words(v)}"
                                                   for v in ("reproduced", "not_reproduced", "inconclusive", "error")
                                                   if counts.get(v) or v != "error"), "",
             "| architecture | reproduced | not reproduced | inconclusive | not evaluated |", "|---|---:|---:|---:|---:|"]
     for arch, c in head["by_arch"].items():
-        out.append(f"| {arch_label(arch)} | {c['reproduced']} | {c['not_reproduced']} | {c['inconclusive']} | {c['error']} |")
+        out.append(f"| {cell(arch_label(arch))} | {c['reproduced']} | {c['not_reproduced']} | {c['inconclusive']} | {c['error']} |")
     out.append("")
 
     # Setup
     trained = prov["evidence"] == "trained"
     n_text = f"{profile['n_seeds']} seeds ({profile['seeds']})" if trained else "n = 385 (paper)"
     out += ["## Setup", "",
-            f"- Profile: **{profile['name']}**: {profile['description']}",
+            f"- Profile: **{cell(profile['name'])}**: {cell(profile['description'])}",
             f"- Students per population: {n_text}; teacher: seed 0, every student starts from the teacher's initialisation",
+            f"- Test: {document['method'].get('test', 'one-tailed Welch t-test')}, significance "
+            f"{document['method'].get('alpha', 0.025)}; 95% CI of the improvement and d = Cohen's d (pooled sd), "
+            "both in the H_a direction (see the sign convention above)",
             "- Verdict: *reproduced* when our outcome (reject/retain H0) matches the paper's, under these rules:",
             *[f"  - {rule}" for rule in VERDICT_RULES],
             f"- Family-wise correction: {correction_text(document['method'].get('correction'), strong=lambda w: f'**{w}**')}",
@@ -64,6 +75,12 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
             + ", and a student reaches 95% only if all four are ≥ 0.95 at once",
             "- Bounds hold when every cell's one-sided 97.5% upper confidence bound (t quantile) is below the bound "
             "(an intersection-union test)", ""]
+    if profile.get("differences_from_paper") and trained:
+        out += ["What this profile changes from the paper's experiment:", "", "| setting | this run | paper |",
+                "|---|---|---|"]
+        out += [f"| {cell(d['setting'])} | {cell(d['value'])} | {cell(d['paper'])} |"
+                for d in profile["differences_from_paper"]]
+        out.append("")
 
     # Figures
     if figures:
@@ -72,14 +89,16 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
                 "1, 2 and 4). The dashed line is the independent students' mean; ▲/▼: significantly better/worse than "
                 "independent (one-tailed z-test, 0.025).", ""]
         for arch, path in figures.items():
-            out += [f"![{arch_label(arch)}]({path})", ""]
+            out += [f"![{cell(arch_label(arch))}]({path})", ""]
 
     # Claims
     comparisons = [r for r in results if r["kind"] == "comparison"]
+    show_power = document["method"].get("show_paper_power", True)
     others = [r for r in results if r["kind"] != "comparison"]
     out += ["## Claims", "", "### Comparisons (one-tailed Welch t-tests)", "",
-            "| claim | source | metric | treatment | baseline | t | p | d | 95% CI of improvement | power | paper | observed | verdict |",
-            "|---|---|---|---|---|---:|---:|---:|---|---:|---|---|---|"]
+            "| claim | source | metric | treatment | baseline | t | p | d | 95% CI of improvement (H_a) |"
+            + (" power |" if show_power else "") + " paper | observed | verdict |",
+            "|---|---|---|---|---|---:|---:|---:|---|" + ("---:|" if show_power else "") + "---|---|---|"]
     for r in comparisons:
         d = r.get("details") or {}
         test, pw = d.get("test") or {}, d.get("power") or {}
@@ -89,13 +108,13 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
         paper_text = outcome(paper["outcome"]) + (f" (p={paper_pvalue(paper['p'])})" if paper.get("p") is not None else "")
         if pw.get("paper_treatment"):
             paper_text += f"; {number(pw['paper_treatment']['mean'])} vs {number(pw['paper_baseline']['mean'])}"
-        ci = f"[{number(test.get('ci_low'))}, {number(test.get('ci_high'))}]" if test else MISSING
+        ci = ci_text(test, d.get("direction"))
         t, b = d.get("treatment"), d.get("baseline")
         out.append(
-            f"| `{r['id']}` | {r['source']} | {d.get('metric_label', '–')} "
-            f"| {t['label'] if t else '–'}: {_arm_cell(t)} | {b['label'] if b else '–'}: {_arm_cell(b)} "
+            f"| `{cell(r['id'])}` | {cell(r['source'])} | {cell(d.get('metric_label', '–'))} "
+            f"| {cell(t['label']) if t else '–'}: {_arm_cell(t)} | {cell(b['label']) if b else '–'}: {_arm_cell(b)} "
             f"| {number(test.get('t'), 2)} | {pvalue(test.get('p_value'))} | {number(test.get('effect_size'), 2)} | {ci} "
-            f"| {number(pw.get('power'), 2)} | {paper_text} | {outcome(r.get('observed_outcome'))} "
+            + (f"| {number(pw.get('power'), 2)} " if show_power else "") + f"| {paper_text} | {outcome(r.get('observed_outcome'))} "
             f"| {verdict_label(r['verdict'])}{_verdict_extras(d)} |")
     out.append("")
     if others:
@@ -103,14 +122,16 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
                 "| claim | kind | source | evidence | paper | observed | verdict |", "|---|---|---|---|---|---|---|"]
         for r in others:
             d = r.get("details") or {}
-            out.append(f"| `{r['id']}` | {r['kind']} | {r['source']} | {cell(d.get('summary') or r['reason'])} "
+            out.append(f"| `{cell(r['id'])}` | {cell(r['kind'])} | {cell(r['source'])} | {cell(d.get('summary') or r['reason'])} "
                        f"| {outcome(r['paper']['outcome'])} | {outcome(r.get('observed_outcome'), missing='cannot tell')} "
                        f"| {verdict_label(r['verdict'])} |")
         out.append("")
     out += ["### Claims in words", ""]
     for r in results:
-        note = f" *Note: {r['note']}*" if r.get("note") else ""
-        out.append(f"- `{r['id']}` ({r['source']}): {r['sentence']} — **{verdict_words(r['verdict'])}**: {r['reason']}.{note}")
+        note = f" *Note: {cell(r['note'])}*" if r.get("note") else ""
+        when = f", evaluated {r['evaluated_at']}" if head.get("mode") == "merged" and r.get("evaluated_at") else ""
+        out.append(f"- `{cell(r['id'])}` ({cell(r['source'])}{when}): {cell(r['sentence'])} — **{verdict_words(r['verdict'])}**: "
+                   f"{cell(r['reason'])}.{note}")
     out.append("")
 
     # Tables rebuilt
@@ -158,7 +179,7 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
                 "| population | n | seeds | teacher key | first member key | training time (s) | devices |",
                 "|---|---:|---|---|---|---:|---|"]
         for p in pops:
-            out.append(f"| {p['name']} | {p['n']} | {seed_text(p['seeds'])} | `{p['teacher_key'][:12]}` "
+            out.append(f"| {cell(p['name'])} | {p['n']} | {cell(seed_text(p['seeds']))} | `{p['teacher_key'][:12]}` "
                        f"| `{p['keys'][0][:12]}` | {number(p['wall_time_s'], 1)} | {', '.join(p['devices'])} |")
     out.append("")
     return "\n".join(out)
@@ -174,13 +195,13 @@ def _rebuilt_tables_markdown(rows: list[dict]) -> list[str]:
         mine = [r for r in rows if r["arch"] == arch]
         populations = list(dict.fromkeys(r["population"] for r in mine))
         labels = {r["population"]: r["label"] for r in mine}
-        out += [f"### {arch_label(arch)} ({mine[0]['source']})", "",
-                "| metric | " + " | ".join(labels[p] for p in populations) + " |",
+        out += [f"### {cell(arch_label(arch))} ({cell(mine[0]['source'])})", "",
+                "| metric | " + " | ".join(cell(labels[p]) for p in populations) + " |",
                 "|---|" + "---|" * len(populations)]
         for metric in dict.fromkeys(r["metric"] for r in mine):
             cells = {r["population"]: r for r in mine if r["metric"] == metric}
             label = cells[populations[0]]["metric_label"] if populations[0] in cells else metric
-            out.append(f"| {label} | " + " | ".join(
+            out.append(f"| {cell(label)} | " + " | ".join(
                 f"{_stats_text(cells[p]['observed'])}<br>paper {_stats_text(cells[p]['paper'])}" if p in cells else "–"
                 for p in populations) + " |")
         out.append("")
@@ -188,14 +209,23 @@ def _rebuilt_tables_markdown(rows: list[dict]) -> list[str]:
 
 
 def compare_markdown(a: dict, b: dict, name_a: str, name_b: str) -> str:
-    """Which verdicts changed between two runs (evaluations or report documents)."""
-    changes = compare_runs(a, b)
-    total = len({r["id"] for run in (a, b) for r in run.get("claims", run.get("results", []))})
+    """Which verdicts changed between two runs (evaluations or report documents); a claim only one of
+    them evaluated is said to be not evaluated there, not counted as a change."""
+    entries = compare_runs(a, b)
+    changes = [c for c in entries if c["changed"]]
+    only_a = [c["id"] for c in entries if c["after"] == "not_evaluated"]
+    only_b = [c["id"] for c in entries if c["before"] == "not_evaluated"]
+    both = len({r["id"] for r in a.get("claims", a.get("results", []))}
+               & {r["id"] for r in b.get("claims", b.get("results", []))})
     out = [f"# Verdicts that changed: `{name_a}` → `{name_b}`", "",
-           f"{len(changes)} of {total} claims changed verdict.", ""]
+           f"{len(changes)} of {both} claims changed verdict (of the claims both runs evaluated).", ""]
+    for ids, where in ((only_a, "B"), (only_b, "A")):
+        if ids:
+            out += [f"{len(ids)} claim(s) not evaluated in {where} (`{name_b if where == 'B' else name_a}`): "
+                    + ", ".join(f"`{i}`" for i in ids) + ".", ""]
     if changes:
         out += ["| claim | before | after | why (after) |", "|---|---|---|---|"]
-        out += [f"| `{c['id']}` | {verdict_words(c['before'])} | {verdict_words(c['after'])} | {cell(c['reason_after'])} |"
+        out += [f"| `{cell(c['id'])}` | {verdict_words(c['before'])} | {verdict_words(c['after'])} | {cell(c['reason_after'])} |"
                 for c in changes]
     return "\n".join(out) + "\n"
 
@@ -217,13 +247,15 @@ def _pvalue_table(rows) -> list[str]:
     out = ["| metric | treatment | baseline | p printed | p recomputed | z | printed → | recomputed → | check |",
            "|---|---|---|---:|---:|---:|---|---|---|"]
     for _, row in rows.iterrows():
-        cells = [*comparison_labels(row), paper_pvalue(row["p_reported"]), pvalue(row["p_recomputed"]),
-                 number(row["z"], 2), decision(row["reject_reported"]), decision(row["reject_recomputed"])]
+        # labels are text (escaped); p-values are ours and keep their "<0.001" as written
+        cells = [*(cell(label) for label in comparison_labels(row)), paper_pvalue(row["p_reported"]),
+                 pvalue(row["p_recomputed"]), number(row["z"], 2), decision(row["reject_reported"]),
+                 decision(row["reject_recomputed"])]
         if bool(row["agrees"]):
             cells.append("✅ agrees")
         else:
             cells = [f"**{c}**" for c in cells] + ["❌ **disagrees**"]
-        out.append("| " + " | ".join(cell(c) for c in cells) + " |")
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
@@ -247,11 +279,12 @@ def audit_markdown(claims=None) -> str:
     for e in summary["pvalue_exceptions"]:
         out.append(f"- ❌ p-value, {e['label']}: {_sentence(e['explanation'])}")
     for e in summary["claim_exceptions"]:
-        note = f" Note: {_sentence(e['note'])}" if e.get("note") else ""
-        out.append(f"- {verdict_label(e['verdict'])}: claim `{e['id']}` ({e['source']}): {_sentence(e['reason'])}{note}")
+        note = f" Note: {cell(_sentence(e['note']))}" if e.get("note") else ""
+        out.append(f"- {verdict_label(e['verdict'])}: claim `{cell(e['id'])}` ({cell(e['source'])}): "
+                   f"{cell(_sentence(e['reason']))}{note}")
     for e in summary.get("fragile_claims") or []:
-        out.append(f"- fragile: claim `{e['id']}` ({e['source']}): a faithful replication at n = {n} would reproduce "
-                   f"the paper's outcome with probability {number(e['replication_probability'], 2)} (< 0.8)")
+        out.append(f"- fragile: claim `{cell(e['id'])}` ({cell(e['source'])}): a faithful replication at n = {n} would "
+                   f"reproduce the paper's outcome with probability {number(e['replication_probability'], 2)} (< 0.8)")
     if summary["pvalue_exceptions"] or summary["claim_exceptions"] or summary.get("fragile_claims"):
         out.append("")
 

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from kdclaims.render.document import VERDICTS
-from kdclaims.render.format import (arch_label, bound_text, fragility_text, number, outcome, paired_text, paper_pvalue,
-                                    pvalue, verdict_label, verdict_words)
+from kdclaims.render.format import (
+    SIGN_CONVENTION, arch_label, bound_text, ci_text, coverage_text, fragility_text, number, outcome, paired_text,
+    paper_pvalue, pvalue, verdict_label, verdict_words,
+)
 
+WIDE_TERMINAL = 160  # columns from which the claim table shows kind, source, paper and observed outcome
 VERDICT_STYLE = {"reproduced": "green", "not_reproduced": "red", "inconclusive": "yellow", "error": "magenta"}
 
 
@@ -23,8 +26,8 @@ def describe_result(result: dict) -> str:
             f"  metric: {d['metric_label']} · H_a: mean(treatment) {symbol} mean(baseline) · one-tailed {test.get('test', 'welch-t')} test at {test['alpha']}",
             f"  treatment {t['population']:<28} mean {number(t['mean'])}  std {number(t['std'])}  n {t['n']}",
             f"  baseline  {b['population']:<28} mean {number(b['mean'])}  std {number(b['std'])}  n {b['n']}",
-            f"  diff {number(test['diff'])}  95% CI [{number(test['ci_low'])}, {number(test['ci_high'])}]  se {number(test['se'])}"
-            f"  z {number(test['z'], 2)}  p {pvalue(test['p_value'])}  d {number(test['effect_size'], 2)}",
+            f"  diff (T − B) {number(test['diff'])}  95% CI in the H_a direction {ci_text(test, d['direction'])}  "
+            f"se {number(test['se'])}  z {number(test['z'], 2)}  p {pvalue(test['p_value'])}  d {number(test['effect_size'], 2)}",
             f"  power {number(pw.get('power'), 2)} to detect {number(pw.get('effect'))} ({pw.get('basis', '–')})",
             f"  {test.get('test', 'welch-t')} df {number(test.get('df'), 1)} · one-sided upper bound vs margin "
             f"{bound_text(d)} · {paired_text(d)}" + (f" · {fragility_text(d)}" if fragility_text(d) else ""),
@@ -41,7 +44,7 @@ def describe_result(result: dict) -> str:
     paper = result["paper"]
     p_text = f" (p = {paper_pvalue(paper['p'])})" if paper.get("p") is not None else ""
     lines.append(f"  expected (paper): {outcome(paper['outcome'])}{p_text} · observed: {outcome(result.get('observed_outcome'))}")
-    lines.append(f"  verdict: {result['verdict']}: {result['reason']}")
+    lines.append(f"  verdict: {verdict_words(result['verdict'])}: {result['reason']}")
     return "\n".join(lines)
 
 
@@ -49,11 +52,16 @@ def print_table(document: dict, console=None) -> None:
     """The report as rich tables in the terminal: headline, then one row per claim."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = console or Console()
     if document.get("notice"):
         console.print(f"[bold yellow]{document['notice']}[/]")
+    console.print(SIGN_CONVENTION, highlight=False)
     head = document["headline"]
+    console.print(f"[bold]{coverage_text(head)}[/]", highlight=False)
+    if head.get("not_evaluated"):
+        console.print("not evaluated: " + ", ".join(head["not_evaluated"]), highlight=False)
     summary = Table(title=f"{document['title']}: {head['total']} claims")
     summary.add_column("architecture")
     for verdict in VERDICTS:
@@ -62,18 +70,34 @@ def print_table(document: dict, console=None) -> None:
         summary.add_row(arch_label(arch), *(str(c[v]) for v in VERDICTS))
     console.print(summary)
     claims = Table(show_lines=False)
-    for column in ("claim", "kind", "source", "evidence", "paper", "observed", "verdict"):
-        claims.add_column(column, overflow="fold")
+    wide = console.width >= WIDE_TERMINAL  # narrower: the columns a reader can do without give way
+    rows = []
     for r in document["claims"]:
         d = r.get("details") or {}
         evidence = d.get("summary") or r["reason"]
         if r["kind"] == "comparison" and "test" in d:
             t, b, test = d["treatment"], d["baseline"], d["test"]
             evidence = (f"{number(t['mean'])}±{number(t['std'])} vs {number(b['mean'])}±{number(b['std'])} "
-                        f"(n {t['n']}/{b['n']}), t {number(test.get('t'), 2)}, p {pvalue(test['p_value'])}")
+                        f"(n {t['n']}/{b['n']}), t {number(test.get('t'), 2)}, p {pvalue(test['p_value'])}, "
+                        f"CI {ci_text(test, d.get('direction'))}")
             if fragility_text(d):
                 evidence += f"; {fragility_text(d)}"
-        claims.add_row(r["id"], r["kind"], r["source"], evidence, outcome(r["paper"]["outcome"]),
-                       outcome(r.get("observed_outcome"), missing="cannot tell"),
-                       f"[{VERDICT_STYLE.get(r['verdict'], 'white')}]{verdict_words(r['verdict'])}[/]")
+        if head.get("mode") == "merged" and r.get("evaluated_at"):
+            evidence += f" [evaluated {r['evaluated_at']}]"
+        extra = (r["kind"], r["source"], outcome(r["paper"]["outcome"]),
+                 outcome(r.get("observed_outcome"), missing="cannot tell")) if wide else ()
+        rows.append((r["id"], Text(verdict_words(r["verdict"]), style=VERDICT_STYLE.get(r["verdict"], "white")),
+                     *(Text(x) for x in extra), Text(evidence)))
+    # An id is what users paste into -k: its column is as wide as the longest id, never wrapped nor cut;
+    # every row is one line, and the evidence text is cut short instead (markdown and HTML hold all of it).
+    names = ["claim", "verdict"] + (["kind", "source", "paper", "observed"] if wide else [])
+    widths = [max([len(name)] + [len(row[i]) for row in rows]) for i, name in enumerate(names)]
+    if wide:
+        widths[names.index("source")] = min(widths[names.index("source")], 14)
+    rest = console.width - sum(widths) - 3 * (len(names) + 1) - 1  # each column: padding 2 and a border
+    for name, width in zip(names, widths):
+        claims.add_column(name, width=width, no_wrap=True, overflow="ellipsis")
+    claims.add_column("evidence", width=max(rest, 10), no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        claims.add_row(*row)
     console.print(claims)
