@@ -48,7 +48,7 @@ def plan(profile, seeds, precision, cache_dir, data_dir, device, concurrent_memb
     from rich.console import Console
     from rich.table import Table
 
-    from kdclaims.models import get_architecture
+    from kdclaims.architectures import get_architecture
     from kdclaims.plan import plan as make_plan
 
     prof = chosen_profile(profile, seeds, precision)

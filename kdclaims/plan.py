@@ -57,7 +57,7 @@ def paper_populations(arch: str, setups="paper") -> list[PopulationSpec]:
 
 
 def _trainable_archs() -> list[str]:
-    from kdclaims.models import RECIPES
+    from kdclaims.architectures import RECIPES
 
     return list(RECIPES)
 
