@@ -51,8 +51,8 @@ import yaml
 from kdclaims.spec import PopulationSpec
 from kdclaims.errors import ClaimError, ConfigError, KdclaimsError, short_repr
 from kdclaims.kinds import KINDS, Arm
+from kdclaims.architectures import get_architecture
 from kdclaims.kinds.base import probability, text
-from kdclaims.models import get_architecture
 
 CLAIMS_DIR = Path(__file__).resolve().parent / "catalogue"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")

@@ -41,21 +41,23 @@ def _hours(hours: float | None) -> str:
               help="use this time per member instead of the cached wall times or a measurement")
 @click.option("--arch", "archs", multiple=True, help="only this architecture; repeatable (default: all)")
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
-def plan(profile, seeds, precision, cache_dir, data_dir, device, concurrent_members, per_member_seconds, archs,
-         as_json):
+def plan(profile, seeds, precision, cache_dir, data_dir, device, concurrent_members, measure, device_tflops,
+         per_member_seconds, archs, as_json):
     """Print what a run will cost before it starts: members to train and already cached, the estimated
-    device-hours (from cached wall times, or a quick measurement), and the cache's size on disk."""
+    device-hours (from cached wall times, or a quick measurement with --measure), accelerator hours from
+    the models' FLOPs at --device-tflops, and the cache's size on disk. Trains nothing unless --measure."""
     from rich.console import Console
     from rich.table import Table
 
-    from kdclaims.models import get_architecture
+    from kdclaims.architectures import get_architecture
     from kdclaims.plan import plan as make_plan
 
     prof = chosen_profile(profile, seeds, precision)
     for arch in archs:
         get_architecture(arch)  # a ConfigError naming the known ones
     result = make_plan(prof, cache_dir=cache_dir, data_dir=data_dir, archs=archs or None, device=device,
-                       per_member_seconds=per_member_seconds, concurrent_members=concurrent_members)
+                       per_member_seconds=per_member_seconds, concurrent_members=concurrent_members,
+                       measure=measure, device_tflops=device_tflops)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -70,16 +72,18 @@ def plan(profile, seeds, precision, cache_dir, data_dir, device, concurrent_memb
                       "below assume data of CIFAR-100's shape", soft_wrap=True)
     table = Table(show_lines=False)
     for name, justify in (("arch", "left"), ("members", "right"), ("cached", "right"), ("to train", "right"),
-                          ("per member", "right"), ("device-hours", "right"), ("new on disk", "right"),
+                          ("per member", "right"), ("device-hours", "right"), ("GPU per member", "right"),
+                          ("GPU hours", "right"), ("new on disk", "right"),
                           ("time per member from", "left")):
         table.add_column(name, justify=justify)
     for row in result["rows"]:
         table.add_row(row["arch"], f"{row['total']:,}", f"{row['cached']:,}" if known else "unknown (0)",
                       f"{row['to_train']:,}", _duration(row["per_member_s"]), _hours(row["device_hours"]),
+                      _duration(row["accelerator_per_member_s"]), _hours(row["accelerator_hours"]),
                       _size(row["new_bytes_estimate"]), row["per_member_source"])
     table.add_row("[bold]total[/bold]", f"{result['total']:,}", f"{result['cached']:,}" if known else "unknown (0)",
                   f"{result['to_train']:,}", "", _hours(result["device_hours"]),
-                  _size(result["new_bytes_estimate"]), "", end_section=True)
+                  "", _hours(result["accelerator_hours"]), _size(result["new_bytes_estimate"]), "", end_section=True)
     console.print(table)
     console.print(f"total: {result['to_train']:,} of {result['total']:,} members to train "
                   f"({result['cached']:,} cached{'' if known else ', unknown: no data'}), "
@@ -87,3 +91,6 @@ def plan(profile, seeds, precision, cache_dir, data_dir, device, concurrent_memb
                   f"cache on disk {_size(result['cache_bytes'])} now "
                   f"({result['cache_member_files']:,} member files, {_size(result['cache_member_bytes'])}), "
                   f"about {_size(result['cache_bytes_after_estimate'])} after the run", soft_wrap=True)
+    console.print(f"GPU estimate: about {_hours(result['accelerator_hours'])} GPU-hours from the models' FLOPs "
+                  f"(training = 3 x forward x images x epochs) at {result['device_tflops_assumption']}",
+                  soft_wrap=True)

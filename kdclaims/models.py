@@ -19,10 +19,10 @@ Every architecture is scalable for smoke profiles through keyword arguments (see
 every architecture is built through :func:`build_model`, which starts from the architecture's
 ``paper_config`` (the full-size paper model) and overrides it with the caller's keywords.
 
-Adding an architecture is one call to :func:`register_architecture`: its builder, the paper-size
-keywords, a description, its training recipe (:class:`kdclaims.recipe.Recipe`; the paper's three are
-written out in ``kdclaims/recipe.py``) and, optionally, how the smoke profile scales it down
-(:class:`SmokeConfig`). Profiles read recipes (``get_recipe``) and smoke sizes from here.
+The registry (names, labels, paper sizes, recipes, smoke sizes; :func:`register_architecture`) is
+:mod:`kdclaims.architectures`, which needs no torch so that collecting claims does not load it; the
+paper's three are registered there with builders named ``"kdclaims.models:build_..."``. Its names
+are re-exported here.
 
 Initialisation is PyTorch's default module initialisation (plus a truncated normal with std 0.02 for
 the ViT's cls token and position embedding, which have no default), so a model is a deterministic
@@ -31,22 +31,25 @@ function of the global torch seed at construction time. No module keeps global s
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from types import MappingProxyType
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdclaims import recipe as recipes
+from kdclaims.architectures import (  # the registry, torch-free; re-exported here
+    ARCHITECTURES,
+    RECIPES,
+    Architecture,
+    SmokeConfig,
+    arch_label,
+    get_architecture,
+    get_recipe,
+    register_architecture,
+)
 from kdclaims.errors import ConfigError
-from kdclaims.recipe import OPTIMIZERS, SCHEDULES, Recipe
-from kdclaims.registry import Registry
 
 __all__ = [
     "ARCHITECTURES",
@@ -402,178 +405,6 @@ def build_vit(
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# Registry
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SmokeConfig:
-    """How the smoke profile scales an architecture down to run on two CPU cores.
-
-    ``model`` overrides ``paper_config`` (e.g. ``{"width": 8}``); ``epochs`` shortens the recipe with
-    :meth:`Recipe.scaled_to` (None keeps the recipe's). Both enter the members' cache keys through
-    ``Workbench.member_config``, so changing them retrains the smoke members, never reuses stale ones.
-    """
-
-    model: Mapping[str, Any]
-    epochs: int | None = None
-
-
-@dataclass(frozen=True)
-class Architecture:
-    name: str  # "resnet18" | "vgg16_bn" | "vit"
-    builder: Callable[..., nn.Module]
-    paper_config: Mapping[str, Any]  # kwargs giving the paper's full-size model
-    description: str
-    recipe: Recipe | None = None  # how the paper trains it; None: buildable, but not trainable here
-    smoke_config: SmokeConfig | None = None  # None: the smoke profile trains it at paper size
-    label: str = ""  # display name in reports, e.g. "ResNet-18" (default: the registry name)
-
-    @property
-    def accepted_options(self) -> tuple[str, ...]:
-        """Keyword options ``build_model`` accepts for this architecture, sorted (a builder that
-        also takes ``**kwargs`` accepts anything on top of these)."""
-        return _accepted_options(self.builder)[0]
-
-
-ARCHITECTURES: Registry[Architecture] = Registry("architecture")
-get_architecture = ARCHITECTURES.get
-
-
-def _accepted_options(builder: Callable[..., nn.Module]) -> tuple[tuple[str, ...], bool]:
-    """(named keyword parameters, whether the builder takes **kwargs)."""
-    sig = inspect.signature(builder)
-    names = tuple(
-        sorted(
-            p.name
-            for p in sig.parameters.values()
-            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        )
-    )
-    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-    return names, var_kw
-
-
-def _check_options(
-    name: str, builder: Callable[..., nn.Module], options: Mapping[str, Any]
-) -> None:
-    accepted, var_kw = _accepted_options(builder)
-    if var_kw:
-        return
-    for key in options:
-        if key not in accepted:
-            hint = difflib.get_close_matches(str(key), accepted, n=1)
-            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(
-                f"unknown model option {key!r} for architecture {name!r}{did_you_mean}; "
-                f"accepted options: {', '.join(accepted)}"
-            )
-
-
-def _check_recipe(name: str, recipe: Any) -> Recipe | None:
-    if recipe is None:
-        return None
-    if not isinstance(recipe, Recipe):
-        raise ConfigError(f"recipe for architecture {name!r} must be a kdclaims.recipe.Recipe, "
-                          f"not {type(recipe).__name__}")
-    if recipe.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"recipe for architecture {name!r}: unknown optimizer {recipe.optimizer!r}; "
-                          f"use one of {', '.join(OPTIMIZERS)}")
-    if recipe.schedule not in SCHEDULES:
-        raise ConfigError(f"recipe for architecture {name!r}: unknown schedule {recipe.schedule!r}; "
-                          f"use one of {', '.join(SCHEDULES)}")
-    if isinstance(recipe.epochs, bool) or not isinstance(recipe.epochs, int) or recipe.epochs < 1:
-        raise ConfigError(f"recipe for architecture {name!r}: epochs={recipe.epochs!r} must be a positive integer")
-    return recipe
-
-
-def _check_smoke_config(
-    name: str, builder: Callable[..., nn.Module], smoke_config: Any
-) -> SmokeConfig | None:
-    """A ``SmokeConfig`` (or a ``{"model": {...}, "epochs": n}`` mapping), checked and frozen."""
-    if smoke_config is None:
-        return None
-    if isinstance(smoke_config, Mapping):
-        unknown = set(smoke_config) - {"model", "epochs"}
-        if unknown:
-            raise ConfigError(f"smoke_config for architecture {name!r}: unknown field "
-                              f"{sorted(unknown)[0]!r} (allowed: model, epochs)")
-        smoke_config = SmokeConfig(smoke_config.get("model", {}), smoke_config.get("epochs"))
-    if not isinstance(smoke_config, SmokeConfig):
-        raise ConfigError(f"smoke_config for architecture {name!r} must be a SmokeConfig or a mapping")
-    _check_options(name, builder, smoke_config.model)
-    epochs = smoke_config.epochs
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-        raise ConfigError(f"smoke_config for architecture {name!r}: epochs={epochs!r} must be a positive "
-                          "integer (or None for the recipe's)")
-    return SmokeConfig(MappingProxyType(dict(smoke_config.model)), smoke_config.epochs)
-
-
-def register_architecture(
-    name: str,
-    builder: Callable[..., nn.Module],
-    paper_config: Mapping[str, Any],
-    description: str,
-    recipe: Recipe | None = None,
-    smoke_config: SmokeConfig | Mapping[str, Any] | None = None,
-    label: str | None = None,
-) -> Architecture:
-    """Register an architecture under ``name`` and return it: the one place an architecture is added.
-
-    ``builder(**kwargs)`` must return an ``nn.Module``; ``paper_config`` is the keyword set that
-    builds the paper's full-size model and should include ``num_classes`` and ``image_size``.
-    ``recipe`` is how it is trained (required to train it: ``get_recipe`` reads it);
-    ``smoke_config`` is how the smoke profile scales it down. Registering a taken name is a
-    ConfigError (delete ``ARCHITECTURES[name]`` first to replace one)."""
-    if not callable(builder):
-        raise ConfigError(f"builder for architecture {name!r} is not callable")
-    _check_options(name, builder, paper_config)
-    return ARCHITECTURES.register(name, Architecture(
-        name=name,
-        builder=builder,
-        paper_config=MappingProxyType(dict(paper_config)),
-        description=description,
-        recipe=_check_recipe(name, recipe),
-        smoke_config=_check_smoke_config(name, builder, smoke_config),
-        label=label or name,
-    ))
-
-
-def arch_label(name: str) -> str:
-    """How reports name an architecture ("ResNet-18"); the name itself for one not registered."""
-    return ARCHITECTURES[name].label if name in ARCHITECTURES else str(name)
-
-
-class _RecipeView(Mapping):
-    """``RECIPES[arch]``: the recipe registered with ``arch`` (architectures without one are left out)."""
-
-    @staticmethod
-    def _registered() -> dict[str, Recipe]:
-        return {name: arch.recipe for name, arch in ARCHITECTURES.items() if arch.recipe is not None}
-
-    def __getitem__(self, arch: str) -> Recipe:
-        return self._registered()[arch]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._registered())
-
-    def __len__(self) -> int:
-        return len(self._registered())
-
-
-RECIPES: Mapping[str, Recipe] = _RecipeView()  # read-only: a recipe is registered with its architecture
-
-
-def get_recipe(arch: str) -> Recipe:
-    """The recipe registered with ``arch``; a ConfigError for an unknown architecture or one without a recipe."""
-    recipe = ARCHITECTURES.get(arch).recipe
-    if recipe is None:
-        raise ConfigError(f"no training recipe for architecture {arch!r}: register it with recipe=... "
-                          f"(architectures with one: {', '.join(RECIPES)})")
-    return recipe
-
-
 def build_model(arch: str, **config: Any) -> nn.Module:
     """Build ``arch`` from its ``paper_config`` overridden by ``config``.
 
@@ -581,9 +412,9 @@ def build_model(arch: str, **config: Any) -> nn.Module:
     the global torch RNG, so the same seed gives the same initial model.
     """
     architecture = get_architecture(arch)
-    _check_options(architecture.name, architecture.builder, config)
+    architecture.check_options(config)
     kwargs = {**architecture.paper_config, **config}
-    model = architecture.builder(**kwargs)
+    model = architecture.build_function()(**kwargs)
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"builder for architecture {architecture.name!r} returned "
@@ -608,10 +439,10 @@ def model_flops_per_image(arch: str, **config: Any) -> int:
     counted -- the same convention as ``torch.utils.flop_counter.FlopCounterMode``.
     """
     architecture = get_architecture(arch)
-    _check_options(architecture.name, architecture.builder, config)
+    architecture.check_options(config)
     kwargs = {**architecture.paper_config, **config}
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        model = architecture.builder(**kwargs)
+        model = architecture.build_function()(**kwargs)
     model.eval()
     image_size = kwargs.get("image_size", 32)
     in_channels = kwargs.get("in_channels", 3)
@@ -647,49 +478,3 @@ def model_flops_per_image(arch: str, **config: Any) -> int:
         for handle in handles:
             handle.remove()
     return int(total)
-
-
-# --------------------------------------------------------------------------------------------------
-# The paper's three architectures: model, recipe (kdclaims/recipe.py) and smoke size, one call each
-# --------------------------------------------------------------------------------------------------
-
-register_architecture(
-    "resnet18",
-    build_resnet18,
-    {"num_classes": 100, "image_size": 32, "width": 64, "blocks": (2, 2, 2, 2)},
-    "ResNet-18, CIFAR form (3x3 stem, no max-pool, BasicBlocks [2,2,2,2] at 64/128/256/512); "
-    "scale with width= and blocks=",
-    recipe=recipes.RESNET18,
-    smoke_config=SmokeConfig(model={"width": 8}, epochs=4),
-    label="ResNet-18",
-)
-register_architecture(
-    "vgg16_bn",
-    build_vgg16_bn,
-    {"num_classes": 100, "image_size": 32, "width": 64, "depth_per_stage": (2, 2, 3, 3, 3)},
-    "VGG-16 with batch norm for 32x32 inputs and a single linear classifier (kuangliu style); "
-    "scale with width= and depth_per_stage=",
-    recipe=recipes.VGG16_BN,
-    smoke_config=SmokeConfig(model={"width": 8}, epochs=4),
-    label="VGG-16-BN",
-)
-register_architecture(
-    "vit",
-    build_vit,
-    {
-        "num_classes": 100,
-        "image_size": 32,
-        "patch_size": 4,
-        "dim": 128,
-        "depth": 6,
-        "heads": 4,
-        "mlp_ratio": 2.0,
-        "dropout": 0.1,
-    },
-    "pre-norm Vision Transformer of the paper (patch 4, dim 128, depth 6, 4 heads, MLP 256, "
-    "dropout 0.1); scale with dim=, depth=, heads=, mlp_ratio=, patch_size=, dropout=",
-    recipe=recipes.VIT,
-    # The ViT needs more smoke epochs than the CNNs to learn the synthetic classes (~70% vs ~30% at 6).
-    smoke_config=SmokeConfig(model={"dim": 32, "depth": 2, "heads": 2}, epochs=15),
-    label="ViT",
-)

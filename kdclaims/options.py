@@ -32,6 +32,7 @@ class RunOption:
     # (kdclaims.backends.check_concurrent_members, which covers callers of the Python API too).
     minimum: int | None = None
     pytest_group: str = "kdclaims"
+    flag: bool = False  # an on/off switch taking no value (default off)
 
     @property
     def dest(self) -> str:
@@ -83,6 +84,11 @@ OPTIONS: tuple[RunOption, ...] = (
     RunOption("--max-retries", "times a failed member (task error or dead worker) is resubmitted before it is "
               "reported failed (default 2)", frozenset({PYTEST, TRAIN}), type=int, metavar="N",
               pytest_group="kdclaims-backend"),
+    RunOption("--measure", "time a member by training one briefly on --device where the cache has no times "
+              "(default off: plan trains nothing and answers in seconds)", frozenset({PLAN}), flag=True),
+    RunOption("--device-tflops", "sustained accelerator throughput for plan's FLOP-based estimate, TFLOP/s "
+              "(default 296.7: an H100/H200's 989 TFLOP/s bf16 dense peak at 0.3 utilisation)", frozenset({PLAN}),
+              type=float, metavar="TFLOPS"),
 )
 
 
@@ -94,6 +100,9 @@ def add_pytest_options(parser) -> None:
     """The table's pytest options, in its groups (called from the plugin's ``pytest_addoption``)."""
     for option in options_for(PYTEST):
         group = parser.getgroup(option.pytest_group, PYTEST_GROUPS[option.pytest_group])
+        if option.flag:
+            group.addoption(option.name, action="store_true", default=False, help=option.help)
+            continue
         group.addoption(option.name, type=option.type, default=option.default, choices=option.choices,
                         metavar=option.metavar, help=option.help)
 
@@ -104,6 +113,9 @@ def click_options(command: str) -> Callable:
 
     def decorate(function):
         for option in reversed(options_for(command)):
+            if option.flag:
+                function = click.option(option.name, is_flag=True, default=False, help=option.help)(function)
+                continue
             kind = click.Choice(option.choices) if option.choices else option.type if option.minimum is None \
                 else click.IntRange(min=option.minimum)
             function = click.option(option.name, type=kind, default=option.default, metavar=option.metavar,

@@ -15,6 +15,7 @@ Both ship inside the package (``PAPER_DIR``), so an installed kdclaims has them.
 
 from __future__ import annotations
 
+import csv
 import math
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -130,17 +131,51 @@ def paper_summary(arch: str, metric: str, setup: str, alpha: float | None = None
     return Summary(mean=float(row["mean"]), std=float(row["std"]), n=PAPER_N)
 
 
+@lru_cache(maxsize=None)
+def _printed_pvalue_rows() -> tuple[tuple[tuple, float], ...]:
+    """pvalues.csv read with the csv module: ((arch, source, metric, treatment, treatment_alpha,
+    baseline, baseline_alpha), p_reported) per row, an alpha None where empty. Parsing a claim looks
+    its printed p-value up here, and collection must not pay for importing pandas."""
+    path = PAPER_DIR / "pvalues.csv"
+    if not path.is_file():
+        raise DataError(f"paper data file {path} is missing; reinstall kdclaims from its source tree")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in _PVALUE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"paper data file {path} lacks columns {missing}; expected {_PVALUE_COLUMNS}")
+
+        def number(text: str) -> float | None:
+            try:
+                value = float(text) if text.strip() else None
+            except ValueError:
+                raise DataError(f"paper data file {path}: {text!r} is not a number") from None
+            return None if value is None or math.isnan(value) else value
+
+        return tuple(
+            ((r["arch"], r["source"], r["metric"], r["treatment"], number(r["treatment_alpha"]),
+              r["baseline"], number(r["baseline_alpha"])), number(r["p_reported"]))
+            for r in reader
+        )
+
+
 def printed_p(arch: str, source: str, metric: str, treatment: tuple, baseline: tuple) -> float | None:
     """The p-value ``source`` (e.g. "Table 7") prints for ``treatment`` vs ``baseline`` on ``metric``,
     each side a (setup, alpha) pair with alpha None for independent; None if it prints none."""
-    df = _pvalues()
-    rows = df[(df["arch"] == arch) & (df["source"] == source) & (df["metric"] == metric)
-              & (df["treatment"] == treatment[0]) & (df["baseline"] == baseline[0])]
-    for column, alpha in (("treatment_alpha", treatment[1]), ("baseline_alpha", baseline[1])):
-        rows = rows[rows[column].isna()] if alpha is None else rows[(rows[column] - float(alpha)).abs() < 1e-9]
-    if len(rows) > 1:
-        raise DataError(f"pvalues.csv has {len(rows)} rows for {source} {arch}/{metric} {treatment} vs {baseline}")
-    return float(rows["p_reported"].iloc[0]) if len(rows) else None
+
+    def same_alpha(row_alpha: float | None, alpha) -> bool:
+        if alpha is None:
+            return row_alpha is None
+        return row_alpha is not None and abs(row_alpha - float(alpha)) < 1e-9
+
+    matches = [
+        p for (a, s, m, t, t_alpha, b, b_alpha), p in _printed_pvalue_rows()
+        if (a, s, m, t, b) == (arch, source, metric, treatment[0], baseline[0])
+        and same_alpha(t_alpha, treatment[1]) and same_alpha(b_alpha, baseline[1])
+    ]
+    if len(matches) > 1:
+        raise DataError(f"pvalues.csv has {len(matches)} rows for {source} {arch}/{metric} {treatment} vs {baseline}")
+    return float(matches[0]) if matches and matches[0] is not None else None
 
 
 def recompute_pvalues(alpha: float = ALPHA) -> pd.DataFrame:

@@ -7,10 +7,17 @@ train. The time per member comes from, in this order of preference:
 
 1. ``per_member_seconds`` (``--per-member-seconds``), when given;
 2. the median ``device_time_s`` (``wall_time_s`` / members trained together) recorded by the members of that architecture already in the cache;
-3. a quick measurement of the fast path (``kdclaims.training.train_model``) on the current device,
-   on the profile's data (or data of its shape) at the profile's model size: one epoch, or, when an
-   epoch would take long (a paper-size model on a CPU), its first steps extrapolated to the epoch;
-   times the recipe's epochs.
+3. only when asked (``measure=True``, ``--measure``): a quick measurement of the fast path
+   (``kdclaims.training.train_model``) on the current device, on the profile's data (or data of its
+   shape) at the profile's model size: one epoch, or, when an epoch would take long (a paper-size model
+   on a CPU), its first steps extrapolated to the epoch; times the recipe's epochs. Without it, and
+   with nothing cached, that time is unknown; planning then trains nothing and answers in seconds.
+
+Beside it, every plan estimates accelerator hours from arithmetic alone: a member's training FLOPs
+are about 3 x the forward FLOPs of one image (``kdclaims.models.model_flops_per_image``, at the
+profile's model size) x training images x epochs (forward, and a backward of twice its cost), run at
+``device_tflops`` (``--device-tflops``; default ``GPU_PEAK_TFLOPS`` x ``GPU_UTILISATION``, an
+H100/H200's dense bf16 peak at the share of it small CIFAR models typically reach).
 
 Without the profile's data (CIFAR-100 absent for the paper profile) member keys cannot be computed, so
 the cached counts are unknown (reported as 0, with the data's error message saying how to fetch it);
@@ -36,6 +43,27 @@ CIFAR100_SHAPE = {"train": 50_000, "test": 10_000, "classes": 100}
 # A measured epoch longer than this is extrapolated from its first steps (a GPU can afford a whole epoch).
 MEASURE_SECONDS = {"cpu": 5.0, "cuda": 60.0}
 MIN_MEASURE_STEPS = 3
+GPU_PEAK_TFLOPS = 989.0  # H100 SXM / H200 dense bf16 tensor-core peak, TFLOP/s (NVIDIA's data sheets)
+GPU_UTILISATION = 0.3  # the share of that peak a small CIFAR model trained alone sustains, about
+DEFAULT_DEVICE_TFLOPS = GPU_PEAK_TFLOPS * GPU_UTILISATION
+TRAINING_FLOPS_PER_FORWARD = 3  # forward + backward (about twice the forward) per image
+
+
+def training_flops_per_member(profile: Profile, arch: str, train_images: int, num_classes: int) -> int:
+    """FLOPs to train one member of ``arch`` under ``profile``: 3 x forward FLOPs of one image at the
+    profile's model size x ``train_images`` x the recipe's epochs."""
+    from kdclaims.models import model_flops_per_image
+
+    forward = model_flops_per_image(arch, **profile.model_config(arch, num_classes))
+    return TRAINING_FLOPS_PER_FORWARD * forward * train_images * profile.recipe(arch).epochs
+
+
+def device_tflops_assumption(device_tflops: float) -> str:
+    """The throughput the accelerator estimate assumes, in words (printed beside the estimate)."""
+    if device_tflops == DEFAULT_DEVICE_TFLOPS:
+        return (f"{device_tflops:.1f} TFLOP/s sustained = H100/H200 bf16 dense peak {GPU_PEAK_TFLOPS:g} TFLOP/s "
+                f"x {GPU_UTILISATION:g} utilisation (default; --device-tflops to change)")
+    return f"{device_tflops:g} TFLOP/s sustained (--device-tflops)"
 
 
 def paper_populations(arch: str, setups="paper") -> list[PopulationSpec]:
@@ -57,7 +85,7 @@ def paper_populations(arch: str, setups="paper") -> list[PopulationSpec]:
 
 
 def _trainable_archs() -> list[str]:
-    from kdclaims.models import RECIPES
+    from kdclaims.architectures import RECIPES
 
     return list(RECIPES)
 
@@ -178,11 +206,13 @@ def _copy(model, device):
 
 
 def plan(profile: Profile | str, cache_dir=None, data_dir=None, archs=None, setups="paper", device=None,
-         per_member_seconds: float | None = None, measure: bool = True, concurrent_members: int = 1) -> dict:
+         per_member_seconds: float | None = None, measure: bool = False, concurrent_members: int = 1,
+         device_tflops: float | None = None) -> dict:
     """What training ``profile``'s populations will cost; a plain-JSON dict (see the module docstring).
 
-    ``measure=False`` never trains: an architecture with no cached wall times and no
-    ``per_member_seconds`` then gets no time estimate (None). ``concurrent_members``: members trained at
+    Without ``measure`` nothing is trained: an architecture with no cached wall times and no
+    ``per_member_seconds`` then gets no measured time (None), only the FLOP-based accelerator estimate
+    at ``device_tflops`` (default ``DEFAULT_DEVICE_TFLOPS``). ``concurrent_members``: members trained at
     once on the device (``--concurrent-members``), for the measurement.
     """
     from kdclaims.cache import SUFFIX
@@ -192,6 +222,10 @@ def plan(profile: Profile | str, cache_dir=None, data_dir=None, archs=None, setu
         profile = get_profile(profile)
     if per_member_seconds is not None and not (per_member_seconds > 0 and math.isfinite(per_member_seconds)):
         raise ConfigError(f"--per-member-seconds {per_member_seconds} must be a positive number")
+    if device_tflops is None:
+        device_tflops = DEFAULT_DEVICE_TFLOPS
+    if not (isinstance(device_tflops, (int, float)) and device_tflops > 0 and math.isfinite(device_tflops)):
+        raise ConfigError(f"--device-tflops {device_tflops} must be a positive number (TFLOP/s)")
     archs = list(archs) if archs else _trainable_archs()
     bench = Workbench(profile, cache_dir or default_cache_dir(), data_dir, device=device, progress=False,
                       concurrent_members=concurrent_members)
@@ -247,7 +281,9 @@ def plan(profile: Profile | str, cache_dir=None, data_dir=None, archs=None, setu
                                                             bench.data if keys_known else None,
                                                             concurrent_members=concurrent_members)
         else:
-            per_member, source = None, "not measured"
+            per_member, source = None, "not measured (--measure trains one briefly)" if to_train else "nothing to train"
+        flops_per_member = training_flops_per_member(profile, arch, shape["train"], shape["classes"])
+        accelerator_s = flops_per_member / (device_tflops * 1e12)
 
         # Bytes the new members will add: cached students' mean file size, else the logits they hold.
         student_sizes = [cache.member_path(k).stat().st_size for k, m in zip(cached_keys, metas)
@@ -268,6 +304,9 @@ def plan(profile: Profile | str, cache_dir=None, data_dir=None, archs=None, setu
             "per_member_s": per_member,
             "per_member_source": source,
             "device_hours": None if per_member is None else per_member * to_train / 3600.0,
+            "training_flops_per_member": flops_per_member,
+            "accelerator_per_member_s": accelerator_s,
+            "accelerator_hours": accelerator_s * to_train / 3600.0,
             "epochs": profile.recipe(arch).epochs,
             "new_bytes_estimate": new_bytes,
             "populations": populations,
@@ -292,6 +331,9 @@ def plan(profile: Profile | str, cache_dir=None, data_dir=None, archs=None, setu
         "cached": sum(r["cached"] for r in rows),
         "to_train": sum(r["to_train"] for r in rows),
         "device_hours": None if any(h is None for h in hours) else sum(hours),
+        "device_tflops": device_tflops,
+        "device_tflops_assumption": device_tflops_assumption(device_tflops),
+        "accelerator_hours": sum(r["accelerator_hours"] for r in rows),
         "cache_bytes": cache_bytes,
         "cache_member_bytes": members_bytes,
         "cache_member_files": len(cache.entries()),

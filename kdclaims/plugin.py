@@ -13,11 +13,14 @@ member is trained twice.
 
 Every result travels to the controlling process in ``user_properties`` (which pytest-xdist
 forwards), and the controller saves the whole evaluation as one JSON file when the session ends.
+Training progress travels apart, as small records in a run-scoped directory that a controller thread
+shows as one live line (``kdclaims/progress.py``), with or without ``-n``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -71,6 +74,18 @@ class HarnessState:
         self.evidence_name = opt("--evidence")
         if self.evidence_name == "trained":
             check_seeds_form_populations(self.profile.seeds)  # before any training, not after a teacher
+        # The run-wide progress records' directory: named by the controller (a run id under the results
+        # directory) and handed to each xdist worker in its workerinput; None where nothing trains.
+        workerinput = getattr(config, "workerinput", None)
+        self.progress_dir: Path | None = None
+        if workerinput is not None:
+            self.progress_dir = Path(workerinput["kdclaims_progress_dir"]) \
+                if workerinput.get("kdclaims_progress_dir") else None
+        elif self.evidence_name == "trained" and not config.getoption("collectonly", False):
+            run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            self.progress_dir = self.results_dir / "progress" / run_id
+        self.worker_id = workerinput["workerid"] if workerinput is not None else "main"
+        self.progress_watcher = None
         self.correction = {"method": opt("--correction"), "family": opt("--family")}
         self.pairing = opt("--pairing")
         self.concurrent_members = opt("--concurrent-members")
@@ -100,10 +115,17 @@ class HarnessState:
         if self._workbench is None:
             from kdclaims.population import Workbench
 
+            # The run-wide line (kdclaims/progress.py) replaces the per-population bar.
             self._workbench = Workbench(self.profile, self.cache_dir, self.data_dir, self.device,
-                                        progress=not hasattr(self.config, "workerinput"), backend=self.backend,
-                                        concurrent_members=self.concurrent_members)
+                                        progress=False if self.progress_dir else _is_controller(self.config),
+                                        backend=self.backend, concurrent_members=self.concurrent_members)
+            self._workbench.progress_sink = self.progress_sink()
         return self._workbench
+
+    def progress_sink(self):
+        from kdclaims.progress import ProgressChannel
+
+        return ProgressChannel(self.progress_dir, self.worker_id) if self.progress_dir else None
 
     @property
     def evidence(self):
@@ -225,6 +247,33 @@ def pytest_sessionstart(session):
             # a UsageError is printed once, as "ERROR: ..." (pytest.exit would print it twice, the second
             # time as "!!! _pytest.outcomes.Exit: ... !!!")
             raise pytest.UsageError(f"kdclaims: {exc}") from None
+        if state.progress_dir is not None:  # before xdist starts its workers (its sessionstart is trylast)
+            from kdclaims.progress import ProgressWatcher
+
+            state.progress_watcher = ProgressWatcher(state.progress_dir).start()
+    if _is_controller(config) and state.progress_watcher is None:
+        state.progress_dir = None  # nothing will show the records: have none written
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist, on the controller: tell each worker where its progress records go."""
+    state = node.config.stash.get(STATE, None)
+    if state is not None and state.progress_dir is not None:
+        node.workerinput["kdclaims_progress_dir"] = str(state.progress_dir)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tell the progress view which populations (and teachers) the collected claims need."""
+    state = config.stash.get(STATE, None)
+    sink = state.progress_sink() if state is not None else None
+    if sink is None:
+        return
+    from kdclaims.setups import get_setup
+
+    specs = {spec.name: spec for item in items if isinstance(item, ClaimItem) for spec in item.claim.populations()}
+    teachers = sorted({spec.arch for spec in specs.values() if get_setup(spec.setup).uses_teacher})
+    sink({"event": "plan", "populations": sorted(specs), "teachers": teachers, "seeds": len(state.profile.seeds)})
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -394,6 +443,9 @@ def pytest_sessionfinish(session, exitstatus):
     if not _is_controller(config):
         return
     state = config.stash.get(STATE, None)
+    if state is not None and state.progress_watcher is not None:
+        state.progress_watcher.stop()
+        state.progress_watcher = None
     if state is None or not state.results:
         return
     from kdclaims.results import save_evaluation

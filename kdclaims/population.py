@@ -179,6 +179,9 @@ class Workbench:
             torch.set_num_threads(cpu_threads())
         self.progress = progress
         self.console = console
+        # Where progress records go besides the bar (``kdclaims.progress.ProgressChannel``: the pytest
+        # plugin's run-wide view); None: nowhere.
+        self.progress_sink = None
         self._teachers: dict[str, MemberRecord] = {}
         self._initial_models: dict[str, torch.nn.Module] = {}
         self._populations: dict[PopulationSpec, Population] = {}
@@ -418,6 +421,7 @@ class Workbench:
         label = name or (names.pop() if len(names) == 1 else f"{len(requests)} members")
         with self._progress(label, len(teachers) + len(requests)) as progress:
             if teachers:
+                progress.member_label = lambda seed: f"teacher of {', '.join(sorted({s.arch for s, _ in teachers}))}"
                 report.merge(self.backend.train_members(self, teachers, progress))
                 if report.failed:
                     (spec, _), error = next(iter(report.failed.items()))
@@ -425,6 +429,7 @@ class Workbench:
                                         f"{self.backend.name} backend, so no student distilled from it can train: "
                                         f"{error}")
             if requests:
+                progress.member_label = lambda seed: f"{label} seed {seed}"
                 report.merge(self.backend.train_members(self, requests, progress))
         return report
 
@@ -436,6 +441,8 @@ class Workbench:
         missing = self.missing_seeds(spec)
         if TEACHER_SEED in missing:
             raise ConfigError("seed 0 is the teacher and cannot be a student seed")
+        self._emit({"event": "population", "name": spec.name, "to_train": len(missing),
+                    "cached": len(self.profile.seeds) - len(missing)})
         report = self.train_members([(spec, seed) for seed in missing], name=spec.name)
         records: dict[int, MemberRecord] = {}
         failed = {seed: report.failed[(spec, seed)] for seed in self.profile.seeds if (spec, seed) in report.failed}
@@ -483,19 +490,28 @@ class Workbench:
             report=report,
         )
         self._populations[spec] = population
+        self._emit({"event": "population_done", "name": spec.name, "trained": population.trained_now})
         return population
 
+    def _emit(self, record: dict) -> None:
+        if self.progress_sink is not None:
+            self.progress_sink(record)
+
     def _progress(self, name: str, to_train: int):
-        return _MemberProgress(name, to_train, enabled=self.progress and to_train > 0, console=self.console)
+        return _MemberProgress(name, to_train, enabled=self.progress and to_train > 0, console=self.console,
+                               sink=self.progress_sink)
 
 
 class _MemberProgress:
     """A rich progress bar over the members still to train: done, running, failed and queued, and within a
     member trained in this process its epoch. A backend reports through ``started``, ``member``,
-    ``failed``, ``retrying`` and ``epoch``; ``counts`` is what the bar shows."""
+    ``failed``, ``retrying`` and ``epoch``; ``counts`` is what the bar shows. Each event also goes to
+    ``sink`` (the run-wide view of ``kdclaims.progress``), naming the member by ``member_label(seed)``."""
 
-    def __init__(self, name: str, total: int, enabled: bool, console=None):
-        self.name, self.total, self.enabled, self.console = name, total, enabled, console
+    def __init__(self, name: str, total: int, enabled: bool, console=None, sink=None):
+        self.name, self.total, self.enabled, self.console, self.sink = name, total, enabled, console, sink
+        self.member_label = lambda seed: f"{name} seed {seed}"
+        self._in_flight: int | None = None  # the seed the last epoch report belongs to
         self._progress = None
         self.done = self.running = self.failed_count = self.retries = 0
         self.detail = ""
@@ -530,11 +546,18 @@ class _MemberProgress:
         if self._progress is not None:
             self._progress.update(self._task, completed=self.done + self.failed_count, status=self._status())
 
+    def _emit(self, event: str, seed, **fields) -> None:
+        if self.sink is not None:
+            self.sink({"event": event, "member": self.member_label(seed), **fields})
+
     def started(self, seed: int | None = None, count: int = 1) -> None:
         self.running += count
+        self._in_flight = seed
+        self._emit("started", seed)
         self._refresh()
 
     def epoch(self, epoch: int, epochs: int) -> None:
+        self._emit("epoch", self._in_flight, epoch=epoch, epochs=epochs)
         if self._progress is not None:
             self.detail = f"epoch {epoch}/{epochs}"
             self._refresh()
@@ -543,11 +566,13 @@ class _MemberProgress:
         self.running = max(0, self.running - 1)
         self.done += 1
         self.detail = f"seed {seed} done"
+        self._emit("done", seed)
         self._refresh()
 
     def failed(self, seed: int, error: str = "") -> None:
         self.running = max(0, self.running - 1)
         self.failed_count += 1
+        self._emit("failed", seed)
         self.detail = f"seed {seed} failed"
         self._refresh()
 

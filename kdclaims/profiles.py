@@ -24,7 +24,7 @@ from kdclaims.recipe import Recipe
 from kdclaims.registry import Registry
 
 if TYPE_CHECKING:
-    from kdclaims.models import SmokeConfig
+    from kdclaims.architectures import SmokeConfig
 
 SCALES = ("paper", "smoke")  # how big each architecture is: as the paper has it, or its registered smoke_config
 KINDS = {True: "reproduction", False: "machinery-check"}  # a profile file's ``kind:``, by is_reproduction
@@ -62,7 +62,7 @@ class Profile:
     def _smoke_config(self, arch: str) -> "SmokeConfig | None":
         if self.scale != "smoke":
             return None
-        from kdclaims.models import ARCHITECTURES  # here: the architectures load torch
+        from kdclaims.architectures import ARCHITECTURES
 
         return ARCHITECTURES.get(arch).smoke_config  # None: this architecture runs at paper size
 
@@ -74,14 +74,14 @@ class Profile:
         return overrides
 
     def epochs_for(self, arch: str) -> int:
-        from kdclaims.models import get_recipe
+        from kdclaims.architectures import get_recipe
 
         smoke = self._smoke_config(arch)
         default = smoke.epochs if smoke is not None and smoke.epochs is not None else get_recipe(arch).epochs
         return self.epochs.get(arch, default)
 
     def recipe(self, arch: str) -> Recipe:
-        from kdclaims.models import get_recipe
+        from kdclaims.architectures import get_recipe
 
         recipe = get_recipe(arch).scaled_to(self.epochs_for(arch))
         overrides = dict(self.recipe_overrides.get(arch, {}))
@@ -90,7 +90,7 @@ class Profile:
     def model_config(self, arch: str, num_classes: int, image_size: int | None = None,
                      in_channels: int = 3) -> dict:
         """The keywords ``arch`` is built with; ``image_size`` defaults to the dataset spec's."""
-        from kdclaims.models import ARCHITECTURES
+        from kdclaims.architectures import ARCHITECTURES
 
         config = dict(ARCHITECTURES.get(arch).paper_config)
         config.update(self.model_overrides_for(arch))
@@ -112,7 +112,7 @@ class Profile:
     def differences_from_paper(self) -> list[dict]:
         """Every setting in which this profile departs from the paper's experiment, beside the paper's value:
         rows {"setting", "value", "paper"} (the report prints them as a table)."""
-        from kdclaims.models import ARCHITECTURES, RECIPES, arch_label
+        from kdclaims.architectures import ARCHITECTURES, RECIPES, arch_label
 
         paper = PROFILES["paper"]
         rows: list[dict] = []
@@ -138,7 +138,7 @@ class Profile:
 
     def as_dict(self) -> dict:
         """Provenance: model_overrides and epochs are the effective ones, per trainable architecture."""
-        from kdclaims.models import RECIPES
+        from kdclaims.architectures import RECIPES
 
         trainable = list(RECIPES)
         out = {

@@ -54,7 +54,7 @@ class PopulationSpec:
     temperature: float = 1.0  # T of loss (1); the paper uses T = 1 throughout
 
     def __post_init__(self):
-        from kdclaims.models import get_recipe  # here: the architectures load torch
+        from kdclaims.architectures import get_recipe
 
         setup = get_setup(self.setup)
         object.__setattr__(self, "alpha", check_alpha(setup, self.alpha))

@@ -9,7 +9,9 @@ from click.testing import CliRunner
 from kdclaims.cli_plan import plan as plan_command
 from kdclaims.profiles import get_profile
 from kdclaims.spec import PopulationSpec
-from kdclaims.plan import measure_per_member_seconds, plan
+from kdclaims import plan as plan_module
+from kdclaims.models import model_flops_per_image
+from kdclaims.plan import DEFAULT_DEVICE_TFLOPS, measure_per_member_seconds, plan
 from kdclaims.population import Workbench
 
 SETUPS_PER_ARCH = 10  # independent, then kd / uniform_kd / gaussian_kd at alpha 0.1, 0.5, 0.9
@@ -25,7 +27,7 @@ def test_plan_counts_cached_members_and_uses_their_wall_times(tmp_path):
     cache = tmp_path / "cache"
     args = ["--profile", "smoke", "--seeds", "2", "--cache-dir", str(cache), "--device", "cpu", "--arch", "vgg16_bn"]
 
-    before = _plan_json(*args)
+    before = _plan_json(*args, "--measure")
     (row,) = before["rows"]
     assert row["arch"] == "vgg16_bn" and before["cached_known"] and before["data_note"] is None
     assert row["total"] == SETUPS_PER_ARCH * 2 + 1  # ten populations of 2 seeds, and the teacher
@@ -109,5 +111,40 @@ def test_the_measured_time_per_member_with_concurrent_members_is_the_groups_time
     seconds, how = measure_per_member_seconds(profile, "vit", "cpu", bench.data, measure_seconds=1.0,
                                               concurrent_members=2)
     assert seconds > 0 and how.endswith("2 members at a time (their time / 2)")
-    made = plan(profile, cache_dir=tmp_path / "cache", archs=["vit"], device="cpu", concurrent_members=2)
+    made = plan(profile, cache_dir=tmp_path / "cache", archs=["vit"], device="cpu", concurrent_members=2,
+                measure=True)
     assert made["concurrent_members"] == 2 and "2 members at a time" in made["rows"][0]["per_member_source"]
+
+
+def test_plan_trains_nothing_without_measure_and_estimates_gpu_hours_from_flops(tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("plan measured a member without --measure")
+
+    monkeypatch.setattr(plan_module, "measure_per_member_seconds", no_training)
+    args = ["--profile", "paper", "--cache-dir", str(tmp_path / "cache"), "--data-dir", str(tmp_path / "nodata"),
+            "--device", "cpu"]
+    made = _plan_json(*args)
+    assert made["device_tflops"] == pytest.approx(989.0 * 0.3) == DEFAULT_DEVICE_TFLOPS
+    assert "989" in made["device_tflops_assumption"] and "0.3 utilisation" in made["device_tflops_assumption"]
+    for row in made["rows"]:
+        assert row["per_member_s"] is None and row["device_hours"] is None
+        assert row["per_member_source"].startswith("not measured (--measure")
+        # 3 x forward FLOPs of one paper-size image x 50,000 CIFAR-100 training images x the recipe's epochs
+        forward = model_flops_per_image(row["arch"], num_classes=100, image_size=32)
+        assert row["training_flops_per_member"] == 3 * forward * 50_000 * row["epochs"]
+        assert row["accelerator_hours"] == pytest.approx(
+            row["training_flops_per_member"] / (DEFAULT_DEVICE_TFLOPS * 1e12) * row["to_train"] / 3600)
+    resnet = made["rows"][0]
+    assert resnet["arch"] == "resnet18" and 1.0e9 < model_flops_per_image("resnet18") < 1.2e9  # 0.56 GMACs
+    assert made["accelerator_hours"] == pytest.approx(sum(r["accelerator_hours"] for r in made["rows"]))
+
+    slower = _plan_json(*args, "--device-tflops", str(DEFAULT_DEVICE_TFLOPS / 2))
+    assert slower["accelerator_hours"] == pytest.approx(2 * made["accelerator_hours"])
+    assert slower["device_tflops_assumption"].endswith("(--device-tflops)")
+
+    table = CliRunner().invoke(plan_command, args)
+    assert table.exit_code == 0, table.output
+    assert "GPU hours" in table.output and "H100/H200 bf16 dense peak 989 TFLOP/s x 0.3 utilisation" in table.output
+
+    refused = CliRunner().invoke(plan_command, [*args, "--device-tflops", "0"])
+    assert refused.exit_code != 0 and "--device-tflops 0.0 must be a positive number" in str(refused.exception)

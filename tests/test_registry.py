@@ -204,6 +204,31 @@ def test_architecture_without_recipe_builds_but_cannot_train():
         ARCHITECTURES.pop(name, None)
 
 
+def test_a_builder_given_as_a_path_is_imported_when_a_model_is_built():
+    """The paper's three name their builders "kdclaims.models:build_..." so that the registry needs no
+    torch; a user's architecture can do the same, and its keywords are checked once it is imported."""
+    from kdclaims.models import build_model, build_resnet18
+
+    assert get_architecture("resnet18").builder == "kdclaims.models:build_resnet18"
+    assert get_architecture("resnet18").build_function() is build_resnet18
+    name, bad = "lazy_resnet_registry_test", "lazy_bad_registry_test"
+    try:
+        register_architecture(name, "kdclaims.models:build_resnet18",
+                              {"num_classes": 10, "image_size": 16, "width": 4, "blocks": (1, 1, 1, 1)}, "t")
+        assert build_model(name).linear.out_features == 10
+        assert "width" in get_architecture(name).accepted_options
+        with pytest.raises(ConfigError, match="unknown model option 'depth'"):
+            build_model(name, depth=3)
+        register_architecture(bad, "kdclaims.models:no_such_builder", {"num_classes": 10}, "t")
+        with pytest.raises(ConfigError, match="cannot be imported"):
+            build_model(bad)
+    finally:
+        ARCHITECTURES.pop(name, None)
+        ARCHITECTURES.pop(bad, None)
+    with pytest.raises(ConfigError, match="module:function"):
+        register_architecture(bad, "build_resnet18", {"num_classes": 10}, "t")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"recipe": {"lr": 0.1}}, "must be a kdclaims.recipe.Recipe"),
     ({"recipe": Recipe(optimizer="lamb", lr=0.1, weight_decay=0.0, epochs=1)}, "unknown optimizer"),

@@ -117,14 +117,14 @@ def verdict_label(verdict, marks: dict[str, str] = VERDICT_EMOJI) -> str:
 
 def arch_label(name) -> str:
     """An architecture as the paper names it ("ResNet-18"): its registered label, else its name."""
-    from kdclaims.models import arch_label as registered_label
+    from kdclaims.architectures import arch_label as registered_label
 
     return registered_label(name)
 
 
 def ordered_archs(names) -> list[str]:
     """Architectures in registration order (the paper's: ResNet-18, VGG-16-BN, ViT), unknown ones after, sorted."""
-    from kdclaims.models import ARCHITECTURES
+    from kdclaims.architectures import ARCHITECTURES
 
     present = set(names) - {None}
     known = [a for a in ARCHITECTURES if a in present]

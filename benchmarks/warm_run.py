@@ -1,0 +1,91 @@
+"""A warm run (every member cached) of this tree against an older one, side by side on one machine.
+
+Issue #15 asks for ``pytest claims/ -n 2 --profile smoke`` with every member cached to be at least 5x
+faster than before the import work (commit b4e2311). A cache cannot be shared between the two code
+versions (member keys and metadata changed between them), so each tree first warms a cache of its own
+(an untimed run that trains what is missing: the first time, a whole cold smoke run), then the warm runs
+alternate old, new, old, new ... and the script prints each wall time, the medians and their ratio.
+
+    git worktree add /tmp/kdclaims-old b4e2311        # once (the script does this when --old is absent)
+    python benchmarks/warm_run.py --old /tmp/kdclaims-old --repeats 3
+    python benchmarks/warm_run.py --claims claims/vit_table2.yaml --seeds 2   # a quick check of the script
+
+Each run is a fresh ``python -m pytest`` with ``PYTHONPATH`` set to its tree, so each imports its own
+``kdclaims`` (the entry-point plugin resolves to it); ``--cache-root`` keeps the warmed caches between
+invocations (default: a temporary directory, removed at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+BEFORE = "b4e2311"
+
+
+def pytest_command(claims: str, workers: str, profile: str, seeds: str | None, cache: Path) -> list[str]:
+    command = [sys.executable, "-m", "pytest", claims, "--profile", profile, "--cache-dir", str(cache),
+               "--results-dir", str(cache / "evaluations"), "-q", "-p", "no:cacheprovider"]
+    if workers != "0":
+        command += ["-n", workers]
+    if seeds:
+        command += ["--seeds", seeds]
+    return command
+
+
+def run(tree: Path, command: list[str]) -> float:
+    """Wall seconds of ``command`` run in ``tree`` with that tree's kdclaims first on the path."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode not in (0, 1):  # 1: a claim not reproduced is still a finished run
+        sys.exit(f"{tree}: pytest exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--old", type=Path, default=Path("/tmp/kdclaims-old"),
+                        help=f"the older tree (default /tmp/kdclaims-old, added as a git worktree of {BEFORE})")
+    parser.add_argument("--new", type=Path, default=HERE, help="this tree (default: the one holding this script)")
+    parser.add_argument("--claims", default="claims/", help="claims to run, relative to each tree (default claims/)")
+    parser.add_argument("-n", dest="workers", default="2", help="xdist workers (default 2; 0: no xdist)")
+    parser.add_argument("--profile", default="smoke")
+    parser.add_argument("--seeds", default=None, help="override the profile's seeds (default: the profile's)")
+    parser.add_argument("--repeats", type=int, default=3, help="warm runs of each tree, alternating (default 3)")
+    parser.add_argument("--cache-root", type=Path, default=None, help="keep the two warmed caches here")
+    args = parser.parse_args(argv)
+
+    if not args.old.exists():
+        subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", str(args.old), BEFORE], check=True)
+    root = args.cache_root or Path(tempfile.mkdtemp(prefix="kdclaims-warm-"))
+    trees = {"old": args.old.resolve(), "new": args.new.resolve()}
+    commands = {side: pytest_command(args.claims, args.workers, args.profile, args.seeds, root / side)
+                for side in trees}
+    print(f"claims {args.claims}, profile {args.profile}, -n {args.workers}; caches under {root}", flush=True)
+    try:
+        for side, tree in trees.items():
+            print(f"warming {side} ({tree}): {run(tree, commands[side]):.1f} s (untimed)", flush=True)
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        for repeat in range(args.repeats):
+            for side, tree in trees.items():
+                times[side].append(run(tree, commands[side]))
+                print(f"round {repeat + 1}: {side} {times[side][-1]:.2f} s", flush=True)
+        old, new = statistics.median(times["old"]), statistics.median(times["new"])
+        print(f"warm run, median of {args.repeats}: old {old:.2f} s, new {new:.2f} s; old/new = {old / new:.2f}x")
+    finally:
+        if args.cache_root is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
