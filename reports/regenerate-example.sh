@@ -14,3 +14,4 @@ for format in markdown html json csv; do
   kdclaims report --format "$format" --output "$out/smoke-report.$ext"
 done
 cp "$cache/evaluations/latest.json" "$out/smoke-evaluation.json"
+bash reports/screenshot.sh "$out/smoke-report.html"  # the 1280 px and 800 px screenshots beside it

@@ -19,7 +19,7 @@ import pandas as pd
 from kdclaims import paper as paper_tables
 from kdclaims.metrics import METRICS, get_metric, more_similar_direction
 from kdclaims.render.format import setup_order_key
-from kdclaims.stats import ALPHA, Summary, z_test
+from kdclaims.stats import ALPHA, Summary, welch_t_test
 
 REPORT_SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "report-v1.schema.json"
@@ -80,7 +80,7 @@ def rebuilt_tables(evaluation: dict) -> list[dict]:
 
 def comparisons_vs_independent(evaluation: dict) -> list[dict]:
     """Each population against its architecture's independent students on every metric, both ways
-    (one-tailed z-tests at 0.025): the significance marks of the figures."""
+    (one-tailed Welch t-tests at 0.025, the claims' own test): the significance marks of the figures."""
     by_arch = defaultdict(dict)
     for pop in evaluation.get("populations") or []:
         by_arch[pop["arch"]][pop["name"]] = pop
@@ -99,8 +99,8 @@ def comparisons_vs_independent(evaluation: dict) -> list[dict]:
                 better = more_similar_direction(metric)
                 worse = "greater" if better == "less" else "less"
                 ts, bs = Summary(**t), Summary(**b)
-                up, down = z_test(ts, bs, better), z_test(ts, bs, worse)
-                rows.append({"arch": arch, "metric": metric, "population": name, "diff": up.diff, "z": up.z,
+                up, down = welch_t_test(ts, bs, better), welch_t_test(ts, bs, worse)
+                rows.append({"arch": arch, "metric": metric, "population": name, "diff": up.diff, "t": up.t,
                              "p_better": up.p_value, "p_worse": down.p_value,
                              "better": up.reject, "worse": down.reject})
     return rows
@@ -110,11 +110,11 @@ def _notice(kind: str, profile: dict) -> str | None:
     dataset = (profile.get("dataset") or {}).get("kind")
     if kind == "smoke" and dataset in (None, "synthetic"):  # None: an evaluation from before profiles named it
         return ("This is a smoke run on synthetic data, not a reproduction. It exercises the whole pipeline "
-                "(training, cache, metrics, z-tests, report) with small models on generated data; its verdicts "
+                "(training, cache, metrics, statistical tests, report) with small models on generated data; its verdicts "
                 "say nothing about the paper.")
     if kind == "smoke":
         return (f"This is a machinery check (profile {profile.get('name')}, {dataset} data), not a reproduction. It "
-                "exercises the whole pipeline (training, cache, metrics, z-tests, report) with small models; its "
+                "exercises the whole pipeline (training, cache, metrics, statistical tests, report) with small models; its "
                 "verdicts say nothing about the paper.")
     if kind == "paper":
         return "Evidence: the paper's own summary statistics (Tables 1-3, n = 385 per setup); nothing was trained."

@@ -7,7 +7,7 @@ dissimilarity, (d) logits cosine similarity, (e) test accuracy, (f) test loss --
 setup, the distribution over its members (a box plot with the members as jittered points). The
 independent students are the baseline: their box is drawn in grey and their mean is a dashed line across
 the panel. Above each other setup's box, ``▲`` marks a significant improvement over the independent
-students and ``▼`` a significant deterioration (one-tailed z-tests at 0.025, from the document's
+students and ``▼`` a significant deterioration (one-tailed Welch t-tests at 0.025, from the document's
 ``comparisons_vs_independent``). ``figure_png_bytes(document, arch)`` returns one figure as PNG bytes,
 for embedding.
 
@@ -196,7 +196,7 @@ def _figure(document: dict, arch: str) -> Figure:
     fig.text(0.5, 0.008,
              "Boxes: quartiles, whiskers to 1.5 IQR; dots: the individual members.   "
              f"{BETTER_MARK} / {WORSE_MARK}: significantly better / worse than the independent students "
-             "(one-tailed two-sample z-test at 0.025); no mark: not significant.",
+             "(one-tailed Welch t-test at 0.025); no mark: not significant.",
              ha="center", va="bottom", fontsize=9.5, color="#333333")
     return fig
 

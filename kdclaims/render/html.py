@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections import defaultdict
 from html import escape
 from importlib import resources
@@ -77,6 +78,11 @@ def _stats(stats: dict | None, digits: int = 4, n: bool = True) -> str:
     if n and stats.get("n") is not None:
         text += f" (n={_e(stats['n'])})"
     return text
+
+
+def _em(text: str) -> str:
+    """Escaped text whose markdown *emphasis* (as in format.VERDICT_RULES) becomes <em>."""
+    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", _e(text))
 
 
 def _table(head: list[str], rows: list[str], cls: str = "", wrap_cls: str = "") -> str:
@@ -171,7 +177,7 @@ def _method(document: dict) -> str:
         f"Test: {_e(method.get('test', 'one-tailed Welch t-test'))}, significance {_e(method.get('alpha', 0.025))}; "
         "95% CI of the improvement and d = Cohen's d (pooled sd), both in the H<sub>a</sub> direction (see the sign convention at the top)",
         "Verdict: <em>reproduced</em> when our outcome (reject/retain H0) matches the paper's, under these rules:<ul>"
-        + "".join(f"<li>{_e(rule)}</li>" for rule in VERDICT_RULES) + "</ul>",
+        + "".join(f"<li>{_em(rule)}</li>" for rule in VERDICT_RULES) + "</ul>",
         f"Family-wise correction: {_correction(method.get('correction'))}"
         + "".join(f"<br>verdict changed by the correction: <code>{_e(c['id'])}</code> {_e(verdict_words(c['before']))}"
                   f" → {_e(verdict_words(c['after']))}" for c in method.get("corrected_verdicts") or []),
@@ -271,7 +277,7 @@ def _figure_html(arch: str, png: bytes | None, error: str | None, document: dict
                 f'members of each setup" width="1760" height="990">'
                 f"<figcaption>{_e(arch_label(arch))}: each metric over the students of every setup (boxes: quartiles; "
                 f"dots: members; dashed line: the independent students' mean). {BETTER_MARK} / {WORSE_MARK}: "
-                f"significantly better / worse than the independent students (one-tailed z-test at 0.025).{smoke}"
+                f"significantly better / worse than the independent students (one-tailed Welch t-test at 0.025).{smoke}"
                 f"</figcaption></figure>")
     if error:
         return f'<p class="muted">The figure could not be drawn: {_e(error)}</p>'
@@ -307,7 +313,7 @@ def _rebuilt(document: dict) -> str:
         return "".join(out)
     out.append("<p>Each cell: the observed mean ± std (n) over our students, and below it, muted, the paper's mean ± std "
                f"(n = 385). {BETTER_MARK} / {WORSE_MARK}: significantly better / worse than our independent students "
-               "(one-tailed z-test at 0.025). Arrows in the metric column: ↓ lower is better, ↑ higher is better.</p>")
+               "(one-tailed Welch t-test at 0.025). Arrows in the metric column: ↓ lower is better, ↑ higher is better.</p>")
     marks = {}
     for c in document.get("comparisons_vs_independent") or []:
         if c.get("better"):

@@ -87,7 +87,7 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
         out += ["## Figures", "",
                 "Distribution over students of each metric, test accuracy and loss, per setup (as the paper's Figures "
                 "1, 2 and 4). The dashed line is the independent students' mean; ▲/▼: significantly better/worse than "
-                "independent (one-tailed z-test, 0.025).", ""]
+                "independent (one-tailed Welch t-test, 0.025).", ""]
         for arch, path in figures.items():
             out += [f"![{cell(arch_label(arch))}]({path})", ""]
 
