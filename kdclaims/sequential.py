@@ -96,6 +96,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from kdclaims.errors import ConfigError
+from kdclaims.stats import _check_alpha  # one check of a one-sided level, shared with the fixed-n tests
 
 __all__ = [
     "ALPHA",
@@ -169,16 +170,6 @@ def spending_function(name: str) -> Callable:
 # --------------------------------------------------------------------------------------------
 # Checks
 # --------------------------------------------------------------------------------------------
-
-def _check_alpha(alpha) -> float:
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        raise ConfigError(f"alpha must be a number in (0, 0.5), got {alpha!r}") from None
-    if not (0.0 < a < 0.5):
-        raise ConfigError(f"alpha must be in (0, 0.5) for a one-sided test, got {alpha!r}")
-    return a
-
 
 def _check_fractions(fractions, *, final: bool | None) -> tuple[np.ndarray, bool]:
     """Validate information fractions; return them and whether the last look is final."""

@@ -438,6 +438,19 @@ def welch_p_values(mean_t, sd_t, n_t, mean_b, sd_b, n_b, direction: str) -> np.n
     return _t_and_p(favour, se, df)[1]
 
 
+def _t_result(test: str, direction: str, diff: float, sign: float, se: float, df: float, alpha: float,
+              effect_size: float, n_t: int, n_b: int, n_pairs, correlation, note) -> TTestResult:
+    """The one place a t-test's statistic, one-tailed p and (1 - alpha) bounds become a TTestResult."""
+    favour = sign * diff
+    t, p = (float(x) for x in _t_and_p(favour, se, df))
+    half = float(_t_critical(df, alpha)) * se
+    return TTestResult(test=test, direction=direction, diff=float(diff), improvement=float(favour), se=float(se),
+                       df=float(df), t=t, p_value=p, alpha=alpha, reject=bool(p < alpha),
+                       lower_bound=float(favour - half), upper_bound=float(favour + half),
+                       effect_size=float(effect_size), n_t=n_t, n_b=n_b, n_pairs=n_pairs,
+                       correlation=correlation, note=note)
+
+
 def welch_t_test(treatment: Summary, baseline: Summary, direction: str, alpha: float = ALPHA) -> TTestResult:
     """One-tailed Welch t-test of treatment vs baseline, with Welch-Satterthwaite df.
 
@@ -459,28 +472,10 @@ def welch_t_test(treatment: Summary, baseline: Summary, direction: str, alpha: f
     diff = treatment.mean - baseline.mean
     favour = sign * diff
     se, df = (float(x) for x in _welch_se_df(treatment.std, treatment.n, baseline.std, baseline.n))
-    t, p = (float(x) for x in _t_and_p(favour, se, df))
-    half = float(_t_critical(df, alpha)) * se
-    return TTestResult(
-        test="welch-t",
-        direction=direction,
-        diff=float(diff),
-        improvement=float(favour),
-        se=se,
-        df=df,
-        t=t,
-        p_value=p,
-        alpha=alpha,
-        reject=bool(p < alpha),
-        lower_bound=float(favour - half),
-        upper_bound=float(favour + half),
-        effect_size=float(_cohens_d(favour, treatment.std, treatment.n, baseline.std, baseline.n)),
-        n_t=treatment.n,
-        n_b=baseline.n,
-        n_pairs=None,
-        correlation=None,
-        note=None if se > 0 else _degenerate_note(favour, "both groups"),
-    )
+    return _t_result("welch-t", direction, diff, sign, se, df, alpha,
+                     _cohens_d(sign * diff, treatment.std, treatment.n, baseline.std, baseline.n),
+                     treatment.n, baseline.n, None, None,
+                     None if se > 0 else _degenerate_note(sign * diff, "both groups"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,8 +610,6 @@ def paired_t_test(
         raise ConfigError(f"the paired test needs at least 2 pairs, got {n}")
     diff, se, df = (float(x) for x in _paired_parts(t_vals, b_vals))
     favour = sign * diff
-    t, p = (float(x) for x in _t_and_p(favour, se, df))
-    half = float(_t_critical(df, alpha)) * se
     if se == 0:
         notes.append(_degenerate_note(favour, "the per-seed differences"))
     sd_t, sd_b = float(t_vals.std(ddof=1)), float(b_vals.std(ddof=1))
@@ -625,26 +618,8 @@ def paired_t_test(
         correlation = float(np.clip(np.corrcoef(t_vals, b_vals)[0, 1], -1.0, 1.0))
     else:
         notes.append("a population without variance: the within-seed correlation is undefined")
-    return TTestResult(
-        test="paired-t",
-        direction=direction,
-        diff=diff,
-        improvement=float(favour),
-        se=se,
-        df=df,
-        t=t,
-        p_value=p,
-        alpha=alpha,
-        reject=bool(p < alpha),
-        lower_bound=float(favour - half),
-        upper_bound=float(favour + half),
-        effect_size=float(_cohens_d(favour, sd_t, n, sd_b, n)),
-        n_t=n,
-        n_b=n,
-        n_pairs=n,
-        correlation=correlation,
-        note="; ".join(notes) or None,
-    )
+    return _t_result("paired-t", direction, diff, sign, se, df, alpha, _cohens_d(favour, sd_t, n, sd_b, n),
+                     n, n, n, correlation, "; ".join(notes) or None)
 
 
 # ---------------------------------------------------------------------------------------------
