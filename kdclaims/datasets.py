@@ -94,18 +94,21 @@ def locate_cifar100(spec: DatasetSpec, data_dir: Path, cache_root: Path) -> Path
 def locate_synthetic(spec: DatasetSpec, data_dir: Path, cache_root: Path) -> Path:
     """A synthetic CIFAR-100-format archive, generated on first use under ``<cache>/data/`` (its
     folder is named by a hash of its arguments, so different synthetic datasets never collide)."""
+    from kdclaims.data import ARCHIVE_NAME, write_synthetic_cifar100
+    folder = Path(cache_root) / "data" / f"synthetic-{hash_config(dict(spec.synthetic))[:12]}"
+    return _generated_once(folder / ARCHIVE_NAME, lambda: write_synthetic_cifar100(folder, **spec.synthetic))
+
+
+def _generated_once(target: Path, write) -> Path:
+    """``target``, made by ``write()`` the first time it is asked for, by one writer among xdist workers."""
     from filelock import FileLock
 
-    from kdclaims.data import ARCHIVE_NAME, write_synthetic_cifar100
-
-    folder = Path(cache_root) / "data" / f"synthetic-{hash_config(dict(spec.synthetic))[:12]}"
-    archive = folder / ARCHIVE_NAME
-    if not archive.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder / ".lock")):  # one writer among xdist workers
-            if not archive.is_file():
-                write_synthetic_cifar100(folder, **spec.synthetic)
-    return archive
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target.parent / ".lock")):
+            if not target.is_file():
+                write()
+    return target
 
 
 def locate_file(spec: DatasetSpec, data_dir: Path, cache_root: Path) -> Path:
@@ -126,18 +129,10 @@ def locate_file(spec: DatasetSpec, data_dir: Path, cache_root: Path) -> Path:
 def locate_digits(spec: DatasetSpec, data_dir: Path, cache_root: Path) -> Path:
     """scikit-learn's handwritten digits (bundled with it: no download) as an .npz under ``<cache>/data/``,
     split as ``kdclaims.data.write_digits_npz`` says (its arguments are ``spec.synthetic``)."""
-    from filelock import FileLock
-
     from kdclaims.data import write_digits_npz
-
     folder = Path(cache_root) / "data" / f"digits-{hash_config(dict(spec.synthetic))[:12]}"
     target = folder / "digits.npz"
-    if not target.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder / ".lock")):  # one writer among xdist workers
-            if not target.is_file():
-                write_digits_npz(target, **spec.synthetic)
-    return target
+    return _generated_once(target, lambda: write_digits_npz(target, **spec.synthetic))
 
 
 register_dataset("cifar100", locate_cifar100)

@@ -473,9 +473,9 @@ def welch_t_test(treatment: Summary, baseline: Summary, direction: str, alpha: f
     favour = sign * diff
     se, df = (float(x) for x in _welch_se_df(treatment.std, treatment.n, baseline.std, baseline.n))
     return _t_result("welch-t", direction, diff, sign, se, df, alpha,
-                     _cohens_d(sign * diff, treatment.std, treatment.n, baseline.std, baseline.n),
+                     _cohens_d(favour, treatment.std, treatment.n, baseline.std, baseline.n),
                      treatment.n, baseline.n, None, None,
-                     None if se > 0 else _degenerate_note(sign * diff, "both groups"))
+                     None if se > 0 else _degenerate_note(favour, "both groups"))
 
 
 # ---------------------------------------------------------------------------------------------
