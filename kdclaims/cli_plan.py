@@ -41,8 +41,8 @@ def _hours(hours: float | None) -> str:
               help="use this time per member instead of the cached wall times or a measurement")
 @click.option("--arch", "archs", multiple=True, help="only this architecture; repeatable (default: all)")
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
-def plan(profile, seeds, precision, cache_dir, data_dir, device, concurrent_members, measure, device_tflops,
-         per_member_seconds, archs, as_json):
+def plan(profile, seeds, precision, cache_dir, data_dir, device, concurrent_members, sequential, spending, looks,
+         measure, device_tflops, per_member_seconds, archs, as_json):
     """Print what a run will cost before it starts: members to train and already cached, the estimated
     device-hours (from cached wall times, or a quick measurement with --measure), accelerator hours from
     the models' FLOPs at --device-tflops, and the cache's size on disk. Trains nothing unless --measure."""
@@ -52,7 +52,7 @@ def plan(profile, seeds, precision, cache_dir, data_dir, device, concurrent_memb
     from kdclaims.architectures import get_architecture
     from kdclaims.plan import plan as make_plan
 
-    prof = chosen_profile(profile, seeds, precision)
+    prof = chosen_profile(profile, seeds, precision, looks, spending)
     for arch in archs:
         get_architecture(arch)  # a ConfigError naming the known ones
     result = make_plan(prof, cache_dir=cache_dir, data_dir=data_dir, archs=archs or None, device=device,

@@ -84,6 +84,14 @@ OPTIONS: tuple[RunOption, ...] = (
     RunOption("--max-retries", "times a failed member (task error or dead worker) is resubmitted before it is "
               "reported failed (default 2)", frozenset({PYTEST, TRAIN}), type=int, metavar="N",
               pytest_group="kdclaims-backend"),
+    RunOption("--sequential", "group-sequential testing (issue #19): train members in look-sized batches and stop "
+              "each population once every claim using it has crossed a boundary (default off: the fixed design)",
+              frozenset({PYTEST, RUN, PLAN}), flag=True),
+    RunOption("--spending", "error-spending function of --sequential: obf (Lan-DeMets O'Brien-Fleming-type) or "
+              "pocock (Lan-DeMets Pocock-type); default the profile's (obf)", frozenset({PYTEST, RUN, PLAN}),
+              choices=("obf", "pocock")),
+    RunOption("--looks", "members per population at each look of --sequential, ending at the seeds' count, e.g. "
+              "25,50,100,200,385 (default the profile's)", frozenset({PYTEST, RUN, PLAN}), metavar="N,N,..."),
     RunOption("--measure", "time a member by training one briefly on --device where the cache has no times "
               "(default off: plan trains nothing and answers in seconds)", frozenset({PLAN}), flag=True),
     RunOption("--device-tflops", "sustained accelerator throughput for plan's FLOP-based estimate, TFLOP/s "
@@ -129,13 +137,17 @@ def forwarded_to_pytest(values: Mapping[str, Any]) -> list[str]:
     """``kdclaims run``'s table options as pytest arguments (each ``run`` option is a pytest one too)."""
     args: list[str] = []
     for option in options_for(RUN):
-        if values.get(option.dest) is not None:
+        if option.flag:
+            args += [option.name] if values.get(option.dest) else []
+        elif values.get(option.dest) is not None:
             args += [option.name, str(values[option.dest])]
     return args
 
 
-def chosen_profile(name: str, seeds: str | None = None, precision: str | None = None):
-    """The profile that --profile, --seeds and --precision choose (a bad one: a one-line ConfigError)."""
+def chosen_profile(name: str, seeds: str | None = None, precision: str | None = None, looks: str | None = None,
+                   spending: str | None = None):
+    """The profile that --profile, --seeds, --precision, --looks and --spending choose (a bad one: a one-line
+    ConfigError)."""
     from kdclaims.profiles import get_profile, parse_seeds
 
     profile = get_profile(name)
@@ -143,4 +155,8 @@ def chosen_profile(name: str, seeds: str | None = None, precision: str | None = 
         profile = profile.with_seeds(parse_seeds(seeds))
     if precision:
         profile = profile.with_precision(precision)
+    if looks:
+        profile = profile.with_looks(looks)
+    if spending:
+        profile = profile.with_spending(spending)
     return profile

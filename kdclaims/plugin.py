@@ -63,7 +63,8 @@ class HarnessState:
 
         opt = config.getoption
         self.config = config
-        self.profile = chosen_profile(opt("--profile"), opt("--seeds"), opt("--precision"))
+        self.profile = chosen_profile(opt("--profile"), opt("--seeds"), opt("--precision"),
+                                      opt("--looks"), opt("--spending"))
         self.cache_dir = Path(opt("--cache-dir") or default_cache_dir()).expanduser()
         self.data_dir = opt("--data-dir")
         from kdclaims.datasets import check_data_dir

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 SCALES = ("paper", "smoke")  # how big each architecture is: as the paper has it, or its registered smoke_config
 KINDS = {True: "reproduction", False: "machinery-check"}  # a profile file's ``kind:``, by is_reproduction
 RECIPE_OVERRIDES = ("batch_size", "lr")  # besides epochs, what a profile may change in an architecture's recipe
+SPENDINGS = ("obf", "pocock")  # --spending: Lan-DeMets O'Brien-Fleming-type or Pocock-type (kdclaims.sequential)
+# Where a profile states no looks: the paper's looks (25, 50, 100, 200, 385 of 385) as fractions of its seeds.
+_PAPER_LOOK_FRACTIONS = (25 / 385, 50 / 385, 100 / 385, 200 / 385, 1.0)
+MIN_LOOK = 2  # members per population at a look: Welch's test needs two
 PROFILE_DIR = Path(__file__).with_name("profile_files")
 
 
@@ -48,6 +52,10 @@ class Profile:
     # Per-arch recipe fields besides epochs (RECIPE_OVERRIDES: batch_size, lr).
     recipe_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str | None = None  # the profile file it was read from, if any (provenance only)
+    # The group-sequential design (--sequential, issue #19): members per population at each look, the last
+    # equal to the seeds' count (None: the paper's look fractions of the seeds), and the spending function.
+    looks: tuple[int, ...] | None = None
+    spending: str = "obf"
 
     def __post_init__(self):
         if self.scale not in SCALES:
@@ -101,7 +109,27 @@ class Profile:
         return config
 
     def with_seeds(self, seeds: tuple[int, ...]) -> "Profile":
-        return dataclasses.replace(self, seeds=tuple(seeds))
+        """These seeds instead of the profile's; stated looks beyond them are dropped (``sequential_looks``
+        then ends at the new count)."""
+        looks = None if self.looks is None else tuple(k for k in self.looks if k < len(seeds)) + (len(seeds),)
+        return dataclasses.replace(self, seeds=tuple(seeds), looks=looks)
+
+    def with_looks(self, looks: tuple[int, ...]) -> "Profile":
+        """This profile with the looks of ``--looks`` (checked against its seeds: one line if bad)."""
+        return dataclasses.replace(self, looks=check_looks(looks, len(self.seeds), "--looks"))
+
+    def with_spending(self, spending: str) -> "Profile":
+        if spending not in SPENDINGS:
+            raise ConfigError(f"unknown --spending {spending!r}: use one of {', '.join(SPENDINGS)}")
+        return dataclasses.replace(self, spending=spending)
+
+    @property
+    def sequential_looks(self) -> tuple[int, ...]:
+        """Members per population at each look of the sequential design; the last is the seeds' count."""
+        if self.looks is not None:
+            return self.looks
+        n = len(self.seeds)
+        return tuple(sorted({max(MIN_LOOK, min(n, round(f * n))) for f in _PAPER_LOOK_FRACTIONS}))
 
     def with_precision(self, precision: str) -> "Profile":
         """This profile at another arithmetic precision (a key of ``kdclaims.precision.PRECISIONS``).
@@ -155,6 +183,7 @@ class Profile:
             "kind": self.kind,
             "differences_from_paper": self.differences_from_paper() if "paper" in PROFILES else [],
         }
+        out["sequential"] = {"looks": list(self.sequential_looks), "spending": self.spending}
         if self.recipe_overrides:
             out["recipe_overrides"] = {a: dict(v) for a, v in self.recipe_overrides.items()}
         if self.source:
@@ -166,7 +195,8 @@ class Profile:
 # Profile files
 # ---------------------------------------------------------------------------------------------
 
-_TOP_FIELDS = ("name", "description", "kind", "dataset", "seeds", "precision", "scale", "architectures")
+_TOP_FIELDS = ("name", "description", "kind", "dataset", "seeds", "precision", "scale", "architectures", "sequential")
+_SEQUENTIAL_FIELDS = ("looks", "spending")
 _DATASET_FIELDS = ("kind", "image_size", "path", "synthetic")
 _ARCH_FIELDS = ("model", "epochs") + RECIPE_OVERRIDES
 
@@ -188,6 +218,26 @@ def _positive_int(where: str, field_name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _bad(where, field_name, f"should be a positive integer, got {value!r}")
     return value
+
+
+def check_looks(looks, n_seeds: int, where: str) -> tuple[int, ...]:
+    """Looks as members per population: strictly increasing integers >= 2 ending at the seeds' count."""
+    if isinstance(looks, str):
+        try:
+            looks = [int(part) for part in looks.split(",") if part.strip()]
+        except ValueError:
+            raise ConfigError(f"{where} should be member counts like 25,50,100,200,385, got {looks!r}") from None
+    if not isinstance(looks, (list, tuple)) or not looks or any(
+            isinstance(k, bool) or not isinstance(k, int) for k in looks):
+        raise ConfigError(f"{where} should be a list of member counts like 25,50,100,200,385, got {looks!r}")
+    looks = tuple(looks)
+    if looks[0] < MIN_LOOK or any(b <= a for a, b in zip(looks, looks[1:])):
+        raise ConfigError(f"{where} should increase strictly from at least {MIN_LOOK} members, got "
+                          f"{','.join(map(str, looks))}")
+    if looks[-1] != n_seeds:
+        raise ConfigError(f"{where} should end at the seeds per population ({n_seeds}), got "
+                          f"{','.join(map(str, looks))}")
+    return looks
 
 
 def profile_from_mapping(data, where: str, base_dir: Path | None = None) -> Profile:
@@ -235,6 +285,17 @@ def profile_from_mapping(data, where: str, base_dir: Path | None = None) -> Prof
     if not isinstance(description, str):
         raise _bad(where, "description", f"should be text, got {type(description).__name__}")
 
+    sequential = _check_fields(where, "sequential.", data.get("sequential") or {}, _SEQUENTIAL_FIELDS)
+    looks = None
+    if "looks" in sequential:
+        try:
+            looks = check_looks(sequential["looks"], len(seeds), "")
+        except ConfigError as exc:
+            raise _bad(where, "sequential.looks", str(exc).strip()) from None
+    spending = sequential.get("spending", "obf")
+    if spending not in SPENDINGS:
+        raise _bad(where, "sequential.spending", f"should be one of {', '.join(SPENDINGS)}, got {spending!r}")
+
     model_overrides, epochs, recipe_overrides = {}, {}, {}
     architectures = data.get("architectures") or {}
     if not isinstance(architectures, Mapping):
@@ -262,7 +323,7 @@ def profile_from_mapping(data, where: str, base_dir: Path | None = None) -> Prof
         dataset=DatasetSpec(kind=dataset["kind"], image_size=image_size, synthetic=dict(synthetic), path=path),
         seeds=seeds, model_overrides=model_overrides, epochs=epochs, precision=precision,
         is_reproduction=data["kind"] == KINDS[True], scale=scale, recipe_overrides=recipe_overrides,
-        source=None if base_dir is None else where,
+        source=None if base_dir is None else where, looks=looks, spending=spending,
     )
 
 

@@ -86,17 +86,21 @@ def _sample(option) -> str:
 def test_kdclaims_run_forwards_every_run_option_from_the_table(monkeypatch):
     seen = []
     monkeypatch.setattr(pytest, "main", lambda args: seen.append(args) or 0)
-    given = [arg for option in options_for(RUN) for arg in (option.name, _sample(option))]
+    given = [arg for option in options_for(RUN)
+             for arg in ((option.name,) if option.flag else (option.name, _sample(option)))]
     done = CliRunner().invoke(main, ["run", *given, "-n", "2", "-x"])
     assert done.exit_code == 0, done.output
     args = seen[0]
     assert args[0].endswith("catalogue") and args[-3:] == ["-n", "2", "-x"]
     for option in options_for(RUN):
+        if option.flag:  # a switch is forwarded as itself, with no value
+            assert option.name in args and args[args.index(option.name) + 1].startswith("-"), option.name
+            continue
         assert args[args.index(option.name) + 1] == _sample(option), option.name
     # unset options reach pytest as the table's defaults, which are pytest's too
     CliRunner().invoke(main, ["run"])
     assert seen[1][1:] == forwarded_to_pytest({o.dest: o.default for o in OPTIONS})
-    assert "--seeds" not in seen[1] and seen[1][seen[1].index("--profile") + 1] == "paper"
+    assert "--seeds" not in seen[1] and "--sequential" not in seen[1] and seen[1][seen[1].index("--profile") + 1] == "paper"
 
 
 def test_run_refuses_an_option_below_its_minimum_before_pytest():

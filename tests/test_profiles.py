@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -168,3 +169,27 @@ def test_the_report_lists_what_the_profile_changes_beside_the_paper():
     assert "| seeds per population | 10 | 385 |" in text and "| ResNet-18 epochs | 20 | 100 |" in text
     assert "| ViT lr | 0.002 | 0.0005 |" in text
     assert "<td>ResNet-18 width</td><td>8</td><td>64</td>" in render_html(document, figures={})
+
+
+def test_sequential_looks_are_read_checked_and_follow_the_seeds(tmp_path):
+    from kdclaims.options import chosen_profile
+
+    paper = chosen_profile("paper")
+    assert paper.sequential_looks == (25, 50, 100, 200, 385) and paper.spending == "obf"
+    assert paper.as_dict()["sequential"] == {"looks": [25, 50, 100, 200, 385], "spending": "obf"}
+    assert chosen_profile("paper", "60").sequential_looks == (25, 50, 60)  # looks beyond --seeds dropped
+    chosen = chosen_profile("smoke", None, None, "2,5", "pocock")
+    assert chosen.sequential_looks == (2, 5) and chosen.spending == "pocock"
+    for bad, says in [("2,4", "end at the seeds per population (5)"), ("3,3,5", "increase strictly"),
+                      ("1,5", "at least 2"), ("x", "member counts")]:
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            chosen_profile("smoke", None, None, bad)
+    with pytest.raises(ConfigError, match="--spending"):
+        chosen_profile("smoke", None, None, None, "linear")
+    path = tmp_path / "p.yaml"
+    path.write_text("name: mine\nkind: reproduction\ndataset: {kind: synthetic}\nseeds: 1-8\n"
+                    "sequential: {looks: [4, 7]}\n")
+    with pytest.raises(ConfigError, match=r"field 'sequential.looks' .*end at the seeds per population \(8\)"):
+        chosen_profile(str(path))
+    path.write_text("name: mine\nkind: reproduction\ndataset: {kind: synthetic}\nseeds: 1-8\n")
+    assert chosen_profile(str(path)).sequential_looks == (2, 4, 8)  # the paper's look fractions of 8 seeds
