@@ -163,3 +163,12 @@ def test_every_format_prints_a_tiny_computed_pvalue_the_same_way(document):
         assert "p <0.001" in text and "(p = 0.000)" in text
     for rendered in (md, page, table):
         assert "e-05" not in rendered and "e−05" not in rendered and "1e-300" not in rendered
+
+
+def test_a_reproduction_profile_at_another_scale_is_called_a_small_scale_real_data_replication():
+    from kdclaims.profiles import PROFILES
+    from kdclaims.render.document import _notice
+
+    notice = _notice("trained", PROFILES["digits"].as_dict())
+    assert notice.startswith("A small-scale real-data replication on digits data (profile digits, 10 seeds")
+    assert _notice("trained", PROFILES["paper"].as_dict()) is None  # the paper's own experiment needs no notice

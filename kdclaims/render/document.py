@@ -119,8 +119,11 @@ def _notice(kind: str, profile: dict) -> str | None:
     if kind == "paper":
         return "Evidence: the paper's own summary statistics (Tables 1-3, n = 385 per setup); nothing was trained."
     if profile.get("differences_from_paper"):
-        return (f"A replication on {dataset} data at another scale than the paper's (profile {profile.get('name')}): "
-                "the settings that differ from the paper's are listed under Setup.")
+        seeds = f", {profile['n_seeds']} seeds per population" if profile.get("n_seeds") else ""
+        real = "synthetic-data" if dataset == "synthetic" else "real-data"
+        return (f"A small-scale {real} replication on {dataset} data (profile {profile.get('name')}{seeds}), not "
+                "the paper's experiment: the verdicts below are what these populations show, and the settings that "
+                "differ from the paper's are listed under Setup beside the paper's values.")
     return None
 
 
