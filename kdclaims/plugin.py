@@ -216,9 +216,9 @@ def check_seeds_form_populations(seeds) -> None:
 
 def check_sequential(evidence: str, correction: str) -> None:
     """Refuse, in one line before anything runs, what --sequential cannot do."""
-    if evidence == "paper":
-        raise ConfigError("--sequential trains members in look-sized batches; --evidence paper has no members "
-                          "(the paper's tables are n = 385 summaries): drop one of them")
+    from kdclaims.sequential_run import check_evidence
+
+    check_evidence(evidence)  # --evidence paper has no members to look at
     if correction != "none":
         raise ConfigError(f"--sequential with --correction {correction}: a group-sequential design with a "
                           "family-wise correction is a different design (each claim's boundaries would have to "

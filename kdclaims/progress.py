@@ -108,6 +108,8 @@ class RunProgress:
             self.looks[group] = (f"{group} look {record['look']}/{record['looks']} ({record['members']} members, "
                                  f"{len(record.get('populations') or ())} populations growing)")
             self.finished_lines.append(f"kdclaims: {self.looks[group]}")
+            # the populations growing at this look are not ready until it is (each says so when it is)
+            self.populations_done.difference_update(record.get("populations") or ())
         elif event == "population_done":
             name = str(record["name"])
             if name not in self.populations_done:
