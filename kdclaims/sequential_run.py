@@ -101,6 +101,10 @@ RULES = {
                    "is a retained H0 also stop, H0 retained, when the repeated one-sided upper bound of the "
                    "improvement (critical value c_k = b_k) is below the margin (non-binding); no futility stop "
                    "for reject-expected claims; at the final look the fixed verdict rules with the repeated bound"),
+    "futility": ("non-binding equivalence stop, only for claims whose paper outcome is a retained H0: stop, H0 "
+                 "retained, when the repeated one-sided upper bound of the improvement (critical value c_k = b_k, "
+                 "the same spending) is below the claim's margin; the efficacy boundaries ignore it; claims whose "
+                 "paper outcome is a rejected H0 have no futility stop"),
     "ranking": ("intersection-union: the fixed rule at the nominal level alpha_k at each look; stops when the "
                 "leader's lead over every rival is significant at alpha_k (holds or fails)"),
     "trend": ("intersection-union: the fixed rule at the nominal level alpha_k at each look; stops when every "

@@ -221,3 +221,118 @@ def test_type_one_error_of_the_engine_rule_under_h0():
     favour, se, df = simulate_looks(np.random.default_rng(21), 20_000, PAPER_LOOKS, effect=0.0, sd_treatment=2.0)
     rate = sequential_decisions(favour, se, looks / N, df=df).reject.mean()
     assert abs(rate - 0.025) < 0.005, rate
+
+
+def _claim(kind: str, **fields):
+    return parse_claim({"id": f"{kind}-claim", "sentence": "s", "source": "Table 1", "arch": "resnet18", "kind": kind,
+                        "paper": {"outcome": "holds"}, **fields}, "test")
+
+
+KD = [{"setup": "kd", "alpha": a} for a in (0.1, 0.5, 0.9)]
+
+
+def _normal(rng, mean, sd, n=N):
+    return mean + sd * rng.standard_normal(n)
+
+
+def test_ranking_and_trend_stop_early_when_every_component_crosses_the_looks_boundary():
+    rng = np.random.default_rng(7)
+    ranking = _claim("ranking", metric="test_accuracy", expected_best=[{"setup": "uniform_kd", "alpha": 0.5}],
+                     candidates=[{"setup": "independent"}, KD[1], {"setup": "uniform_kd", "alpha": 0.5}])
+    trend = _claim("trend", metric="activation_distance", arms=KD)
+    values = {
+        "resnet18/independent": {"test_accuracy": _normal(rng, 0.70, 0.01)},
+        "resnet18/uniform_kd-a0.5": {"test_accuracy": _normal(rng, 0.76, 0.01)},  # 6 sds ahead: z ~ 21 at n = 25
+        # kd 0.5 leads only slightly: significant at 385 members, not at the strict interim boundaries
+        "resnet18/kd-a0.5": {"test_accuracy": _normal(rng, 0.7005, 0.01),
+                             "activation_distance": _normal(rng, 0.30, 0.01)},
+        "resnet18/kd-a0.1": {"activation_distance": _normal(rng, 0.40, 0.01)},
+        "resnet18/kd-a0.9": {"activation_distance": _normal(rng, 0.20, 0.01)},
+    }
+    run = SequentialRun([ranking, trend], DESIGN)
+    decided = run_to_end(run, values)
+    assert decided[0] == ["ranking-claim", "trend-claim"]
+    for claim_id in decided[0]:
+        result = run.results[claim_id]
+        seq = result.details["sequential"]
+        assert (result.observed_outcome, result.verdict, seq["reason"]) == ("holds", "reproduced", "efficacy")
+        look = seq["looks"][0]
+        assert look["statistic"]["z"] > look["efficacy_boundary"] > 8  # the first boundary at t = 25/385
+        assert look["nominal_alpha"] < 1e-15
+    lead = run.results["ranking-claim"].details["lead"]
+    assert (lead["leader"], lead["rival"]) == ("resnet18/uniform_kd-a0.5", "resnet18/kd-a0.5")  # the hardest rival
+
+
+def test_ranking_not_significant_at_the_interim_boundary_continues():
+    rng = np.random.default_rng(8)
+    ranking = _claim("ranking", metric="test_accuracy", expected_best=[{"setup": "uniform_kd", "alpha": 0.5}],
+                     candidates=[{"setup": "independent"}, {"setup": "uniform_kd", "alpha": 0.5}])
+    values = {"resnet18/independent": {"test_accuracy": _normal(rng, 0.70, 0.01)},
+              "resnet18/uniform_kd-a0.5": {"test_accuracy": _normal(rng, 0.71, 0.01)}}  # z ~ 3.5 at 25: < 8.7
+    run = SequentialRun([ranking], DESIGN)
+    assert run.observe(ValuesEvidence(values, default_members=25)) == []
+    record = run._states["ranking-claim"].records[0]
+    assert record["action"] == "continue" and 2 < record["statistic"]["z"] < record["efficacy_boundary"]
+    decided = run_to_end(run, values)
+    stop = run.results["ranking-claim"].details["sequential"]["stop_look"]
+    assert 1 < stop <= len(PAPER_LOOKS) and decided[stop - 2] == ["ranking-claim"]
+
+
+def test_threshold_fails_at_once_on_a_member_that_reaches_the_level_and_holds_early_only_pessimistically():
+    rng = np.random.default_rng(9)
+    metrics = {"activation_distance": (0.35, 0.01), "js_divergence": (0.20, 0.01),
+               "prediction_dissimilarity": (0.30, 0.01), "logits_cosine_similarity": (0.70, 0.01)}
+    far = {m: _normal(rng, mu, sd) for m, (mu, sd) in metrics.items()}
+    reaching = {m: v.copy() for m, v in far.items()}
+    for m, v in {"activation_distance": 0.01, "js_divergence": 0.001, "prediction_dissimilarity": 0.01,
+                 "logits_cosine_similarity": 0.999}.items():
+        reaching[m][3] = v  # member 4 is as similar as the teacher on every metric
+    claim = _claim("threshold", arms=[KD[1]])
+    run = SequentialRun([claim], DESIGN)
+    assert run.observe(ValuesEvidence({"resnet18/kd-a0.5": reaching}, default_members=25)) == ["threshold-claim"]
+    failed = run.results["threshold-claim"]
+    assert (failed.observed_outcome, failed.details["sequential"]["reason"]) == ("fails", "efficacy")
+    run = SequentialRun([claim], DESIGN)
+    assert run.observe(ValuesEvidence({"resnet18/kd-a0.5": far}, default_members=25)) == ["threshold-claim"]
+    held = run.results["threshold-claim"]
+    assert (held.observed_outcome, held.verdict, held.details["sequential"]["reason"]) == \
+        ("holds", "reproduced", "equivalence")
+    assert held.details["pessimistic_expected_reaching_of_385"] < 1
+    # near the level (mean similarity 0.90, sd 0.02): the point estimate says "holds" (< 1 of 385 expected), the
+    # pessimistic bounds at the strict interim levels do not, so the claim waits for the final look
+    near = {**far, "activation_distance": _normal(rng, 0.1414, 0.0283)}  # similarity 1 - AD/sqrt(2): 0.90 +- 0.02
+    for m in ("js_divergence", "prediction_dissimilarity"):
+        near[m] = _normal(rng, 0.001, 0.0001)
+    near["logits_cosine_similarity"] = _normal(rng, 0.999, 0.0001)
+    run = SequentialRun([claim], DESIGN)
+    decided = run_to_end(run, {"resnet18/kd-a0.5": near})
+    assert decided[0] == [] and run.results["threshold-claim"].details["sequential"]["stop_look"] > 1
+
+
+def test_bound_holds_early_with_repeated_bounds_and_only_significant_waits_for_the_final_look():
+    rng = np.random.default_rng(10)
+    spread = _claim("bound", quantity="spread", metrics=["activation_distance"], arms=KD, bound=0.005)
+    values = {f"resnet18/kd-a{a:g}": {"activation_distance": _normal(rng, 0.30, 0.0005)} for a in (0.1, 0.5, 0.9)}
+    run = SequentialRun([spread], DESIGN)
+    decided = run_to_end(run, values)
+    result = run.results["bound-claim"]
+    seq = result.details["sequential"]
+    assert (result.observed_outcome, seq["reason"]) == ("holds", "equivalence") and seq["stop_look"] < 5
+    assert decided[seq["stop_look"] - 1] == ["bound-claim"]
+    # the bounds are the look's repeated ones, wider than the fixed 97.5% ones on the same members
+    assert "upper bound" in result.reason and "97.5%" not in result.reason
+
+    # "only significant" improvements: which cells are significant is settled only at the final look, so until
+    # then every cell counts -- here a noisy, non-significant cell whose bound is far above 0.03 holds the claim
+    # back, though the one significant cell is bounded well below 0.03 from the first looks
+    only = _claim("bound", quantity="max_improvement", metrics=["activation_distance"], arms=KD[:2], bound=0.03,
+                  baseline={"setup": "independent"}, only_significant=True)
+    values = {"resnet18/independent": {"activation_distance": _normal(rng, 0.30, 0.001)},
+              "resnet18/kd-a0.1": {"activation_distance": _normal(rng, 0.29, 0.001)},  # 0.01 better: significant
+              "resnet18/kd-a0.5": {"activation_distance": _normal(rng, 0.30, 0.3)}}  # no effect, huge noise
+    run = SequentialRun([only], DESIGN)
+    decided = run_to_end(run, values)
+    assert decided[:-1] == [[]] * 4
+    result = run.results["bound-claim"]
+    assert result.observed_outcome == "holds" and result.details["sequential"]["stop_look"] == 5
+    assert result.details["considered"] == 1  # at the final look only the significant cell counts, as fixed
