@@ -308,7 +308,7 @@ class SequentialRun:
 
     def _look(self, state: _ClaimState, evidence: _Recorder, is_final: bool) -> ClaimResult | None:
         claim = state.claim
-        look = {"look": len(state.records) + 1, "target_members": self.target_members()}
+        look = {"look": self.look_index + 1, "target_members": self.target_members()}
         try:
             if claim.kind == "comparison":
                 return self._comparison_look(state, evidence, is_final, look)
@@ -399,15 +399,18 @@ class SequentialRun:
         return result
 
     def _stale_look(self, state: _ClaimState, look: dict, is_final: bool) -> ClaimResult | None:
-        """A look with no members beyond the last one: nothing new to test. At the final look (the
-        members ran out) the claim ends as its last look left it: no alpha can be spent on no new
-        information, so H0 is not rejected there."""
+        """A look with no members beyond the claim's last one: nothing new to test, so it continues. At
+        the final look (the members ran out) no alpha can be spent on no new information: the claim
+        ends inconclusive, undecided at its last informative look."""
         look.update(action="no new members")
         state.records.append(look)
         if not is_final:
             return None
-        raise KdclaimsError("the members ran out before the claim was decided: no members beyond look "
-                            f"{len(state.sizes)} at the final look")
+        reason = (f"not decided: the members ran out (no members beyond look {state.records[-2]['look']} "
+                  "at the final look)" if len(state.records) > 1 else "not decided: no members")
+        result = ClaimResult(state.claim, "trained", "inconclusive", reason, None, {})
+        result.details["sequential"] = self._sequential_details(state, "final")
+        return result
 
     # -- ranking, trend, bound, threshold ----------------------------------------------------------
 
@@ -473,7 +476,7 @@ class SequentialRun:
         """What a decided claim's ``details["sequential"]`` holds; ``members_used``: each of its
         populations' members at the stopping look (the claim used them all)."""
         return {"design": self.design.as_dict(), "looks": copy.deepcopy(state.records),
-                "stop_look": len(state.records), "reason": reason,
+                "stop_look": state.records[-1]["look"], "reason": reason,
                 "members_used": {spec.name: self._seen.get(spec.name) for spec in state.populations}}
 
 

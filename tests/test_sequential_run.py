@@ -336,3 +336,17 @@ def test_bound_holds_early_with_repeated_bounds_and_only_significant_waits_for_t
     result = run.results["bound-claim"]
     assert result.observed_outcome == "holds" and result.details["sequential"]["stop_look"] == 5
     assert result.details["considered"] == 1  # at the final look only the significant cell counts, as fixed
+
+
+def test_a_final_look_without_new_members_ends_inconclusive():
+    claim = comparison("stale")
+    values = draw(np.random.default_rng(11), claim, effect=0.0)
+    run = SequentialRun([claim], DESIGN)
+    run.observe(ValuesEvidence(values, default_members=50))
+    assert run.observe(ValuesEvidence(values, default_members=50)) == []  # look 2 brought nothing new: continue
+    assert run.observe(ValuesEvidence(values, default_members=50), final=True) == ["stale"]
+    result = run.results["stale"]
+    assert result.verdict == "inconclusive" and "members ran out" in result.reason
+    assert [look["action"] for look in result.details["sequential"]["looks"]] == \
+        ["continue", "no new members", "no new members"]
+    assert result.details["sequential"]["stop_look"] == 3
