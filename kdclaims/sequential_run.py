@@ -75,6 +75,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from kdclaims.claims import Claim
 from kdclaims.errors import ConfigError, KdclaimsError
@@ -89,6 +90,7 @@ __all__ = ["Design", "SequentialRun", "ValuesEvidence", "check_evidence", "PAPER
 STOP_REASONS = ("efficacy", "equivalence", "final")
 PAPER_EVIDENCE_MESSAGE = ("--sequential needs trained evidence (members to look at); --evidence paper has only the "
                           "paper's summary statistics: drop --sequential or use --evidence trained")
+EXPECTED_FILE = Path(__file__).with_name("sequential_expected.json")  # benchmarks/sequential_catalogue_sim.py writes it
 _FRACTION_DIGITS = 10  # information fractions are rounded so equal looks share one boundary computation
 
 RULES = {
@@ -99,6 +101,10 @@ RULES = {
                    "is a retained H0 also stop, H0 retained, when the repeated one-sided upper bound of the "
                    "improvement (critical value c_k = b_k) is below the margin (non-binding); no futility stop "
                    "for reject-expected claims; at the final look the fixed verdict rules with the repeated bound"),
+    "futility": ("non-binding equivalence stop, only for claims whose paper outcome is a retained H0: stop, H0 "
+                 "retained, when the repeated one-sided upper bound of the improvement (critical value c_k = b_k, "
+                 "the same spending) is below the claim's margin; the efficacy boundaries ignore it; claims whose "
+                 "paper outcome is a rejected H0 have no futility stop"),
     "ranking": ("intersection-union: the fixed rule at the nominal level alpha_k at each look; stops when the "
                 "leader's lead over every rival is significant at alpha_k (holds or fails)"),
     "trend": ("intersection-union: the fixed rule at the nominal level alpha_k at each look; stops when every "
@@ -195,6 +201,7 @@ class _Recorder:
 
     def __init__(self, evidence, seen: dict[str, int]):
         self._evidence, self._seen = evidence, seen
+        self.usable: dict[str, int] = {}  # population name -> fewest usable members over the metrics read
         self.name = getattr(evidence, "name", "trained")
         self.pairing = getattr(evidence, "pairing", "none")
 
@@ -202,10 +209,14 @@ class _Recorder:
         arm = self._evidence.arm(spec, metric)
         members = len(arm.values) if arm.values is not None else arm.summary.n
         self._seen[spec.name] = max(members, self._seen.get(spec.name, 0))
+        self.usable[spec.name] = min(arm.summary.n, self.usable.get(spec.name, arm.summary.n))
         return arm
 
     def __getattr__(self, name):
         return getattr(self._evidence, name)
+
+
+_UNSET = object()
 
 
 @dataclass
@@ -215,6 +226,8 @@ class _ClaimState:
     records: list[dict] = dataclasses.field(default_factory=list)
     sizes: list[dict[str, int]] = dataclasses.field(default_factory=list)  # members per population, each look used
     boundaries: list[float] = dataclasses.field(default_factory=list)  # efficacy boundaries used
+    fractions: list[float] = dataclasses.field(default_factory=list)  # information fraction at each look used
+    margin: object = None  # a comparison's margin (None: the paper gives none), _UNSET until first read
 
 
 class SequentialRun:
@@ -228,7 +241,7 @@ class SequentialRun:
             raise ConfigError("claim ids must be unique in a sequential run")
         self.design = design
         self.claims = list(claims)
-        self._states = {c.id: _ClaimState(c, list(c.populations())) for c in self.claims}
+        self._states = {c.id: _ClaimState(c, list(c.populations()), margin=_UNSET) for c in self.claims}
         self.look_index = 0
         self.results: dict[str, ClaimResult] = {}
         self.members_used: dict[str, int] = {}
@@ -295,7 +308,7 @@ class SequentialRun:
 
     def _look(self, state: _ClaimState, evidence: _Recorder, is_final: bool) -> ClaimResult | None:
         claim = state.claim
-        look = {"look": len(state.records) + 1, "target_members": self.target_members()}
+        look = {"look": self.look_index + 1, "target_members": self.target_members()}
         try:
             if claim.kind == "comparison":
                 return self._comparison_look(state, evidence, is_final, look)
@@ -321,38 +334,35 @@ class SequentialRun:
             return self.design.alpha
         return float(SPENDING_FUNCTIONS[self.design.spending](min(fraction, 1.0), self.design.alpha))
 
-    def _sizes(self, state: _ClaimState) -> dict[str, int]:
-        return {spec.name: self._seen[spec.name] for spec in state.populations if spec.name in self._seen}
-
     def _no_new_information(self, state: _ClaimState, sizes: dict[str, int]) -> bool:
         return bool(state.sizes) and all(sizes.get(k, 0) <= v for k, v in state.sizes[-1].items())
 
     # -- comparison ------------------------------------------------------------------------------
 
     def _comparison_look(self, state: _ClaimState, evidence, is_final: bool, look: dict) -> ClaimResult | None:
-        from kdclaims.kinds.comparison import decide
+        from kdclaims.kinds.comparison import claim_margin, decide, paper_numbers
 
         claim = state.claim
-        fixed = KINDS.get("comparison").evaluate(claim, evidence)
-        details = fixed.details
-        test = details["test"]
-        treatment, baseline = details["treatment"], details["baseline"]
-        sizes = {treatment["population"]: treatment["n"], baseline["population"]: baseline["n"]}  # usable members
+        kind = KINDS.get("comparison")
+        treatment, baseline, test, _, _ = kind.deciding_test(claim, evidence)
+        sizes = {treatment.population: treatment.summary.n, baseline.population: baseline.summary.n}  # usable
         if self._no_new_information(state, sizes):
             return self._stale_look(state, look, is_final)
-        favour, se, df = float(test["diff"]), float(test["se"]), test.get("df")
-        n_t = [s[treatment["population"]] for s in state.sizes] + [treatment["n"]]
-        n_b = [s[baseline["population"]] for s in state.sizes] + [baseline["n"]]
+        if state.margin is _UNSET:  # the paper's design fixes it: once per claim
+            state.margin = claim_margin(paper_numbers(claim))["value"]
+        margin = state.margin
+        favour, se, df = float(test.improvement), float(test.se), float(test.df)
+        n_t = [s[treatment.population] for s in state.sizes] + [treatment.summary.n]
+        n_b = [s[baseline.population] for s in state.sizes] + [baseline.summary.n]
         fractions = [float(f) for f in information_fraction(
             n_t, n_b, planned_treatment=self.design.max_members, planned_baseline=self.design.max_members,
-            sd_treatment=treatment["std"], sd_baseline=baseline["std"])]
+            sd_treatment=treatment.summary.std, sd_baseline=baseline.summary.std)]
         if len(fractions) > 1 and any(b <= a for a, b in zip(fractions, fractions[1:])):
             return self._stale_look(state, look, is_final)
         b, final = self._next_boundary(state, fractions, is_final)
         z = _z_ratio(favour, se, df)
-        margin = (details.get("margin") or {}).get("value")
         c = b  # equivalence critical value: the same spending at the same information (see module docstring)
-        upper = None if margin is None else favour + _t_quantile(c, df) * se if se > 0 else favour
+        upper = None if margin is None else (favour + _t_quantile(c, df) * se if se > 0 else favour)
         shown = margin is not None and _z_ratio(margin - favour, se, df) > c
         efficacy = z > b
         expected = claim.paper.outcome
@@ -365,11 +375,12 @@ class SequentialRun:
         else:
             reason_code = None
         look.update(n=sizes, information_fraction=fractions[-1], z=z, efficacy_boundary=b, nominal_alpha=_nominal(b),
-                    alpha_spent=self._alpha_spent(fractions[-1], final), improvement=favour, se=se, df=df,
-                    upper_bound=upper, margin=margin, equivalence_critical=c if margin is not None else None,
-                    action=reason_code or "continue")
+                    alpha_spent=self._alpha_spent(fractions[-1], final), test=test.test, improvement=favour, se=se,
+                    df=df, upper_bound=upper, margin=margin,
+                    equivalence_critical=c if margin is not None else None, action=reason_code or "continue")
         state.records.append(look)
         state.sizes.append(sizes)
+        state.fractions = fractions  # re-estimated at every look with the current variances
         state.boundaries.append(b)
         if reason_code is None:
             return None
@@ -382,32 +393,150 @@ class SequentialRun:
                           + (f"; repeated upper bound {upper:.4g} vs margin {margin:.4g}" if margin is not None else ""))
                 }[reason_code]
         reason = f"{reason} (sequential, stopped at look {look['look']} on {reason_code}: {rule})"
+        fixed = kind.evaluate(claim, evidence)  # the full record (arms, tests, power, fragility) at the stop
         result = dataclasses.replace(fixed, verdict=verdict, reason=reason, observed_outcome=observed)
-        result.details["sequential"] = self._sequential_details(state, reason_code)
+        result.details = {**fixed.details, "sequential": self._sequential_details(state, reason_code)}
         return result
 
     def _stale_look(self, state: _ClaimState, look: dict, is_final: bool) -> ClaimResult | None:
-        """A look with no members beyond the last one: nothing new to test. At the final look (the
-        members ran out) the claim ends as its last look left it: no alpha can be spent on no new
-        information, so H0 is not rejected there."""
+        """A look with no members beyond the claim's last one: nothing new to test, so it continues. At
+        the final look (the members ran out) no alpha can be spent on no new information: the claim
+        ends inconclusive, undecided at its last informative look."""
         look.update(action="no new members")
         state.records.append(look)
         if not is_final:
             return None
-        raise KdclaimsError("the members ran out before the claim was decided: no members beyond look "
-                            f"{len(state.sizes)} at the final look")
+        reason = (f"not decided: the members ran out (no members beyond look {state.records[-2]['look']} "
+                  "at the final look)" if len(state.records) > 1 else "not decided: no members")
+        result = ClaimResult(state.claim, "trained", "inconclusive", reason, None, {})
+        result.details["sequential"] = self._sequential_details(state, "final")
+        return result
 
     # -- ranking, trend, bound, threshold ----------------------------------------------------------
 
-    def _combined_look(self, state: _ClaimState, evidence, is_final: bool, look: dict) -> ClaimResult | None:
-        raise NotImplementedError  # filled in below (next commit)
+    def _combined_look(self, state: _ClaimState, evidence: _Recorder, is_final: bool,
+                       look: dict) -> ClaimResult | None:
+        """Ranking, trend, bound, threshold: the kind's own rule at the look's nominal level."""
+        claim = state.claim
+        kind = KINDS.get(claim.kind)
+        at_level = claim.kind in ("ranking", "trend", "bound")  # kinds whose evaluate takes the level
+        interim_claim = claim
+        if claim.kind == "bound" and claim.params.get("only_significant"):
+            # until the final look every cell counts (which are significant is not settled; more cells only
+            # make "holds" harder)
+            interim_claim = dataclasses.replace(claim, params={**claim.params, "only_significant": False})
+        # At the paper's level first: it reads the members (so the look's sizes are known) and, as every rule
+        # here is monotone in the level (a smaller level makes fewer tests significant and every bound
+        # wider), a claim undecided at 0.025 is undecided at any interim nominal level: no second pass.
+        fixed = kind.evaluate(claim if is_final else interim_claim, evidence)
+        sizes = {spec.name: evidence.usable[spec.name] for spec in state.populations if spec.name in evidence.usable}
+        if self._no_new_information(state, sizes):
+            return self._stale_look(state, look, is_final)
+        fraction = min(sizes.values()) / self.design.max_members
+        fractions = state.fractions + [fraction]
+        b, final = self._next_boundary(state, fractions, is_final)
+        nominal = _nominal(b)
+        if final:
+            result = kind.evaluate(claim, evidence, alpha=nominal) if at_level else fixed
+        elif claim.kind == "threshold":
+            result = fixed if fixed.observed_outcome == "fails" else _pessimistic_threshold(fixed, nominal)
+        elif fixed.observed_outcome is None or nominal <= 0.0:
+            result = None
+        else:
+            result = kind.evaluate(interim_claim, evidence, alpha=nominal)
+        observed = None if result is None else result.observed_outcome
+        reason_code = None
+        if observed is not None:
+            bounded = (claim.kind == "bound" and observed == "holds") or (claim.kind == "threshold" and observed == "holds")
+            reason_code = "equivalence" if bounded else "efficacy"
+        elif final:
+            reason_code = "final"
+        look.update(n=sizes, information_fraction=fraction, efficacy_boundary=b, nominal_alpha=nominal,
+                    alpha_spent=self._alpha_spent(fraction, final),
+                    statistic=_deciding_statistic(result if result is not None else fixed),
+                    observed_outcome=observed, action=reason_code or "continue")
+        state.records.append(look)
+        state.sizes.append(sizes)
+        state.fractions.append(fraction)
+        state.boundaries.append(b)
+        if reason_code is None:
+            return None
+        if claim.kind == "threshold" and not final and observed == "holds":
+            rule = "no student expected to reach the level even at the pessimistic bounds"
+        elif reason_code == "final":
+            rule = f"final look, at the nominal level {nominal:.3g}"
+        else:
+            rule = f"decided at the nominal level {nominal:.3g} (boundary z {b:.3g})"
+        result = dataclasses.replace(
+            result, reason=f"{result.reason} (sequential, stopped at look {look['look']} on {reason_code}: {rule})")
+        result.details = {**result.details, "sequential": self._sequential_details(state, reason_code)}
+        return result
 
     def _sequential_details(self, state: _ClaimState, reason: str) -> dict:
         """What a decided claim's ``details["sequential"]`` holds; ``members_used``: each of its
         populations' members at the stopping look (the claim used them all)."""
         return {"design": self.design.as_dict(), "looks": copy.deepcopy(state.records),
-                "stop_look": len(state.records), "reason": reason,
+                "stop_look": state.records[-1]["look"], "reason": reason,
                 "members_used": {spec.name: self._seen.get(spec.name) for spec in state.populations}}
+
+
+def _deciding_statistic(result: ClaimResult) -> dict | None:
+    """The number a combined claim's decision turns on at a look, for the records."""
+    from kdclaims.sequential import z_from_t
+
+    d = result.details
+    if result.claim.kind == "ranking" and d.get("lead"):
+        test = d["lead"]["test"]
+        return {"what": "z of the leader's lead over its hardest rival", "z": float(z_from_t(test["t"], test["df"]))}
+    if result.claim.kind == "trend" and d.get("steps"):
+        z = min(float(z_from_t(s["test"]["t"], s["test"]["df"])) for s in d["steps"])
+        return {"what": "z of the weakest step", "z": z}
+    if result.claim.kind == "bound" and d.get("cells"):
+        return {"what": "highest upper bound vs the bound", "upper_bound": max(c["upper"] for c in d["cells"]),
+                "bound": d["bound"]}
+    if result.claim.kind == "threshold":
+        pessimistic = d.get("pessimistic_expected_reaching_of_385")
+        return {"what": "students of 385 expected to reach the level", "expected": max(
+            (r["expected_reaching_of_385"] for r in d.get("arms", [])), default=None),
+            **({"pessimistic": pessimistic} if pessimistic is not None else {})}
+    return None
+
+
+def _pessimistic_threshold(fixed: ClaimResult, nominal: float) -> ClaimResult | None:
+    """A threshold claim's early "holds": fewer than one of 385 students expected to reach the level with
+    every arm's mean similarity at its one-sided (1 - nominal) upper t bound and its std at its
+    (1 - nominal) upper chi-square bound (the normal approximation of the kind, made pessimistic);
+    None (continue) otherwise."""
+    from scipy.special import gammaincinv, ndtr, stdtrit
+
+    from kdclaims.paper import PAPER_N
+
+    if nominal <= 0.0:
+        return None
+    level = fixed.details["level"]
+    worst = 0.0
+    for row in fixed.details["arms"]:
+        n = row["n"]
+        if n < 2:
+            return None
+        q_mean = -float(stdtrit(n - 1, nominal))  # lower-tail forms: nominal levels go down to 1e-18
+        chi2_low = 2.0 * float(gammaincinv((n - 1) / 2.0, nominal))  # the chi-square(n - 1) quantile at nominal
+        if not chi2_low > 0:
+            return None
+        std_factor = math.sqrt((n - 1) / chi2_low)
+        tails = []
+        for sim in row["similarity"].values():
+            mean_hi = sim["mean"] + q_mean * sim["std"] / math.sqrt(n)
+            std_hi = sim["std"] * std_factor
+            tails.append(float(ndtr((mean_hi - level) / std_hi)) if std_hi > 0 else float(mean_hi >= level))
+        worst = max(worst, PAPER_N * min(tails))
+    if worst >= 1.0:
+        return None
+    details = {**fixed.details, "pessimistic_expected_reaching_of_385": worst}
+    reason = (f"no member reaches {level:.0%} on every metric; even with pessimistic means and stds at most "
+              f"{worst:.2g} of 385 students would be expected to")
+    return dataclasses.replace(fixed, verdict="reproduced" if fixed.claim.paper.outcome == "holds" else "not_reproduced",
+                               observed_outcome="holds", reason=reason, details=details)
 
 
 class ValuesEvidence:
@@ -421,6 +550,7 @@ class ValuesEvidence:
     def __init__(self, values: dict, members: dict | None = None, default_members: int | None = None,
                  pairing: str = "none"):
         self.values, self.members, self.default_members, self.pairing = values, dict(members or {}), default_members, pairing
+        self._arms: dict = {}  # (population, metric) -> ArmEvidence: claims share populations
 
     def visible(self, population: str) -> int | None:
         return self.members.get(population, self.default_members)
@@ -429,12 +559,15 @@ class ValuesEvidence:
         from kdclaims.evaluate import ArmEvidence  # the evidence protocol's arm type (torch-heavy module: lazy)
         from kdclaims.stats import Summary
 
-        try:
-            column = self.values[spec.name][metric]
-        except KeyError:
-            raise KdclaimsError(f"no {metric} values for {spec.name}") from None
-        shown = [float(v) for v in list(column)[:self.visible(spec.name)]]
-        if len(shown) < 2:
-            raise KdclaimsError(f"population {spec.name} has {len(shown)} member(s); a test needs at least 2")
-        return ArmEvidence(spec.name, spec.label, Summary.from_values(shown), values=shown,
-                           member_seeds=list(range(1, len(shown) + 1)))
+        key = (spec.name, metric)
+        if key not in self._arms:
+            try:
+                column = self.values[spec.name][metric]
+            except KeyError:
+                raise KdclaimsError(f"no {metric} values for {spec.name}") from None
+            shown = [float(v) for v in list(column)[:self.visible(spec.name)]]
+            if len(shown) < 2:
+                raise KdclaimsError(f"population {spec.name} has {len(shown)} member(s); a test needs at least 2")
+            self._arms[key] = ArmEvidence(spec.name, spec.label, Summary.from_values(shown), values=shown,
+                                          member_seeds=list(range(1, len(shown) + 1)))
+        return self._arms[key]
