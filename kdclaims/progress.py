@@ -126,7 +126,8 @@ class RunProgress:
         return (f"{looks}members {self.trained + self.cached}/{'at most ' if self.looks else ''}{self.members_total} "
                 f"({self.cached} cached{failed}) · "
                 f"populations {len(self.populations_done)}/{len(self.populations)} · "
-                f"elapsed {_clock(now - self.started_at)} · ETA {'?' if eta is None else ('≤ ' if self.looks else '') + _clock(eta)}")
+                f"elapsed {_clock(now - self.started_at)} · "
+                f"ETA {'?' if eta is None else ('≤ ' if self.looks else '') + _clock(eta)}")
 
     def line(self, now: float) -> str:
         """The live line: the summary, then each worker's member in flight."""

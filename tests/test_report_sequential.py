@@ -28,11 +28,16 @@ from kdclaims.results import jsonable, same_series
 from kdclaims.sequential_run import Design, SequentialRun, ValuesEvidence
 
 LOOKS = (3, 6)
-CLAIM_IDS = ("vit-noise-kd-regularises",  # uniform KD at 0.5 vs independent, test accuracy: a large effect here
-             "vit-t5-ad-kd0.9-vs-independent",  # a large effect here
-             "vit-t5-js-kd0.9-vs-independent")  # no effect here: reaches the final look
+COMPARISONS = ("vit-noise-kd-regularises",  # uniform KD at 0.5 vs independent, test accuracy: a large effect here
+               "vit-t5-ad-kd0.9-vs-independent",  # a large effect here
+               "vit-t5-js-kd0.9-vs-independent")  # no effect here: reaches the final look
+COMBINED = ("vit-kd-trend-ad", "vit-kd-improvement-below-0.03")  # a trend and a bound: their own look records
+CLAIM_IDS = COMPARISONS + COMBINED
 # population -> metric -> (mean, std) of the members drawn; every other metric N(0.5, 0.05)
-MEANS = {"vit/independent": {"activation_distance": (0.5, 0.01), "js_divergence": (0.3, 0.01), "test_accuracy": (0.6, 0.01)},
+MEANS = {"vit/independent": {"activation_distance": (0.5, 0.01), "js_divergence": (0.3, 0.01),
+                             "test_accuracy": (0.6, 0.01)},
+         "vit/kd-a0.1": {"activation_distance": (0.45, 0.01)},
+         "vit/kd-a0.5": {"activation_distance": (0.4, 0.01)},
          "vit/kd-a0.9": {"activation_distance": (0.3, 0.01), "js_divergence": (0.3, 0.01)},
          "vit/uniform_kd-a0.5": {"test_accuracy": (0.8, 0.01)}}
 
@@ -82,11 +87,17 @@ def test_the_document_holds_the_design_each_claims_looks_and_the_members(documen
     sequential = document["sequential"]
     assert sequential["design"]["looks"] == list(LOOKS) and sequential["design"]["rules"]
     stops = {c["id"]: (c["stop_look"], c["reason"], len(c["looks"])) for c in sequential["claims"]}
-    assert stops == {"vit-noise-kd-regularises": (1, "efficacy", 1), "vit-t5-ad-kd0.9-vs-independent": (1, "efficacy", 1),
-                     "vit-t5-js-kd0.9-vs-independent": (2, "final", 2)}
+    assert {i: stops[i] for i in COMPARISONS} == {
+        "vit-noise-kd-regularises": (1, "efficacy", 1), "vit-t5-ad-kd0.9-vs-independent": (1, "efficacy", 1),
+        "vit-t5-js-kd0.9-vs-independent": (2, "final", 2)}
+    assert set(stops) == set(CLAIM_IDS)
+    for claim in sequential["claims"]:
+        if claim["id"] in COMBINED:  # no z of their own: the number their decision turns on
+            assert all(look["statistic"]["what"] for look in claim["looks"] if look["action"] != "error")
     populations = {p["name"]: (p["members_used"], p["members_planned"]) for p in sequential["populations"]}
-    assert populations == {"vit/uniform_kd-a0.5": (3, 6), "vit/independent": (6, 6), "vit/kd-a0.9": (6, 6)}
-    assert sequential["members"] == {"used": 15, "trained": 15, "fixed": 18}
+    assert populations["vit/uniform_kd-a0.5"] == (3, 6) and populations["vit/independent"] == (6, 6)
+    used = sum(p["members_used"] for p in sequential["populations"])
+    assert sequential["members"] == {"used": used, "trained": used, "fixed": 6 * len(populations)}
 
 
 def test_the_json_report_with_a_sequential_run_follows_its_schema(document):
@@ -108,8 +119,13 @@ def test_markdown_states_the_rules_and_every_look(document):
     for claim in document["sequential"]["claims"]:
         row = next(line for line in looks.splitlines() if f"`{claim['id']}`" in line)
         assert stop_text(claim) in row
-    assert len([line for line in looks.splitlines() if line.startswith("| ") and "| 2 |" in line]) == 1
+    rows = [line for line in looks.splitlines() if line.startswith("| ") and " | look | " not in line
+            and not line.startswith("| population |")]
+    assert len(rows) == sum(len(c["looks"]) for c in document["sequential"]["claims"]) + 5  # and 5 populations
     assert "| vit/uniform_kd-a0.5 | 3 | 3 | 6 | 50% |" in looks
+    trend = next(c for c in document["sequential"]["claims"] if c["id"] == "vit-kd-trend-ad")
+    trend_row = next(line for line in looks.splitlines() if "`vit-kd-trend-ad`" in line)
+    assert f"| {trend['looks'][0]['statistic']['z']:.2f} |" in trend_row  # the weakest step's z
 
 
 def test_html_states_the_rules_and_every_look(document):
@@ -119,7 +135,8 @@ def test_html_states_the_rules_and_every_look(document):
     section = page.split('<section id="sequential">')[1].split("</section>")[0]
     for claim in document["sequential"]["claims"]:
         assert f"<code>{claim['id']}</code>" in section and stop_text(claim) in section
-    assert section.count("<tr>") == 2 + 4 + 3  # each table's head, a row per look (1 + 1 + 2), one per population
+    looks = sum(len(c["looks"]) for c in document["sequential"]["claims"])
+    assert section.count("<tr>") == 2 + looks + 5  # each table's head, a row per look, one per population
     assert '<a href="#sequential">' in page
 
 
@@ -134,20 +151,22 @@ def test_the_terminal_table_and_the_pytest_text_show_the_looks(document):
         assert stop_text(claim) in next(line for line in text.splitlines() if claim["id"] in line and "look" in line)
     failing = next(r for r in document["claims"] if r["id"] == "vit-t5-js-kd0.9-vs-independent")
     described = describe_result(failing)
-    assert "sequential: stopped at look 2 of 2: final look reached" in described
+    assert "sequential: stopped at look 2 of 2: final look reached (retain H0)" in described
     assert "    look 1 (n 3/3, information 0.50): z " in described and "    look 2 (n 6/6" in described
 
 
 def test_csv_has_the_stop_per_claim_and_a_row_per_look(document):
-    claims = {r["id"]: r for r in csv.DictReader(io.StringIO(claims_csv(document)))}
+    claims = {r["id"]: r for r in csv.DictReader(io.StringIO(claims_csv(document))) if r["id"] in COMPARISONS}
     assert {i: (r["sequential_stop_look"], r["sequential_looks_planned"], r["sequential_stop_reason"])
             for i, r in claims.items()} == {"vit-noise-kd-regularises": ("1", "2", "efficacy"),
                                             "vit-t5-ad-kd0.9-vs-independent": ("1", "2", "efficacy"),
                                             "vit-t5-js-kd0.9-vs-independent": ("2", "2", "final")}
-    looks = list(csv.DictReader(io.StringIO(looks_csv(document))))
+    looks = [r for r in csv.DictReader(io.StringIO(looks_csv(document))) if r["id"] in COMPARISONS]
     assert [(r["id"], r["look"], r["stopped_here"]) for r in looks] == [
         ("vit-noise-kd-regularises", "1", "True"), ("vit-t5-ad-kd0.9-vs-independent", "1", "True"),
         ("vit-t5-js-kd0.9-vs-independent", "1", "False"), ("vit-t5-js-kd0.9-vs-independent", "2", "True")]
+    trend = [r for r in csv.DictReader(io.StringIO(looks_csv(document))) if r["id"] == "vit-kd-trend-ad"]
+    assert trend and trend[0]["statistic"] == "z of the weakest step" and trend[0]["z"]
     first = looks[0]
     assert float(first["z"]) > float(first["efficacy_boundary"]) and first["action"] == "efficacy"
     assert first["members"] == "vit/uniform_kd-a0.5=3;vit/independent=3"

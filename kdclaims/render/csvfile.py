@@ -1,6 +1,6 @@
 """The report as CSV: one row per claim, one row per trained member, and (--sequential) one row per look of
-each claim. CSV is data: numbers keep their full precision (n as integers); the verdict is in words as every report writes it, with its id
-("not_reproduced") in ``verdict_id`` for programs."""
+each claim. CSV is data: numbers keep their full precision (n as integers); the verdict is in words as every
+report writes it, with its id ("not_reproduced") in ``verdict_id`` for programs."""
 
 from __future__ import annotations
 

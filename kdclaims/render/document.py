@@ -195,7 +195,8 @@ def sequential_section(evaluation: dict) -> dict | None:
     for r in evaluation["results"]:
         seq = (r.get("details") or {}).get("sequential")
         if seq:
-            claims.append({"id": r["id"], "stop_look": seq.get("stop_look"), "reason": seq.get("reason"),
+            claims.append({"id": r["id"], "kind": r.get("kind"), "observed_outcome": r.get("observed_outcome"),
+                           "stop_look": seq.get("stop_look"), "reason": seq.get("reason"),
                            "members_used": seq.get("members_used"), "looks": seq.get("looks") or [],
                            "design": seq.get("design")})
     return {
@@ -212,15 +213,22 @@ def looks_frame(document: dict) -> pd.DataFrame:
     """One row per look of each claim of a --sequential run (empty for a fixed-design run): the look, the
     members per population, information fraction, z, efficacy boundary, nominal level, alpha spent, the
     repeated upper bound against the margin, and what the look decided."""
+    from kdclaims.render.format import look_z
+
     rows = []
     for claim in (document.get("sequential") or {}).get("claims") or []:
         for look in claim["looks"]:
             sizes = look.get("n") if isinstance(look.get("n"), dict) else {}
+            statistic = look.get("statistic") or {}  # a ranking's, trend's, bound's or threshold's deciding number
             rows.append({"id": claim["id"], "look": look.get("look"), "target_members": look.get("target_members"),
                          "members": ";".join(f"{k}={v}" for k, v in sizes.items()),
-                         **{k: look.get(k) for k in ("information_fraction", "z", "efficacy_boundary", "nominal_alpha",
-                                                     "alpha_spent", "improvement", "se", "df", "upper_bound", "margin",
-                                                     "action", "error")},
+                         "information_fraction": look.get("information_fraction"), "z": look_z(look),
+                         **{k: look.get(k) for k in ("efficacy_boundary", "nominal_alpha", "alpha_spent", "improvement",
+                                                     "se", "df", "upper_bound", "margin")},
+                         "statistic": statistic.get("what"), "bound": statistic.get("bound"),
+                         "bound_upper": statistic.get("upper_bound"), "expected_reaching_of_385": statistic.get("expected"),
+                         "observed_outcome": look.get("observed_outcome"),
+                         **{k: look.get(k) for k in ("action", "error")},
                          "stopped_here": look.get("look") == claim["stop_look"], "stop_reason": claim["reason"]})
     return pd.DataFrame(rows)
 

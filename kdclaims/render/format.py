@@ -297,9 +297,11 @@ def ci_text(test: dict | None, direction: str | None, unicode_minus: bool = Fals
 # The sequential design (--sequential, issue #19): the same words and numbers in every format
 # ---------------------------------------------------------------------------------------------
 
+# A stop's words; ``stop_text`` adds the outcome it led to (a comparison's efficacy stop rejects H0, a ranking's or
+# trend's holds or fails, an equivalence stop retains H0 or finds a bound holding).
 STOP_REASON_WORDS = {
-    "efficacy": "efficacy boundary crossed (H0 rejected)",
-    "equivalence": "equivalence shown (the retained H0's repeated upper bound below the margin)",
+    "efficacy": "efficacy boundary crossed",
+    "equivalence": "equivalence shown (repeated upper bound below the margin or bound)",
     "final": "final look reached",
 }
 LOOK_ACTION_WORDS = {**STOP_REASON_WORDS, "continue": "continue", "error": "not evaluable at this look",
@@ -350,14 +352,17 @@ def sequential_members(populations: list[dict]) -> dict:
             "fixed": sum(int(p.get("members_planned") or p.get("n") or 0) for p in populations)}
 
 
-def stop_text(sequential: dict | None) -> str:
-    """Where a claim stopped: "look 1 of 2: efficacy boundary crossed (H0 rejected)"; "–" for a fixed-design claim."""
+def stop_text(sequential: dict | None, observed_outcome: str | None = None) -> str:
+    """Where a claim stopped and with what outcome: "look 1 of 2: efficacy boundary crossed (reject H0)"; "–" for
+    a fixed-design claim. The outcome is ``observed_outcome``, else the record's own (the report's claim rows)."""
     if not sequential:
         return MISSING
     planned = len((sequential.get("design") or {}).get("looks") or [])
     of = f" of {planned}" if planned else ""
     reason = sequential.get("reason")
-    return f"look {sequential.get('stop_look')}{of}: {STOP_REASON_WORDS.get(reason, reason or MISSING)}"
+    observed = observed_outcome or sequential.get("observed_outcome")
+    led_to = f" ({outcome(observed)})" if observed else ""
+    return f"look {sequential.get('stop_look')}{of}: {STOP_REASON_WORDS.get(reason, reason or MISSING)}{led_to}"
 
 
 def look_sizes_text(look: dict) -> str:
@@ -368,11 +373,27 @@ def look_sizes_text(look: dict) -> str:
     return str(look.get("target_members", MISSING))
 
 
+def look_z(look: dict):
+    """A look's z: a comparison's test statistic, or the z a ranking or trend turns on (its ``statistic``)."""
+    return look["z"] if look.get("z") is not None else (look.get("statistic") or {}).get("z")
+
+
 def look_bound_text(look: dict, unicode_minus: bool = False) -> str:
-    """A look's repeated upper bound of the improvement against the margin, where the claim has a margin."""
-    if look.get("margin") is None:
-        return MISSING
-    return f"{number(look.get('upper_bound'), 4, unicode_minus)} vs {number(look.get('margin'), 4, unicode_minus)}"
+    """What bounds a look's claim: a comparison's repeated upper bound of the improvement against its margin, a
+    bound claim's highest upper bound against the bound, a threshold's students of 385 expected to reach the
+    level; "–" where the claim has none."""
+    def num(value):
+        return number(value, 4, unicode_minus)
+
+    statistic = look.get("statistic") or {}
+    if look.get("margin") is not None:
+        return f"{num(look.get('upper_bound'))} vs {num(look.get('margin'))}"
+    if "bound" in statistic:
+        return f"{num(statistic.get('upper_bound'))} vs bound {num(statistic.get('bound'))}"
+    if "expected" in statistic:
+        pessimistic = "" if statistic.get("pessimistic") is None else f", pessimistic {num(statistic['pessimistic'])}"
+        return f"{num(statistic.get('expected'))} of 385 expected to reach the level{pessimistic}"
+    return MISSING
 
 
 def look_action_text(look: dict) -> str:
@@ -384,10 +405,13 @@ def look_action_text(look: dict) -> str:
 def look_text(look: dict) -> str:
     """One look in a line: "look 1 (n 3/3, information 0.50): z 5.21 vs boundary 2.96, alpha spent 0.0015; upper
     bound 0.0100 vs margin 0.0200 → efficacy boundary crossed (H0 rejected)"."""
-    parts = [f"look {look.get('look')} (n {look_sizes_text(look)}, information {number(look.get('information_fraction'), 2)})"]
-    if look.get("z") is not None:
-        parts.append(f": z {number(look.get('z'), 2)} vs boundary {number(look.get('efficacy_boundary'), 2)}, "
+    information = number(look.get("information_fraction"), 2)
+    parts = [f"look {look.get('look')} (n {look_sizes_text(look)}, information {information})"]
+    if look.get("efficacy_boundary") is not None:
+        z = look_z(look)
+        parts.append(f": {'' if z is None else f'z {number(z, 2)} vs '}boundary "
+                     f"{number(look.get('efficacy_boundary'), 2)} (nominal level {number(look.get('nominal_alpha'), 4)}), "
                      f"alpha spent {number(look.get('alpha_spent'), 4)}")
-    if look.get("margin") is not None:
-        parts.append(f"; upper bound {look_bound_text(look)}")
+    if look_bound_text(look) != MISSING:
+        parts.append(f"; {'upper bound ' if look.get('margin') is not None else ''}{look_bound_text(look)}")
     return "".join(parts) + f" → {look_action_text(look)}"

@@ -27,7 +27,8 @@ from kdclaims.render.format import (
     paired_text, pvalue,
     paper_pvalue, mean_std, seed_text, setup_label, setup_order_key, short_setup_label, to_float, verdict_label,
     decision, p_clause, source_order_key, verdict_words, SIGN_CONVENTION, ci_text, coverage_text,
-    design_rules, design_text, look_action_text, look_bound_text, look_sizes_text, members_text, percent, stop_text,
+    design_rules, design_text, look_action_text, look_bound_text, look_sizes_text, look_z, members_text, percent,
+    stop_text,
 )
 
 __all__ = ["render_html"]
@@ -465,7 +466,7 @@ def _sequential(document: dict) -> str:
                     f'<td rowspan="{len(looks)}">{_e(stop_text(claim))}</td>') if i == 0 else ""
             body.append(f"<tr>{lead}<td class=\"num\">{_e(look.get('look'))}</td><td>{_e(look_sizes_text(look))}</td>"
                         f"<td class=\"num\">{_typeset_number(look.get('information_fraction'), 2)}</td>"
-                        f"<td class=\"num\">{_typeset_number(look.get('z'), 2)}</td>"
+                        f"<td class=\"num\">{_typeset_number(look_z(look), 2)}</td>"
                         f"<td class=\"num\">{_typeset_number(look.get('efficacy_boundary'), 2)}</td>"
                         f"<td class=\"num\">{_typeset_number(look.get('nominal_alpha'), 4)}</td>"
                         f"<td class=\"num\">{_typeset_number(look.get('alpha_spent'), 4)}</td>"

@@ -14,7 +14,7 @@ from kdclaims.metrics import SIMILARITY_READINGS
 from kdclaims.render.document import compare_runs
 from kdclaims.render.format import (
     MISSING, SIGN_CONVENTION, VERDICT_RULES, arch_label, bound_text, ci_text, correction_text, coverage_text, decision,
-    design_rules, design_text, fragility_text, look_action_text, look_bound_text, look_sizes_text, mean_std,
+    design_rules, design_text, fragility_text, look_action_text, look_bound_text, look_sizes_text, look_z, mean_std,
     members_text, number, outcome, p_clause, paired_text, paper_pvalue, percent, pvalue, seed_text, setup_label,
     source_order_key, stop_text, verdict_label, verdict_words,
 )
@@ -209,7 +209,7 @@ def _sequential_markdown(sequential: dict) -> list[str]:
         for i, look in enumerate(claim["looks"]):
             out.append(f"| {name if i == 0 else ''} | {stopped if i == 0 else ''} | {look.get('look')} "
                        f"| {cell(look_sizes_text(look))} "
-                       f"| {number(look.get('information_fraction'), 2)} | {number(look.get('z'), 2)} "
+                       f"| {number(look.get('information_fraction'), 2)} | {number(look_z(look), 2)} "
                        f"| {number(look.get('efficacy_boundary'), 2)} | {number(look.get('nominal_alpha'), 4)} "
                        f"| {number(look.get('alpha_spent'), 4)} | {cell(look_bound_text(look))} "
                        f"| {cell(look_action_text(look))} |")

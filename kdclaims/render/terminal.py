@@ -6,7 +6,7 @@ from __future__ import annotations
 from kdclaims.render.document import VERDICTS
 from kdclaims.render.format import (
     SIGN_CONVENTION, arch_label, bound_text, ci_text, coverage_text, design_rules, design_text, fragility_text,
-    look_action_text, look_bound_text, look_sizes_text, look_text, members_text, number, outcome, paired_text,
+    look_action_text, look_bound_text, look_sizes_text, look_z, look_text, members_text, number, outcome, paired_text,
     paper_pvalue, pvalue, stop_text, verdict_label, verdict_words,
 )
 
@@ -42,7 +42,7 @@ def describe_result(result: dict) -> str:
                 lines.append(f"    {row['population']:<28} mean {number(row['mean'])}  std {number(row['std'])}  n {row['n']}")
     sequential = d.get("sequential")
     if sequential:  # --sequential: where the claim stopped, and each look it was tested at
-        lines.append(f"  sequential: stopped at {stop_text(sequential)}")
+        lines.append(f"  sequential: stopped at {stop_text(sequential, result.get('observed_outcome'))}")
         lines += [f"    {look_text(look)}" for look in sequential.get("looks") or []]
     if result.get("note"):
         lines.append(f"  note: {result['note']}")
@@ -125,7 +125,7 @@ def print_sequential(sequential: dict, console) -> None:
     for claim in sequential.get("claims") or []:
         for i, look in enumerate(claim["looks"]):
             looks.add_row(claim["id"] if i == 0 else "", stop_text(claim) if i == 0 else "", str(look.get("look")),
-                          look_sizes_text(look), number(look.get("information_fraction"), 2), number(look.get("z"), 2),
+                          look_sizes_text(look), number(look.get("information_fraction"), 2), number(look_z(look), 2),
                           number(look.get("efficacy_boundary"), 2), number(look.get("alpha_spent"), 4),
                           look_bound_text(look), look_action_text(look))
     console.print(looks)
