@@ -475,7 +475,7 @@ def _sequential(document: dict) -> str:
             _th("information", True, "fraction of the final look's information"),
             _th("z", True, "the test statistic on the z scale"), _th("boundary", True, "the look's efficacy boundary"),
             _th("nominal α", True), _th("α spent", True),
-            _th("upper bound vs margin", title="repeated one-sided upper bound of the improvement"), _th("decision")]
+            _th("upper bound vs margin or bound", title="repeated one-sided upper bound of the improvement"), _th("decision")]
     out = ['<section id="sequential"><h2>Sequential looks</h2>',
            "<p>Each claim was tested at each look until it crossed a boundary or reached the final look (the rules "
            "are under Setup and method).</p>", _table(head, body, "looks")]

@@ -202,7 +202,7 @@ def _sequential_markdown(sequential: dict) -> list[str]:
            "under Setup). n: members per population (treatment/baseline) at the look; information: the fraction of "
            "the final look's; z: the test statistic on the z scale against the look's efficacy boundary; the upper "
            "bound is the repeated one-sided bound of the improvement, against the claim's margin.", "",
-           "| claim | stopped | look | n | information | z | boundary | nominal α | α spent | upper bound vs margin | decision |",
+           "| claim | stopped | look | n | information | z | boundary | nominal α | α spent | upper bound vs margin or bound | decision |",
            "|---|---|---:|---|---:|---:|---:|---:|---:|---|---|"]
     for claim in sequential.get("claims") or []:
         name, stopped = f"`{cell(claim['id'])}`", cell(stop_text(claim))

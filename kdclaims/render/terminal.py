@@ -119,7 +119,7 @@ def print_sequential(sequential: dict, console) -> None:
     for rule in design_rules(sequential.get("design")):
         console.print(f"  {rule}", highlight=False)
     looks = Table(title="Sequential looks")
-    for name in ("claim", "stopped", "look", "n", "information", "z", "boundary", "α spent", "upper bound vs margin",
+    for name in ("claim", "stopped", "look", "n", "information", "z", "boundary", "α spent", "upper bound vs margin or bound",
                  "decision"):
         looks.add_column(name, justify="right" if name in ("look", "information", "z", "boundary", "α spent") else "left")
     for claim in sequential.get("claims") or []:
