@@ -11,6 +11,11 @@ claim file rather than from the ``@group`` node-id suffix pytest-xdist 3.8 can n
 pytest 9.2 (pytest-xdist issue #1386). Across workers the cache's per-member locks still make sure no
 member is trained twice.
 
+Under ``--sequential`` (issue #19) the first claim of a group to run drives the group's ``SequentialRun``
+(``kdclaims.sequential_run``) over every claim of the group collected here (``drive_group``): look by look it
+trains the populations still needed up to the look's members and lets the run decide what it can; every claim
+item then reports the run's result for its claim, as it reports a fixed-design result.
+
 Every result travels to the controlling process in ``user_properties`` (which pytest-xdist
 forwards), and the controller saves the whole evaluation as one JSON file when the session ends.
 Training progress travels apart, as small records in a run-scoped directory that a controller thread
@@ -229,7 +234,7 @@ def check_sequential(evidence: str, correction: str) -> None:
 class SequentialGroup:
     """A population group's sequential run, once driven: each claim's result, or the error that stopped it."""
 
-    results: dict = field(default_factory=dict)  # claim id -> ClaimResult
+    results: dict[str, "ClaimResult"] = field(default_factory=dict)  # claim id -> its result (kdclaims.kinds)
     error: KdclaimsError | None = None
 
 
