@@ -56,6 +56,13 @@ The rules, claim by claim, at look k (information fraction t_k, see below):
   with equal sizes it is n/N exactly).
 * Errors. A claim whose evaluation fails at an interim look (e.g. too few usable members) is
   recorded and continues; at the final look it is inconclusive with the error, as in the fixed run.
+  A look that brings a claim no members beyond its last one tests nothing new and continues; if it is
+  the final look (the members ran out), the claim ends inconclusive.
+* Stopping reasons. "efficacy": a significance boundary decided the claim (H0 rejected; a ranking or
+  trend holds or fails; a bound fails; a threshold fails on a member); "equivalence": an effect was
+  bounded (a retained H0 with its repeated bound below the margin; a bound holds; a threshold holds);
+  "final": the final look, with nothing crossed (a comparison then retains H0). Claims are monitored
+  one by one, each at alpha, as the fixed design tests each at 0.025 with no multiplicity correction.
 
 Populations. A population stops growing when every claim that uses it is decided (crossed a
 boundary or reached the final look); ``members_used`` keeps the members it had then.
