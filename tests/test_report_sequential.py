@@ -123,6 +123,9 @@ def test_markdown_states_the_rules_and_every_look(document):
             and not line.startswith("| population |")]
     assert len(rows) == sum(len(c["looks"]) for c in document["sequential"]["claims"]) + 5  # and 5 populations
     assert "| vit/uniform_kd-a0.5 | 3 | 3 | 6 | 50% |" in looks
+    claims = md.split("### Comparisons")[1].split("\n### ")[0]  # each comparison's verdict says where it stopped
+    assert "<br>stopped at look 1 of 2: efficacy boundary crossed" in next(
+        line for line in claims.splitlines() if "`vit-t5-ad-kd0.9-vs-independent`" in line)
     trend = next(c for c in document["sequential"]["claims"] if c["id"] == "vit-kd-trend-ad")
     trend_row = next(line for line in looks.splitlines() if "`vit-kd-trend-ad`" in line)
     assert f"| {trend['looks'][0]['statistic']['z']:.2f} |" in trend_row  # the weakest step's z
@@ -138,6 +141,8 @@ def test_html_states_the_rules_and_every_look(document):
     looks = sum(len(c["looks"]) for c in document["sequential"]["claims"])
     assert section.count("<tr>") == 2 + looks + 5  # each table's head, a row per look, one per population
     assert '<a href="#sequential">' in page
+    row = next(row for row in page.split("<tr") if 'id="claim-vit-t5-js-kd0.9-vs-independent"' in row)
+    assert "stopped at look 2 of 2: final look reached" in row
 
 
 def test_the_terminal_table_and_the_pytest_text_show_the_looks(document):

@@ -263,8 +263,10 @@ def _claim_row(claim: dict, show_power: bool = True) -> str:
 
 
 def _verdict_extras(details: dict) -> list[str]:
-    """Beside a comparison's verdict: the paired test and fragility (#12); the bound is in the reason."""
+    """Beside a comparison's verdict: the paired test, fragility (#12) and, after --sequential, the look it stopped
+    at; the bound is in the reason."""
     extras = [paired_text(details)] if (details.get("paired") or {}).get("available") else []
+    extras += [f"stopped at {stop_text(details['sequential'])}"] if details.get("sequential") else []
     return extras + ([fragility_text(details)] if fragility_text(details) else [])
 
 

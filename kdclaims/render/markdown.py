@@ -372,12 +372,15 @@ def audit_markdown(claims=None) -> str:
 
 
 def _verdict_extras(details: dict) -> str:
-    """Beside a comparison's verdict: a retained H0's bound vs margin, the paired test, and fragility (#12)."""
+    """Beside a comparison's verdict: a retained H0's bound vs margin, the paired test, the look a sequential run
+    stopped it at, and fragility (#12)."""
     extras = []
     if details.get("effect_bound") and (details.get("test") or {}).get("reject") is False:
         extras.append(f"bound {bound_text(details)}")
     if (details.get("paired") or {}).get("available"):
         extras.append(paired_text(details))
+    if details.get("sequential"):  # --sequential: the look it stopped at (every look: under Sequential looks)
+        extras.append(f"stopped at {stop_text(details['sequential'])}")
     if fragility_text(details):
         extras.append(f"**{fragility_text(details)}**")
     return "".join(f"<br>{e}" for e in extras)
