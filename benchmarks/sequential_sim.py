@@ -18,7 +18,8 @@ paper's z (``--statistic z``). For every effect and spending function it prints:
     python benchmarks/sequential_sim.py                          # 20,000 trials per effect (~20 s)
     python benchmarks/sequential_sim.py --statistic z --sd-ratio 3
 
-No catalogue integration yet: this simulates the design, not the paper's claims.
+This simulates the design on one generic comparison; the shipped catalogue's claims, through the
+engine `--sequential` runs, are simulated by benchmarks/sequential_catalogue_sim.py.
 """
 
 from __future__ import annotations

@@ -128,7 +128,8 @@ def report(fmt, evaluation, results_dir, cache_dir, output, run_id, compare):
 
     markdown writes figures as PNG beside it; html embeds them in one file; json follows
     kdclaims/schemas/report-v1.schema.json; table prints to the terminal; csv writes one row per
-    claim (and a -members.csv with one row per trained member).
+    claim (and a -members.csv with one row per trained member; after --sequential, a -looks.csv with
+    one row per look of each claim).
     """
     import json as jsonlib
 
@@ -164,13 +165,16 @@ def report(fmt, evaluation, results_dir, cache_dir, output, run_id, compare):
     if fmt == "json":
         text = jsonlib.dumps(jsonable(document), indent=1, allow_nan=False)
     elif fmt == "csv":
-        from kdclaims.render.csvfile import claims_csv, members_csv
+        from kdclaims.render.csvfile import claims_csv, looks_csv, members_csv
 
         text = claims_csv(document)
         if path is not None:
             members = path.with_name(path.stem + "-members.csv")
             members.parent.mkdir(parents=True, exist_ok=True)
             members.write_text(members_csv(document))
+            looks = looks_csv(document)  # --sequential: one row per look of each claim
+            if looks is not None:
+                path.with_name(path.stem + "-looks.csv").write_text(looks)
     elif fmt == "html":
         from kdclaims.render.figures import archs_with_members, figure_png_bytes
         from kdclaims.render.html import render_html

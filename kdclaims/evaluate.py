@@ -74,16 +74,20 @@ class PaperEvidence:
 
 
 class TrainedEvidence:
-    """Trained populations as evidence: every member's metric against the teacher, on the test set."""
+    """Trained populations as evidence: every member's metric against the teacher, on the test set.
+
+    ``members`` (a look of the sequential design): each population is its first ``members`` members, plus
+    later ones already cached (``Workbench.population``'s member limit); None: every seed of the profile."""
 
     name = "trained"
 
-    def __init__(self, workbench, pairing: str = "none"):
+    def __init__(self, workbench, pairing: str = "none", members: int | None = None):
         self.workbench = workbench
         self.pairing = check_pairing(pairing)  # "seed": the paired (by seed) test decides comparisons
+        self.members = members
 
     def arm(self, spec: PopulationSpec, metric: str) -> ArmEvidence:
-        population = self.workbench.population(spec)
+        population = self.workbench.population(spec, self.members)
         teacher = self.workbench.teacher(spec.arch)
         labels = self.workbench.dataset.test_labels
         values = population.values(metric, teacher.test_logits, labels).to(torch.float64)

@@ -341,3 +341,85 @@ def plan(profile: Profile | str, cache_dir=None, data_dir=None, archs=None, setu
         "cache_bytes_after_estimate": cache_bytes + new_total,
         "member_file_suffix": SUFFIX,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# plan --sequential (issue #19)
+# ---------------------------------------------------------------------------------------------
+
+def shipped_expected_members(looks, spending: str) -> dict | None:
+    """The catalogue simulation's expected members for this design (looks and spending), as shipped in
+    ``kdclaims/sequential_expected.json`` by ``benchmarks/sequential_catalogue_sim.py --write-expected``;
+    None when no figure was computed for it."""
+    import json
+
+    from kdclaims.sequential_run import EXPECTED_FILE
+
+    if not EXPECTED_FILE.is_file():
+        return None
+    for design in json.loads(EXPECTED_FILE.read_text()).get("designs", []):
+        if list(design["looks"]) == list(looks) and design["spending"] == spending:
+            return design
+    return None
+
+
+def sequential_plan(profile: Profile, fixed: dict) -> dict:
+    """The sequential design's plan beside the fixed design's (``fixed``: :func:`plan`'s result).
+
+    ``efficacy_z``: the error-spending efficacy boundary at each look for information proportional to
+    the members at the looks (t_k = looks_k / N; the run follows the information it observes).
+    ``expected_members``: from the catalogue simulation under the paper's Tables 1-3, shipped per
+    design (None where none was computed: another looks or spending, or another seed count);
+    ``max_members``: every population grows to N (the sequential design never trains more than the
+    fixed one); ``fixed_members``: the fixed design's. Device- and GPU-hours are those counts times
+    the time per member (all members, cached ones included, so the three compare like with like).
+    """
+    from kdclaims.sequential import spending_boundaries
+    from kdclaims.sequential_run import Design
+
+    design = Design.from_profile(profile)
+    fractions = [k / design.max_members for k in design.looks]
+    efficacy_z = [float(b) for b in spending_boundaries(fractions, alpha=design.alpha, spending=design.spending,
+                                                        final=True)]
+    shipped = shipped_expected_members(design.looks, design.spending)
+    rows = []
+    for row in fixed["rows"]:
+        expected = None if shipped is None else shipped["expected_members_per_arch"].get(row["arch"])
+        per_member, accelerator = row["per_member_s"], row["accelerator_per_member_s"]
+
+        def hours(members, seconds):
+            return None if members is None or seconds is None else members * seconds / 3600.0
+
+        rows.append({"arch": row["arch"], "fixed_members": row["total"], "max_members": row["total"],
+                     "expected_members": expected,
+                     "fixed_device_hours": hours(row["total"], per_member),
+                     "max_device_hours": hours(row["total"], per_member),
+                     "expected_device_hours": hours(expected, per_member),
+                     "fixed_accelerator_hours": hours(row["total"], accelerator),
+                     "max_accelerator_hours": hours(row["total"], accelerator),
+                     "expected_accelerator_hours": hours(expected, accelerator)})
+
+    def total(key):
+        values = [r[key] for r in rows]
+        return None if any(v is None for v in values) else sum(values)
+
+    info = design.as_dict()
+    return {
+        "looks": list(design.looks), "spending": design.spending, "spending_name": info["spending_name"],
+        "alpha": design.alpha, "information_fractions": fractions, "efficacy_z": efficacy_z,
+        "futility_rule": info["rules"]["futility"], "rules": info["rules"],
+        "expected_members": total("expected_members"), "max_members": total("max_members"),
+        "fixed_members": total("fixed_members"),
+        "expected_members_source": (
+            f"catalogue simulation under the paper's Tables 1-3 ({shipped['trials']} trials, seed {shipped['seed']}; "
+            f"{shipped['generated']}; regenerate: {shipped['command']})" if shipped is not None else
+            "no catalogue simulation shipped for this design (looks and spending); run "
+            f"python benchmarks/sequential_catalogue_sim.py --looks {','.join(map(str, design.looks))} "
+            f"--spending {design.spending} --write-expected"),
+        "expected_device_hours": total("expected_device_hours"), "max_device_hours": total("max_device_hours"),
+        "fixed_device_hours": total("fixed_device_hours"),
+        "expected_accelerator_hours": total("expected_accelerator_hours"),
+        "max_accelerator_hours": total("max_accelerator_hours"),
+        "fixed_accelerator_hours": total("fixed_accelerator_hours"),
+        "sequential_rows": rows,
+    }

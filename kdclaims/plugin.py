@@ -11,6 +11,11 @@ claim file rather than from the ``@group`` node-id suffix pytest-xdist 3.8 can n
 pytest 9.2 (pytest-xdist issue #1386). Across workers the cache's per-member locks still make sure no
 member is trained twice.
 
+Under ``--sequential`` (issue #19) the first claim of a group to run drives the group's ``SequentialRun``
+(``kdclaims.sequential_run``) over every claim of the group collected here (``drive_group``): look by look it
+trains the populations still needed up to the look's members and lets the run decide what it can; every claim
+item then reports the run's result for its claim, as it reports a fixed-design result.
+
 Every result travels to the controlling process in ``user_properties`` (which pytest-xdist
 forwards), and the controller saves the whole evaluation as one JSON file when the session ends.
 Training progress travels apart, as small records in a run-scoped directory that a controller thread
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -88,6 +94,14 @@ class HarnessState:
         self.worker_id = workerinput["workerid"] if workerinput is not None else "main"
         self.progress_watcher = None
         self.correction = {"method": opt("--correction"), "family": opt("--family")}
+        self.sequential = bool(opt("--sequential"))
+        if self.sequential:
+            check_sequential(self.evidence_name, self.correction["method"])
+        # --sequential: each population group's outcome (kdclaims.sequential_run drives it; see drive_group), the
+        # member limit each population was last evaluated at, and the members trained for it in this run
+        self.sequential_groups: dict[str, SequentialGroup] = {}
+        self.member_limits: dict = {}  # PopulationSpec -> members at its last look
+        self.members_trained: dict[str, int] = {}  # population name -> members trained across its looks
         self.pairing = opt("--pairing")
         self.concurrent_members = opt("--concurrent-members")
         self.backend_name = opt("--backend")
@@ -137,14 +151,30 @@ class HarnessState:
                               else TrainedEvidence(self.workbench, self.pairing))
         return self._evidence
 
-    def evaluate(self, claim: Claim):
+    def evaluate(self, claim: Claim, group_claims: list[Claim] | None = None):
+        """The claim's result: evaluated now (the fixed design), or under --sequential its group's sequential
+        run's (driven over ``group_claims`` by the first of them to run here)."""
         from kdclaims.evaluate import evaluate_claim
+
+        def decide():
+            if self.sequential:
+                return self.sequential_result(claim, group_claims or [claim])
+            return evaluate_claim(claim, self.evidence)
 
         capture = self.config.pluginmanager.getplugin("capturemanager")
         if capture is not None:  # let the training progress bar reach the terminal
             with capture.global_and_fixture_disabled():
-                return evaluate_claim(claim, self.evidence)
-        return evaluate_claim(claim, self.evidence)
+                return decide()
+        return decide()
+
+    def sequential_result(self, claim: Claim, group_claims: list[Claim]):
+        group = population_group(claim)
+        if group not in self.sequential_groups:
+            self.sequential_groups[group] = drive_group(self, group, group_claims)
+        outcome = self.sequential_groups[group]
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.results[claim.id]
 
     def population_records(self, claim: Claim) -> list[dict]:
         """Provenance of the populations a trained claim used (cache keys, seeds, training time)."""
@@ -158,13 +188,18 @@ class HarnessState:
             if spec.name in self._sent_populations:  # each worker reports a population once
                 continue
             self._sent_populations.add(spec.name)
-            pop = wb.population(spec)
+            limit = self.member_limits.get(spec)  # --sequential: the members of its last look
+            pop = wb.population(spec, limit)
             teacher = wb.teacher(spec.arch).test_logits
             labels = wb.dataset.test_labels
             records.append({
                 "name": spec.name, **spec.as_dict(), "label": spec.label, "n": pop.n,
                 "seeds": [int(s) for s in pop.seeds], "keys": list(pop.keys),
-                "teacher_key": wb.teacher(spec.arch).key, "trained_now": pop.trained_now,
+                "teacher_key": wb.teacher(spec.arch).key,
+                # members trained for it by this run (under --sequential: across its looks)
+                "trained_now": self.members_trained.get(spec.name, pop.trained_now) if self.sequential
+                else pop.trained_now,
+                **({"members_limit": limit, "members_planned": len(self.profile.seeds)} if self.sequential else {}),
                 "wall_time_s": pop.wall_time_s,
                 "devices": sorted({m.get("device", "?") for m in pop.members_meta}),
                 "failed_seeds": [int(x) for x in getattr(pop, "failed_seeds", ()) or ()],
@@ -182,6 +217,60 @@ def check_seeds_form_populations(seeds) -> None:
     if len(seeds) < MIN_MEMBERS:
         raise ConfigError(f"--seeds gives {len(seeds)} seed(s): a claim's test needs populations of at least "
                           f"{MIN_MEMBERS} members; give --seeds {MIN_MEMBERS} or more")
+
+
+def check_sequential(evidence: str, correction: str) -> None:
+    """Refuse, in one line before anything runs, what --sequential cannot do."""
+    from kdclaims.sequential_run import check_evidence
+
+    check_evidence(evidence)  # --evidence paper has no members to look at
+    if correction != "none":
+        raise ConfigError(f"--sequential with --correction {correction}: a group-sequential design with a "
+                          "family-wise correction is a different design (each claim's boundaries would have to "
+                          "spend the corrected alpha), which kdclaims does not implement; drop one of them")
+
+
+@dataclass
+class SequentialGroup:
+    """A population group's sequential run, once driven: each claim's result, or the error that stopped it."""
+
+    results: dict[str, "ClaimResult"] = field(default_factory=dict)  # claim id -> its result (kdclaims.kinds)
+    error: KdclaimsError | None = None
+
+
+def drive_group(state: HarnessState, group: str, claims: list[Claim]) -> SequentialGroup:
+    """Drive one group's ``SequentialRun`` look by look: train (or load) only the populations some undecided
+    claim still needs, each up to the look's members (its first seeds, in order; a finished population is
+    never trained further nor waited for), and let the run evaluate its undecided claims on those members
+    (later members already cached are used too: they cost nothing). The look that reaches the profile's
+    seeds is final. The rules (boundaries, stopping, verdicts) are the run's (``kdclaims.sequential_run``)."""
+    from kdclaims.evaluate import TrainedEvidence
+    from kdclaims.sequential_run import Design, SequentialRun
+
+    wb = state.workbench
+    design = Design.from_profile(state.profile)
+    run = SequentialRun(list(claims), design)
+    sink = state.progress_sink()
+    n_seeds = len(state.profile.seeds)
+    try:
+        while not run.done:
+            look, members = run.look_index, run.target_members()
+            grow = run.populations_to_grow()
+            final = members >= n_seeds
+            if sink is not None:
+                sink({"event": "look", "group": group, "look": look + 1, "looks": len(design.looks),
+                      "members": members, "populations": [spec.name for spec in grow]})
+            for spec in grow:  # the members the evidence below reads, trained now where missing
+                population = wb.population(spec, members)
+                state.member_limits[spec] = members
+                state.members_trained[spec.name] = state.members_trained.get(spec.name, 0) + population.trained_now
+            run.observe(TrainedEvidence(wb, state.pairing, members=members), final=final)
+            if not run.done and (final or run.look_index == look):
+                raise KdclaimsError(f"the sequential run of {group} did not stop at its final look {look + 1}"
+                                    if final else f"the sequential run of {group} did not move past look {look + 1}")
+    except KdclaimsError as exc:
+        return SequentialGroup(error=exc)
+    return SequentialGroup(results=dict(run.results))
 
 
 def _is_controller(config) -> bool:
@@ -378,7 +467,7 @@ class ClaimItem(pytest.Item):
 
         state = self.config.stash[STATE]
         try:
-            result = state.evaluate(self.claim).to_dict()
+            result = state.evaluate(self.claim, self.group_claims() if state.sequential else None).to_dict()
             self.user_properties.append((POPULATION_PROPERTY, json.dumps(jsonable(state.population_records(self.claim)))))
             if state.evidence_name == "trained" and not state._sent_dataset:  # once per worker
                 state._sent_dataset = True
@@ -394,6 +483,12 @@ class ClaimItem(pytest.Item):
         if state.profile.is_reproduction or state.evidence_name == "paper":
             if result["verdict"] != "reproduced":
                 raise ClaimNotReproduced(result)
+
+    def group_claims(self) -> list[Claim]:
+        """The claims collected (and selected) in this session that share this claim's populations."""
+        group = population_group(self.claim)
+        return [item.claim for item in self.session.items
+                if isinstance(item, ClaimItem) and population_group(item.claim) == group]
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, ClaimNotReproduced):
@@ -469,6 +564,11 @@ def pytest_sessionfinish(session, exitstatus):
         if not state.profile.is_reproduction and state.evidence_name == "trained":
             reporter.write_line(f"profile {state.profile.name} is a machinery check ({state.profile.dataset.kind} "
                                 "data): verdicts are recorded, not a reproduction")
+        if state.sequential:
+            from kdclaims.render.format import sequential_members_text
+
+            reporter.write_line(f"sequential design (looks {','.join(map(str, state.profile.sequential_looks))}, "
+                                f"{state.profile.spending} spending): {sequential_members_text(payload['populations'])}")
         if state.correction["method"] != "none":
             reporter.write_line(f"{state.correction['method']} correction over each {state.correction['family']}: "
                                 f"{len(changed)} verdict(s) changed" + "".join(f"\n  {r['id']}: {r['reason']}" for r in changed))
@@ -519,9 +619,20 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
         "correction": state.correction,
         "corrected_verdicts": corrected_verdicts(results),  # the verdicts the correction changed
         "pairing": state.pairing,
+        # --sequential: the design every claim was monitored under (its rules in words); each claim's looks,
+        # statistics and stopping reason are in its details["sequential"], each population's members trained
+        # and used in its record
+        "sequential": state.sequential,
+        "sequential_design": sequential_design(state.profile) if state.sequential else None,
         "populations": [state.populations[k] for k in sorted(state.populations)],
         "results": results,
     }
+
+
+def sequential_design(profile) -> dict:
+    from kdclaims.sequential_run import Design
+
+    return Design.from_profile(profile).as_dict()
 
 
 def _resolved_device(requested: str | None) -> str:

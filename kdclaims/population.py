@@ -184,7 +184,7 @@ class Workbench:
         self.progress_sink = None
         self._teachers: dict[str, MemberRecord] = {}
         self._initial_models: dict[str, torch.nn.Module] = {}
-        self._populations: dict[PopulationSpec, Population] = {}
+        self._populations: dict[tuple[PopulationSpec, int | None], Population] = {}  # by (spec, member limit)
 
     def spec(self) -> WorkbenchSpec:
         """The picklable description a worker rebuilds this workbench from (see ``WorkbenchSpec``)."""
@@ -399,8 +399,18 @@ class Workbench:
             records[key] = record
         return records
 
-    def missing_seeds(self, spec: PopulationSpec) -> list[int]:
-        return [s for s in self.profile.seeds if not self.cache.has(self.member_key(spec, s))]
+    def missing_seeds(self, spec: PopulationSpec, members: int | None = None) -> list[int]:
+        """The seeds of ``spec``'s first ``members`` (default: all the profile's) that the cache lacks."""
+        return [s for s in self.profile.seeds[:members] if not self.cache.has(self.member_key(spec, s))]
+
+    def member_seeds(self, spec: PopulationSpec, members: int | None = None) -> tuple[int, ...]:
+        """The seeds a population limited to ``members`` is built from: the profile's first ``members`` seeds,
+        then every later seed already cached (it costs nothing: a sequential look uses it). None: all seeds."""
+        if members is None:
+            return tuple(self.profile.seeds)
+        beyond = self.profile.seeds[members:]
+        return tuple(self.profile.seeds[:members]) + tuple(s for s in beyond
+                                                           if self.cache.has(self.member_key(spec, s)))
 
     def train_members(self, requests: list[tuple[PopulationSpec, int]], name: str | None = None):
         """Hand the members of ``requests`` that are not cached to the backend; the teachers they distil from
@@ -433,27 +443,32 @@ class Workbench:
                 report.merge(self.backend.train_members(self, requests, progress))
         return report
 
-    def population(self, spec: PopulationSpec) -> Population:
-        if spec in self._populations:
-            return self._populations[spec]
+    def population(self, spec: PopulationSpec, members: int | None = None) -> Population:
+        """``spec``'s population, its missing members trained first. ``members`` (a sequential look): train only
+        the profile's first ``members`` seeds and use the later ones only where already cached
+        (``member_seeds``); the cache keys are the same either way."""
+        if (spec, members) in self._populations:
+            return self._populations[(spec, members)]
         if not self.profile.seeds:
             raise ConfigError("the population is empty: give at least two seeds (--seeds 2 or more)")
-        missing = self.missing_seeds(spec)
+        wanted = self.member_seeds(spec, members)
+        required = self.profile.seeds[:members]  # cached-beyond members that fail to load are simply left out
+        missing = self.missing_seeds(spec, members)
         if TEACHER_SEED in missing:
             raise ConfigError("seed 0 is the teacher and cannot be a student seed")
         self._emit({"event": "population", "name": spec.name, "to_train": len(missing),
-                    "cached": len(self.profile.seeds) - len(missing)})
+                    "cached": len(wanted) - len(missing)})
         report = self.train_members([(spec, seed) for seed in missing], name=spec.name)
         records: dict[int, MemberRecord] = {}
-        failed = {seed: report.failed[(spec, seed)] for seed in self.profile.seeds if (spec, seed) in report.failed}
+        failed = {seed: report.failed[(spec, seed)] for seed in wanted if (spec, seed) in report.failed}
         for attempt in range(2):  # a second round only for entries found corrupt while loading them
-            for seed in self.profile.seeds:
+            for seed in wanted:
                 if seed in records or seed in failed:
                     continue
                 record = report.records.get((spec, seed)) or self._load_or_quarantine(self.member_key(spec, seed))
                 if record is not None:
                     records[seed] = record
-            lost = [seed for seed in self.profile.seeds if seed not in records and seed not in failed]
+            lost = [seed for seed in required if seed not in records and seed not in failed]
             if not lost:
                 break
             if attempt == 0:  # quarantined (corrupt) or removed meanwhile: train them again
@@ -461,7 +476,7 @@ class Workbench:
                 failed.update({seed: again.failed[(spec, seed)] for seed in lost if (spec, seed) in again.failed})
             else:
                 failed.update({seed: "not in the cache after training" for seed in lost})
-        seeds = tuple(seed for seed in self.profile.seeds if seed in records)
+        seeds = tuple(seed for seed in wanted if seed in records)
         if failed:
             named = ", ".join(str(seed) for seed in sorted(failed))
             first = failed[min(failed)]
@@ -471,7 +486,7 @@ class Workbench:
                                     f"{first}), leaving {len(seeds)}: a z-test needs at least 2; fix the cause and "
                                     "run again (finished members are kept in the cache)")
             warnings.warn(f"kdclaims: population {spec.name} is built from {len(seeds)} of "
-                          f"{len(self.profile.seeds)} members: seeds {named} failed on the {self.backend.name} "
+                          f"{len(wanted)} members: seeds {named} failed on the {self.backend.name} "
                           f"backend after retries (seed {min(failed)}: {first}); run again to retry them",
                           PopulationIncomplete, stacklevel=2)
         chosen = [records[seed] for seed in seeds]
@@ -489,7 +504,7 @@ class Workbench:
             failures=dict(sorted(failed.items())),
             report=report,
         )
-        self._populations[spec] = population
+        self._populations[(spec, members)] = population
         self._emit({"event": "population_done", "name": spec.name, "trained": population.trained_now})
         return population
 

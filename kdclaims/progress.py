@@ -14,7 +14,9 @@ Records (``event`` and its fields):
 * ``population``: ``name``, ``to_train`` (its members not cached), ``cached``;
 * ``started`` / ``epoch`` / ``done`` / ``failed``: ``worker``, ``member`` (e.g. "resnet18/kd-a0.5 seed 3"
   or "teacher of resnet18"), ``epoch`` and ``epochs`` for ``epoch``;
-* ``population_done``: ``name``, ``trained``.
+* ``population_done``: ``name``, ``trained``;
+* ``look`` (``--sequential``): ``group``, ``look`` (1-based), ``looks``, ``members`` (per population at this
+  look), ``populations`` (the ones still growing).
 
 Imports no torch (the controller of an xdist run never needs it).
 """
@@ -47,12 +49,19 @@ class RunProgress:
     teachers: set[str] = field(default_factory=set)
     seeds_per_population: int = 0
     populations_done: set[str] = field(default_factory=set)
-    cached: int = 0
+    # population -> its members found cached that this run did not train (a population is announced again at
+    # each look of --sequential, and by each worker that loads it: the count is kept per population, not summed)
+    cached_by_population: dict[str, int] = field(default_factory=dict)
     # members by name: a worker that waited on another's lock reports the member it then found cached too
     members_done: set[str] = field(default_factory=set)
     members_failed: set[str] = field(default_factory=set)
     in_flight: dict[str, str] = field(default_factory=dict)  # worker -> member (and its epoch)
+    looks: dict[str, str] = field(default_factory=dict)  # --sequential: group -> its current look, in words
     finished_lines: list[str] = field(default_factory=list)  # one per finished population, in order
+
+    @property
+    def cached(self) -> int:
+        return sum(self.cached_by_population.values())
 
     @property
     def trained(self) -> int:
@@ -83,7 +92,10 @@ class RunProgress:
             self.teachers.update(record.get("teachers", ()))
             self.seeds_per_population = int(record.get("seeds", self.seeds_per_population))
         elif event == "population":
-            self.cached += int(record.get("cached", 0))
+            name = str(record.get("name"))
+            trained_here = sum(member.startswith(f"{name} seed ") for member in self.members_done)
+            self.cached_by_population[name] = max(self.cached_by_population.get(name, 0),
+                                                  int(record.get("cached", 0)) - trained_here)
         elif event == "started":
             self.in_flight[worker] = str(record["member"])
         elif event == "epoch":
@@ -91,6 +103,13 @@ class RunProgress:
         elif event in ("done", "failed"):
             self.in_flight.pop(worker, None)
             (self.members_done if event == "done" else self.members_failed).add(str(record["member"]))
+        elif event == "look":
+            group = str(record["group"])
+            self.looks[group] = (f"{group} look {record['look']}/{record['looks']} ({record['members']} members, "
+                                 f"{len(record.get('populations') or ())} populations growing)")
+            self.finished_lines.append(f"kdclaims: {self.looks[group]}")
+            # the populations growing at this look are not ready until it is (each says so when it is)
+            self.populations_done.difference_update(record.get("populations") or ())
         elif event == "population_done":
             name = str(record["name"])
             if name not in self.populations_done:
@@ -101,9 +120,14 @@ class RunProgress:
     def summary(self, now: float) -> str:
         eta = self.eta_seconds(now)
         failed = f", {self.failed} failed" if self.failed else ""
-        return (f"members {self.trained + self.cached}/{self.members_total} ({self.cached} cached{failed}) · "
+        # under --sequential the total is the most the design can train (populations stop early), so the ETA is
+        # an upper bound; the current look of each group says where the design stands
+        looks = "".join(f"{look} · " for _, look in sorted(self.looks.items()))
+        return (f"{looks}members {self.trained + self.cached}/{'at most ' if self.looks else ''}{self.members_total} "
+                f"({self.cached} cached{failed}) · "
                 f"populations {len(self.populations_done)}/{len(self.populations)} · "
-                f"elapsed {_clock(now - self.started_at)} · ETA {'?' if eta is None else _clock(eta)}")
+                f"elapsed {_clock(now - self.started_at)} · "
+                f"ETA {'?' if eta is None else ('≤ ' if self.looks else '') + _clock(eta)}")
 
     def line(self, now: float) -> str:
         """The live line: the summary, then each worker's member in flight."""

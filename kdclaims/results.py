@@ -121,9 +121,12 @@ def load_run(run_id: str, results_dir: Path | str | None = None) -> dict:
 
 
 def same_series(a: dict, b: dict) -> bool:
-    """Whether two runs may be merged: same profile, evidence and code version (git revision)."""
+    """Whether two runs may be merged: same profile, evidence, code version (git revision) and design (a
+    --sequential run's verdicts come from another design than a fixed run's; runs saved before the field are
+    fixed ones)."""
     return (a.get("profile") == b.get("profile") and a.get("evidence") == b.get("evidence")
-            and (a.get("provenance") or {}).get("git") == (b.get("provenance") or {}).get("git"))
+            and (a.get("provenance") or {}).get("git") == (b.get("provenance") or {}).get("git")
+            and bool(a.get("sequential")) == bool(b.get("sequential")))
 
 
 def run_time(evaluation: dict) -> str:

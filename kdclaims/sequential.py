@@ -5,7 +5,9 @@ A claim compares a treatment population with a baseline population with a one-ta
 once, the sequential mode looks at the data K times as members arrive (by default after 25, 50,
 100, 200 and 385 members per population) and stops as soon as the answer is clear. This module is
 the statistics of that design only -- pure numpy, with scipy's special functions and root finder
-imported where used -- so that the runner can drive it look by look.
+imported where used -- so that the runner can drive it look by look. The rules that apply it to
+the catalogue's claims and populations (every kind, which populations keep growing) are
+:mod:`kdclaims.sequential_run`'s.
 
 The rules, as a clinical-trials statistician would set up a group-sequential design:
 

@@ -148,3 +148,43 @@ def test_plan_trains_nothing_without_measure_and_estimates_gpu_hours_from_flops(
 
     refused = CliRunner().invoke(plan_command, [*args, "--device-tflops", "0"])
     assert refused.exit_code != 0 and "--device-tflops 0.0 must be a positive number" in str(refused.exception)
+
+
+def test_plan_sequential_prints_the_design_beside_the_fixed_one(tmp_path):
+    """plan --sequential: looks, efficacy boundaries, the futility rule, expected/max/fixed members and hours;
+    --format json gives the same keys (and --json stays an alias); --looks and --spending override."""
+    from kdclaims.plan import shipped_expected_members
+    from kdclaims.sequential import spending_boundaries
+
+    args = ["--profile", "paper", "--cache-dir", str(tmp_path / "cache"), "--data-dir", str(tmp_path / "nodata"),
+            "--device", "cpu", "--sequential", "--per-member-seconds", "36"]
+    result = CliRunner().invoke(plan_command, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    made = json.loads(result.output)
+    assert made["looks"] == [25, 50, 100, 200, 385]
+    assert made["efficacy_z"] == pytest.approx(spending_boundaries([k / 385 for k in made["looks"]], final=True))
+    assert made["efficacy_z"][0] > made["efficacy_z"][-1] > 1.96  # O'Brien-Fleming-type: strict early, ~z at the end
+    assert made["fixed_members"] == made["max_members"] == 3 * (10 * 385 + 1)
+    shipped = shipped_expected_members(made["looks"], "obf")
+    assert shipped is not None
+    assert made["expected_members"] == pytest.approx(sum(shipped["expected_members_per_arch"].values()))
+    assert made["expected_members"] == pytest.approx(shipped["expected_members"], abs=0.5)  # per-arch rounding
+    assert 0 < made["expected_members"] <= made["max_members"]
+    assert made["fixed_device_hours"] == pytest.approx(made["fixed_members"] * 36 / 3600)
+    assert made["expected_device_hours"] == pytest.approx(made["expected_members"] * 36 / 3600)
+    assert "margin" in made["futility_rule"]
+    assert _plan_json(*args) == made  # --json: the alias
+
+    pocock = json.loads(CliRunner().invoke(plan_command, [*args, "--format", "json", "--spending", "pocock",
+                                                          "--looks", "100,200,385"]).output)
+    assert pocock["looks"] == [100, 200, 385] and pocock["spending"] == "pocock"
+    assert pocock["efficacy_z"] == pytest.approx(spending_boundaries([100 / 385, 200 / 385, 1.0], spending="pocock",
+                                                                     final=True))
+    assert pocock["expected_members"] is None and "benchmarks/sequential_catalogue_sim.py --looks 100,200,385" in \
+        pocock["expected_members_source"]
+
+    text = CliRunner().invoke(plan_command, args)
+    assert text.exit_code == 0, text.output
+    assert "sequential design" in text.output and "efficacy boundary z" in text.output
+    assert f"{made['efficacy_z'][0]:.3f}" in text.output and "futility / equivalence" in text.output
+    assert "expected members" in text.output and "fixed members" in text.output

@@ -47,7 +47,8 @@ class Bound(ClaimKind):
             arms.append(claim.params["baseline"])
         return [a.population(claim.arch) for a in arms]
 
-    def evaluate(self, claim, evidence) -> ClaimResult:
+    def evaluate(self, claim, evidence, alpha: float = ALPHA) -> ClaimResult:
+        """``alpha``: the level of every cell's bounds (a sequential look's nominal level; 0.025 otherwise)."""
         bound, quantity = claim.params["bound"], claim.params["quantity"]
         cells = []
         for metric in claim.params["metrics"]:
@@ -56,7 +57,7 @@ class Bound(ClaimKind):
             if quantity == "max_improvement":
                 base = evidence.arm(claim.params["baseline"].population(claim.arch), metric)
                 for arm in arms:
-                    test = welch_t_test(arm.summary, base.summary, direction, ALPHA)
+                    test = welch_t_test(arm.summary, base.summary, direction, alpha)
                     # the improvement (positive = better than the baseline) and its one-sided 97.5% bounds
                     cells.append({"metric": metric, "population": arm.population, "label": arm.label,
                                   "value": test.improvement, "upper": test.upper_bound, "lower": test.lower_bound,
@@ -64,12 +65,13 @@ class Bound(ClaimKind):
             else:
                 for i, a in enumerate(arms):
                     for b in arms[i + 1:]:
-                        test = welch_t_test(a.summary, b.summary, direction, ALPHA)
+                        test = welch_t_test(a.summary, b.summary, direction, alpha)
                         value, half = abs(test.diff), test.upper_bound - test.improvement  # t_{0.975,df} * se
                         cells.append({"metric": metric, "population": f"{a.population} vs {b.population}",
                                       "label": f"{a.label} vs {b.label}", "value": value,
                                       "upper": value + half, "lower": value - half, "df": test.df})
         considered = [c for c in cells if c.get("significant", True)] if claim.params["only_significant"] else cells
+        level = f"{100 * (1 - alpha):.6g}%"  # "97.5%" at the paper's 0.025
         what = "improvement" if quantity == "max_improvement" else "difference between means"
         if not considered:
             observed, reason, largest = None, "no significant improvement over the baseline, so there is nothing to bound", None
@@ -77,7 +79,7 @@ class Bound(ClaimKind):
             largest = max(considered, key=lambda c: c["value"])
             worst_upper = max(c["upper"] for c in considered)
             head = (f"largest {what} {largest['value']:.4g} ({largest['label']}, {get_metric(largest['metric']).label}); "
-                    f"highest 97.5% upper bound {worst_upper:.4g} vs bound {bound:g}")
+                    f"highest {level} upper bound {worst_upper:.4g} vs bound {bound:g}")
             if all(c["upper"] < bound for c in considered):
                 observed, reason = "holds", head
             elif any(c["lower"] > bound for c in considered):

@@ -155,16 +155,26 @@ class Comparison(ClaimKind):
     def populations(self, claim):
         return [claim.params["treatment"].population(claim.arch), claim.params["baseline"].population(claim.arch)]
 
-    def evaluate(self, claim, evidence) -> ClaimResult:
+    def deciding_test(self, claim, evidence):
+        """(treatment arm, baseline arm, the test that decides: Welch's, or the paired one under
+        ``--pairing seed`` when the members pair, with the Welch one and the paired details beside it).
+        The sequential engine reads only this at its interim looks."""
         metric, direction = claim.params["metric"], claim.params["direction"]
         treatment = evidence.arm(claim.params["treatment"].population(claim.arch), metric)
         baseline = evidence.arm(claim.params["baseline"].population(claim.arch), metric)
         welch = welch_t_test(treatment.summary, baseline.summary, direction, ALPHA)
-        unpaired = test_record(welch, z_test(treatment.summary, baseline.summary, direction).z)
         paired, paired_details = paired_analysis(treatment, baseline, direction, ALPHA)
         pairing = getattr(evidence, "pairing", "none")
-        test, record = (paired, paired_details) if pairing == "seed" and paired is not None else (welch, unpaired)
-        if pairing == "seed" and paired is None:
+        test = paired if pairing == "seed" and paired is not None else welch
+        return treatment, baseline, test, welch, paired_details
+
+    def evaluate(self, claim, evidence) -> ClaimResult:
+        metric, direction = claim.params["metric"], claim.params["direction"]
+        treatment, baseline, test, welch, paired_details = self.deciding_test(claim, evidence)
+        unpaired = test_record(welch, z_test(treatment.summary, baseline.summary, direction).z)
+        pairing = getattr(evidence, "pairing", "none")
+        record = paired_details if test is not welch else unpaired
+        if pairing == "seed" and not paired_details["available"]:
             paired_details["reason"] += "; the unpaired Welch test decides"
         observed = "reject" if test.reject else "retain"
         paper = paper_numbers(claim)

@@ -39,7 +39,8 @@ class Ranking(ClaimKind):
     def populations(self, claim):
         return [a.population(claim.arch) for a in claim.params["candidates"]]
 
-    def evaluate(self, claim, evidence) -> ClaimResult:
+    def evaluate(self, claim, evidence, alpha: float = ALPHA) -> ClaimResult:
+        """``alpha``: the level of every pairwise test (a sequential look's nominal level; 0.025 otherwise)."""
         metric = claim.params["metric"]
         direction, sign = more_similar_direction(metric), better_sign(metric)
         arms = {arm: evidence.arm(arm.population(claim.arch), metric) for arm in claim.params["candidates"]}
@@ -49,10 +50,10 @@ class Ranking(ClaimKind):
         leader = ordered[0]
         # the rivals the leader must beat: every non-expected setup if an expected one leads, else every expected one
         rivals = [a for a in ordered[1:] if (a in expected) != expected_leads]
-        tests = [(rival, welch_and_z(arms[leader].summary, arms[rival].summary, direction)) for rival in rivals]
+        tests = [(rival, welch_and_z(arms[leader].summary, arms[rival].summary, direction, alpha)) for rival in rivals]
         rival, lead = max(tests, key=lambda rt: rt[1]["p_value"])  # the hardest rival: its p is the IUT's p
-        significant = lead["p_value"] < ALPHA
-        top_two = welch_and_z(arms[ordered[0]].summary, arms[ordered[1]].summary, direction)
+        significant = lead["p_value"] < alpha
+        top_two = welch_and_z(arms[ordered[0]].summary, arms[ordered[1]].summary, direction, alpha)
         against = "every other setup" if expected_leads else "every expected setup"
         reason = (f"{arms[leader].label} is best; against {against} ({len(rivals)}) the hardest is "
                   f"{arms[rival].label}, {lead['diff']:.4g} behind the leader (t {lead['t']:.2f}, df {lead['df']:.3g}, "

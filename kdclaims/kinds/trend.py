@@ -35,16 +35,17 @@ class Trend(ClaimKind):
     def populations(self, claim):
         return [a.population(claim.arch) for a in claim.params["arms"]]
 
-    def evaluate(self, claim, evidence) -> ClaimResult:
+    def evaluate(self, claim, evidence, alpha: float = ALPHA) -> ClaimResult:
+        """``alpha``: the level of every step's test (a sequential look's nominal level; 0.025 otherwise)."""
         metric = claim.params["metric"]
         direction = more_similar_direction(metric)
         arms = [evidence.arm(a.population(claim.arch), metric) for a in claim.params["arms"]]
-        steps = [welch_and_z(b.summary, a.summary, direction) for a, b in zip(arms, arms[1:])]  # H_a: it improves
-        reversed_ = [welch_and_z(a.summary, b.summary, direction) for a, b in zip(arms, arms[1:])]  # H_a: it got worse
-        ends = welch_and_z(arms[-1].summary, arms[0].summary, direction)
+        steps = [welch_and_z(b.summary, a.summary, direction, alpha) for a, b in zip(arms, arms[1:])]  # H_a: it improves
+        reversed_ = [welch_and_z(a.summary, b.summary, direction, alpha) for a, b in zip(arms, arms[1:])]  # H_a: it got worse
+        ends = welch_and_z(arms[-1].summary, arms[0].summary, direction, alpha)
         monotone = all(step["t"] > 0 for step in steps)
-        every_step = all(step["p_value"] < ALPHA for step in steps)
-        worse = [f"{a.label} → {b.label}" for a, b, r in zip(arms, arms[1:], reversed_) if r["p_value"] < ALPHA]
+        every_step = all(step["p_value"] < alpha for step in steps)
+        worse = [f"{a.label} → {b.label}" for a, b, r in zip(arms, arms[1:], reversed_) if r["p_value"] < alpha]
         weakest = max(range(len(steps)), key=lambda i: steps[i]["p_value"])
         weakest_text = (f"{arms[weakest].label} → {arms[weakest + 1].label} (t {steps[weakest]['t']:.2f}, "
                         f"{p_clause(steps[weakest]['p_value'])})")
@@ -53,7 +54,7 @@ class Trend(ClaimKind):
             observed, reason = "fails", f"the metric gets significantly worse at {', '.join(worse)}"
         elif point_estimates:
             basis = "tested on point estimates, as the claim file says: "
-            if monotone and ends["p_value"] < ALPHA:
+            if monotone and ends["p_value"] < alpha:
                 observed = "holds"
                 reason = (basis + f"every step's mean improves and {arms[-1].label} is significantly better than "
                           f"{arms[0].label} (t {ends['t']:.2f}, {p_clause(ends['p_value'])})")

@@ -166,6 +166,7 @@ def build_document(evaluation: dict, audit: bool = True) -> dict:
             "show_paper_power": kind != "smoke",
         },
         "claims": results,
+        "sequential": sequential_section(evaluation),
         "tables": rebuilt_tables(evaluation),
         "members": members.to_dict(orient="records"),
         "comparisons_vs_independent": comparisons_vs_independent(evaluation),
@@ -183,6 +184,56 @@ def build_document(evaluation: dict, audit: bool = True) -> dict:
         },
     }
     return document
+
+
+def sequential_section(evaluation: dict) -> dict | None:
+    """A --sequential run's design (its rules in words), each claim's looks and stopping reason, and the members
+    each population used and trained beside the fixed design's; None for a fixed-design run."""
+    if not evaluation.get("sequential"):
+        return None
+    from kdclaims.render.format import sequential_members
+
+    populations = evaluation.get("populations") or []
+    claims = []
+    for r in evaluation["results"]:
+        seq = (r.get("details") or {}).get("sequential")
+        if seq:
+            claims.append({"id": r["id"], "kind": r.get("kind"), "observed_outcome": r.get("observed_outcome"),
+                           "stop_look": seq.get("stop_look"), "reason": seq.get("reason"),
+                           "members_used": seq.get("members_used"), "looks": seq.get("looks") or [],
+                           "design": seq.get("design")})
+    return {
+        "design": evaluation.get("sequential_design"),
+        "members": sequential_members(populations),
+        "populations": [{"name": p["name"], "members_used": p.get("n"), "members_trained": p.get("trained_now"),
+                         "members_planned": p.get("members_planned"), "members_limit": p.get("members_limit")}
+                        for p in populations],
+        "claims": claims,
+    }
+
+
+def looks_frame(document: dict) -> pd.DataFrame:
+    """One row per look of each claim of a --sequential run (empty for a fixed-design run): the look, the
+    members per population, information fraction, z, efficacy boundary, nominal level, alpha spent, the
+    repeated upper bound against the margin, and what the look decided."""
+    from kdclaims.render.format import look_z
+
+    rows = []
+    for claim in (document.get("sequential") or {}).get("claims") or []:
+        for look in claim["looks"]:
+            sizes = look.get("n") if isinstance(look.get("n"), dict) else {}
+            statistic = look.get("statistic") or {}  # a ranking's, trend's, bound's or threshold's deciding number
+            rows.append({"id": claim["id"], "look": look.get("look"), "target_members": look.get("target_members"),
+                         "members": ";".join(f"{k}={v}" for k, v in sizes.items()),
+                         "information_fraction": look.get("information_fraction"), "z": look_z(look),
+                         **{k: look.get(k) for k in ("efficacy_boundary", "nominal_alpha", "alpha_spent", "improvement",
+                                                     "se", "df", "upper_bound", "margin")},
+                         "statistic": statistic.get("what"), "bound": statistic.get("bound"),
+                         "bound_upper": statistic.get("upper_bound"), "expected_reaching_of_385": statistic.get("expected"),
+                         "observed_outcome": look.get("observed_outcome"),
+                         **{k: look.get(k) for k in ("action", "error")},
+                         "stopped_here": look.get("look") == claim["stop_look"], "stop_reason": claim["reason"]})
+    return pd.DataFrame(rows)
 
 
 def _audit() -> dict:
@@ -211,6 +262,12 @@ def claims_frame(document_or_evaluation: dict) -> pd.DataFrame:
     frame["verdict"] = frame["verdict"].map(verdict_words)
     for column in ("n_treatment", "n_baseline"):
         frame[column] = frame[column].astype("Int64")  # 5, not 5.0; empty where the claim has no such arm
+    sequential = [(r.get("details") or {}).get("sequential") for r in results]
+    if any(sequential):  # --sequential: where each claim stopped, and why
+        frame["sequential_stop_look"] = pd.array([(q or {}).get("stop_look") for q in sequential], dtype="Int64")
+        frame["sequential_looks_planned"] = pd.array(
+            [len(((q or {}).get("design") or {}).get("looks") or []) or None for q in sequential], dtype="Int64")
+        frame["sequential_stop_reason"] = [(q or {}).get("reason") for q in sequential]
     if any(r.get("evaluated_at") for r in results):
         frame["evaluated_at"] = [r.get("evaluated_at") for r in results]
         frame["run_id"] = [r.get("run_id") for r in results]

@@ -291,3 +291,127 @@ def ci_text(test: dict | None, direction: str | None, unicode_minus: bool = Fals
         return MISSING
     _, low, high = hypothesis_interval(test, direction)
     return f"[{number(low, 4, unicode_minus)}, {number(high, 4, unicode_minus)}]"
+
+
+# ---------------------------------------------------------------------------------------------
+# The sequential design (--sequential, issue #19): the same words and numbers in every format
+# ---------------------------------------------------------------------------------------------
+
+# A stop's words; ``stop_text`` adds the outcome it led to (a comparison's efficacy stop rejects H0, a ranking's or
+# trend's holds or fails, an equivalence stop retains H0 or finds a bound holding).
+STOP_REASON_WORDS = {
+    "efficacy": "efficacy boundary crossed",
+    "equivalence": "equivalence shown (repeated upper bound below the margin or bound)",
+    "final": "final look reached",
+}
+LOOK_ACTION_WORDS = {**STOP_REASON_WORDS, "continue": "continue", "error": "not evaluable at this look",
+                     "no new members": "no new members: nothing to test"}
+
+
+def percent(value, digits: int = 0) -> str:
+    """0.4667 -> "47%"; missing: "–"."""
+    value = to_float(value)
+    return MISSING if value is None else f"{value * 100:.{digits}f}%"
+
+
+def design_text(design: dict | None) -> str:
+    """The design in one line: "group-sequential, 2 looks at 3, 6 members per population, Lan-DeMets
+    O'Brien-Fleming-type error spending, one-sided alpha 0.025"."""
+    if not design:
+        return "fixed (every population at its full seeds, one test per claim)"
+    looks = design.get("looks") or []
+    return (f"group-sequential, {len(looks)} looks at {', '.join(str(k) for k in looks)} members per population, "
+            f"{design.get('spending_name') or design.get('spending')} error spending, one-sided alpha "
+            f"{design.get('alpha', ALPHA)}")
+
+
+def design_rules(design: dict | None) -> list[str]:
+    """The design's rules in words, one "name: rule" line each (``Design.as_dict()['rules']``)."""
+    return [f"{name}: {rule}" for name, rule in ((design or {}).get("rules") or {}).items()]
+
+
+def members_text(members: dict | None) -> str:
+    """Members a sequential run trained and used beside the fixed design's: "7 trained now, 7 used of the 12 the
+    fixed design uses (58%)"."""
+    if not members:
+        return MISSING
+    used, trained, fixed = members.get("used"), members.get("trained"), members.get("fixed")
+    share = f" ({percent(used / fixed)})" if used is not None and fixed else ""
+    return f"{trained} trained now, {used} used of the {fixed} the fixed design uses{share}"
+
+
+def sequential_members_text(populations: list[dict]) -> str:
+    """``members_text`` of a run's population records (their n, trained_now and members_planned)."""
+    return members_text(sequential_members(populations))
+
+
+def sequential_members(populations: list[dict]) -> dict:
+    """Members used, trained now and planned (the fixed design's) summed over population records."""
+    return {"used": sum(int(p.get("n") or 0) for p in populations),
+            "trained": sum(int(p.get("trained_now") or 0) for p in populations),
+            "fixed": sum(int(p.get("members_planned") or p.get("n") or 0) for p in populations)}
+
+
+def stop_text(sequential: dict | None, observed_outcome: str | None = None) -> str:
+    """Where a claim stopped and with what outcome: "look 1 of 2: efficacy boundary crossed (reject H0)"; "–" for
+    a fixed-design claim. The outcome is ``observed_outcome``, else the record's own (the report's claim rows)."""
+    if not sequential:
+        return MISSING
+    planned = len((sequential.get("design") or {}).get("looks") or [])
+    of = f" of {planned}" if planned else ""
+    reason = sequential.get("reason")
+    observed = observed_outcome or sequential.get("observed_outcome")
+    led_to = f" ({outcome(observed)})" if observed else ""
+    return f"look {sequential.get('stop_look')}{of}: {STOP_REASON_WORDS.get(reason, reason or MISSING)}{led_to}"
+
+
+def look_sizes_text(look: dict) -> str:
+    """Members per population at a look: "3/3" (in the claim's population order), or the target members."""
+    sizes = look.get("n")
+    if isinstance(sizes, dict) and sizes:
+        return "/".join(str(v) for v in sizes.values())
+    return str(look.get("target_members", MISSING))
+
+
+def look_z(look: dict):
+    """A look's z: a comparison's test statistic, or the z a ranking or trend turns on (its ``statistic``)."""
+    return look["z"] if look.get("z") is not None else (look.get("statistic") or {}).get("z")
+
+
+def look_bound_text(look: dict, unicode_minus: bool = False) -> str:
+    """What bounds a look's claim: a comparison's repeated upper bound of the improvement against its margin, a
+    bound claim's highest upper bound against the bound, a threshold's students of 385 expected to reach the
+    level; "–" where the claim has none."""
+    def num(value):
+        return number(value, 4, unicode_minus)
+
+    statistic = look.get("statistic") or {}
+    if look.get("margin") is not None:
+        return f"{num(look.get('upper_bound'))} vs {num(look.get('margin'))}"
+    if "bound" in statistic:
+        return f"{num(statistic.get('upper_bound'))} vs bound {num(statistic.get('bound'))}"
+    if "expected" in statistic:
+        pessimistic = "" if statistic.get("pessimistic") is None else f", pessimistic {num(statistic['pessimistic'])}"
+        return f"{num(statistic.get('expected'))} of 385 expected to reach the level{pessimistic}"
+    return MISSING
+
+
+def look_action_text(look: dict) -> str:
+    action = look.get("action")
+    text = LOOK_ACTION_WORDS.get(action, action or MISSING)
+    return f"{text}: {look['error']}" if action == "error" and look.get("error") else text
+
+
+def look_text(look: dict) -> str:
+    """One look in a line: "look 1 (n 3/3, information 0.50): z 5.21 vs boundary 2.96, alpha spent 0.0015; upper
+    bound 0.0100 vs margin 0.0200 → efficacy boundary crossed (H0 rejected)"."""
+    information = number(look.get("information_fraction"), 2)
+    parts = [f"look {look.get('look')} (n {look_sizes_text(look)}, information {information})"]
+    if look.get("efficacy_boundary") is not None:
+        z = look_z(look)
+        parts.append(f": {'' if z is None else f'z {number(z, 2)} vs '}boundary "
+                     f"{number(look.get('efficacy_boundary'), 2)} (nominal level {number(look.get('nominal_alpha'), 4)}), "
+                     f"alpha spent {number(look.get('alpha_spent'), 4)}")
+    if look_bound_text(look) != MISSING:
+        parts.append(f"; {'upper bound ' if look.get('margin') is not None else ''}{look_bound_text(look)}")
+    return "".join(parts) + f" → {look_action_text(look)}"

@@ -27,6 +27,8 @@ from kdclaims.render.format import (
     paired_text, pvalue,
     paper_pvalue, mean_std, seed_text, setup_label, setup_order_key, short_setup_label, to_float, verdict_label,
     decision, p_clause, source_order_key, verdict_words, SIGN_CONVENTION, ci_text, coverage_text,
+    design_rules, design_text, look_action_text, look_bound_text, look_sizes_text, look_z, members_text, percent,
+    stop_text,
 )
 
 __all__ = ["render_html"]
@@ -123,6 +125,8 @@ def _header(document: dict, archs: list[str]) -> str:
         out.append(f'<div class="banner banner-{_e(kind)}" role="note"><strong>{_e(heading)}</strong>{_e(notice)}</div>')
     links = [("headline", "Headline"), ("method", "Setup and method")]
     links += [(f"arch-{_anchor(a)}", arch_label(a)) for a in archs]
+    if document.get("sequential"):
+        links.append(("sequential", "Sequential looks"))
     links += [("tables", "Tables 1–3 rebuilt"), ("audit", "Audit of the paper's p-values"), ("provenance", "Provenance")]
     out.append('<nav class="toc">' + "".join(f'<a href="#{_e(i)}">{_e(t)}</a>' for i, t in links) + "</nav>")
     return "\n".join(out)
@@ -186,6 +190,11 @@ def _method(document: dict) -> str:
         "Bounds hold when every cell's one-sided 97.5% upper confidence bound (t quantile) is below the bound "
         "(an intersection-union test)",
     ]
+    sequential = document.get("sequential")
+    if sequential:
+        items.append(f"Design: {_e(design_text(sequential.get('design')))}; members "
+                     f"{_e(members_text(sequential.get('members')))}. Its rules:<ul>"
+                     + "".join(f"<li>{_e(rule)}</li>" for rule in design_rules(sequential.get("design"))) + "</ul>")
     return ('<section id="method"><h2>Setup and method</h2><ul class="method">'
             + "".join(f"<li>{i}</li>" for i in items) + "</ul></section>")
 
@@ -254,8 +263,10 @@ def _claim_row(claim: dict, show_power: bool = True) -> str:
 
 
 def _verdict_extras(details: dict) -> list[str]:
-    """Beside a comparison's verdict: the paired test and fragility (#12); the bound is in the reason."""
+    """Beside a comparison's verdict: the paired test, fragility (#12) and, after --sequential, the look it stopped
+    at; the bound is in the reason."""
     extras = [paired_text(details)] if (details.get("paired") or {}).get("available") else []
+    extras += [f"stopped at {stop_text(details['sequential'])}"] if details.get("sequential") else []
     return extras + ([fragility_text(details)] if fragility_text(details) else [])
 
 
@@ -444,6 +455,48 @@ def _audit(document: dict) -> str:
     return "".join(out)
 
 
+def _sequential(document: dict) -> str:
+    """A --sequential run: each claim's looks (statistics, boundary, decision) and the members per population."""
+    sequential = document.get("sequential")
+    if not sequential:
+        return ""
+    body = []
+    for claim in sequential.get("claims") or []:
+        looks = claim["looks"]
+        for i, look in enumerate(looks):
+            lead = (f'<td class="id" rowspan="{len(looks)}"><code>{_e(claim["id"])}</code></td>'
+                    f'<td rowspan="{len(looks)}">{_e(stop_text(claim))}</td>') if i == 0 else ""
+            body.append(f"<tr>{lead}<td class=\"num\">{_e(look.get('look'))}</td><td>{_e(look_sizes_text(look))}</td>"
+                        f"<td class=\"num\">{_typeset_number(look.get('information_fraction'), 2)}</td>"
+                        f"<td class=\"num\">{_typeset_number(look_z(look), 2)}</td>"
+                        f"<td class=\"num\">{_typeset_number(look.get('efficacy_boundary'), 2)}</td>"
+                        f"<td class=\"num\">{_typeset_number(look.get('nominal_alpha'), 4)}</td>"
+                        f"<td class=\"num\">{_typeset_number(look.get('alpha_spent'), 4)}</td>"
+                        f"<td>{_e(look_bound_text(look, unicode_minus=True))}</td><td>{_e(look_action_text(look))}</td></tr>")
+    head = [_th("claim"), _th("stopped"), _th("look", True), _th("n", title="members per population at the look"),
+            _th("information", True, "fraction of the final look's information"),
+            _th("z", True, "the test statistic on the z scale"), _th("boundary", True, "the look's efficacy boundary"),
+            _th("nominal α", True), _th("α spent", True),
+            _th("upper bound vs margin or bound", title="repeated one-sided upper bound of the improvement"), _th("decision")]
+    out = ['<section id="sequential"><h2>Sequential looks</h2>',
+           "<p>Each claim was tested at each look until it crossed a boundary or reached the final look (the rules "
+           "are under Setup and method).</p>", _table(head, body, "looks")]
+    pops = sequential.get("populations") or []
+    if pops:
+        rows = []
+        for p in pops:
+            planned, used = p.get("members_planned"), p.get("members_used")
+            share = percent(used / planned) if planned and used is not None else MISSING
+            rows.append(f'<tr><td class="id">{_e(p["name"])}</td><td class="num">{_e(used)}</td>'
+                        f'<td class="num">{_e(p.get("members_trained"))}</td><td class="num">{_e(planned)}</td>'
+                        f'<td class="num">{_e(share)}</td></tr>')
+        head = [_th("population"), _th("members used", True), _th("trained now", True), _th("fixed design", True),
+                _th("used / fixed", True)]
+        out.append("<h3>Members per population</h3>" + _table(head, rows, "pops"))
+    out.append("</section>")
+    return "".join(out)
+
+
 def _provenance(document: dict) -> str:
     prov = document.get("provenance") or {}
     profile = prov.get("profile") or {}
@@ -573,6 +626,7 @@ def render_html(document: dict, figures: dict[str, bytes] | None = None) -> str:
         _headline(document),
         _method(document),
         _arch_sections(document, archs, figures, errors),
+        _sequential(document),
         _rebuilt(document),
         _audit(document),
         _provenance(document),

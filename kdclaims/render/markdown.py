@@ -14,8 +14,9 @@ from kdclaims.metrics import SIMILARITY_READINGS
 from kdclaims.render.document import compare_runs
 from kdclaims.render.format import (
     MISSING, SIGN_CONVENTION, VERDICT_RULES, arch_label, bound_text, ci_text, correction_text, coverage_text, decision,
-    fragility_text, mean_std, number, outcome, p_clause, paired_text, paper_pvalue, pvalue, seed_text, setup_label,
-    source_order_key, verdict_label, verdict_words,
+    design_rules, design_text, fragility_text, look_action_text, look_bound_text, look_sizes_text, look_z, mean_std,
+    members_text, number, outcome, p_clause, paired_text, paper_pvalue, percent, pvalue, seed_text, setup_label,
+    source_order_key, stop_text, verdict_label, verdict_words,
 )
 
 
@@ -74,7 +75,13 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
             + ", ".join(f"{reading}" for _, _, reading in SIMILARITY_READINGS.values())
             + ", and a student reaches 95% only if all four are ≥ 0.95 at once",
             "- Bounds hold when every cell's one-sided 97.5% upper confidence bound (t quantile) is below the bound "
-            "(an intersection-union test)", ""]
+            "(an intersection-union test)"]
+    sequential = document.get("sequential")
+    if sequential:
+        out += [f"- Design: {cell(design_text(sequential.get('design')))}; members "
+                f"{cell(members_text(sequential.get('members')))}. Its rules:",
+                *[f"  - {cell(rule)}" for rule in design_rules(sequential.get("design"))]]
+    out.append("")
     if profile.get("differences_from_paper") and trained:
         out += ["What this profile changes from the paper's experiment:", "", "| setting | this run | paper |",
                 "|---|---|---|"]
@@ -134,6 +141,9 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
                    f"{cell(r['reason'])}.{note}")
     out.append("")
 
+    if sequential:
+        out += _sequential_markdown(sequential)
+
     # Tables rebuilt
     if document["tables"]:
         out += ["## The paper's tables, rebuilt from the observed populations", "",
@@ -183,6 +193,36 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
                        f"| `{p['keys'][0][:12]}` | {number(p['wall_time_s'], 1)} | {', '.join(p['devices'])} |")
     out.append("")
     return "\n".join(out)
+
+
+def _sequential_markdown(sequential: dict) -> list[str]:
+    """A --sequential run: where each claim stopped and why, every look's statistics, the members per population."""
+    out = ["## Sequential looks", "",
+           "Each claim was tested at each look until it crossed a boundary or reached the final look (the rules are "
+           "under Setup). n: members per population (treatment/baseline) at the look; information: the fraction of "
+           "the final look's; z: the test statistic on the z scale against the look's efficacy boundary; the upper "
+           "bound is the repeated one-sided bound of the improvement, against the claim's margin.", "",
+           "| claim | stopped | look | n | information | z | boundary | nominal α | α spent | upper bound vs margin or bound | decision |",
+           "|---|---|---:|---|---:|---:|---:|---:|---:|---|---|"]
+    for claim in sequential.get("claims") or []:
+        name, stopped = f"`{cell(claim['id'])}`", cell(stop_text(claim))
+        for i, look in enumerate(claim["looks"]):
+            out.append(f"| {name if i == 0 else ''} | {stopped if i == 0 else ''} | {look.get('look')} "
+                       f"| {cell(look_sizes_text(look))} "
+                       f"| {number(look.get('information_fraction'), 2)} | {number(look_z(look), 2)} "
+                       f"| {number(look.get('efficacy_boundary'), 2)} | {number(look.get('nominal_alpha'), 4)} "
+                       f"| {number(look.get('alpha_spent'), 4)} | {cell(look_bound_text(look))} "
+                       f"| {cell(look_action_text(look))} |")
+    out.append("")
+    populations = sequential.get("populations") or []
+    if populations:
+        out += ["| population | members used | trained now | fixed design | used / fixed |", "|---|---:|---:|---:|---:|"]
+        for p in populations:
+            planned = p.get("members_planned")
+            share = percent(p["members_used"] / planned) if planned and p.get("members_used") is not None else MISSING
+            out.append(f"| {cell(p['name'])} | {p.get('members_used')} | {p.get('members_trained')} | {planned} | {share} |")
+        out.append("")
+    return out
 
 
 def _stats_text(stats: dict | None) -> str:
@@ -332,12 +372,15 @@ def audit_markdown(claims=None) -> str:
 
 
 def _verdict_extras(details: dict) -> str:
-    """Beside a comparison's verdict: a retained H0's bound vs margin, the paired test, and fragility (#12)."""
+    """Beside a comparison's verdict: a retained H0's bound vs margin, the paired test, the look a sequential run
+    stopped it at, and fragility (#12)."""
     extras = []
     if details.get("effect_bound") and (details.get("test") or {}).get("reject") is False:
         extras.append(f"bound {bound_text(details)}")
     if (details.get("paired") or {}).get("available"):
         extras.append(paired_text(details))
+    if details.get("sequential"):  # --sequential: the look it stopped at (every look: under Sequential looks)
+        extras.append(f"stopped at {stop_text(details['sequential'])}")
     if fragility_text(details):
         extras.append(f"**{fragility_text(details)}**")
     return "".join(f"<br>{e}" for e in extras)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from kdclaims.render.document import VERDICTS
 from kdclaims.render.format import (
-    SIGN_CONVENTION, arch_label, bound_text, ci_text, coverage_text, fragility_text, number, outcome, paired_text,
-    paper_pvalue, pvalue, verdict_label, verdict_words,
+    SIGN_CONVENTION, arch_label, bound_text, ci_text, coverage_text, design_rules, design_text, fragility_text,
+    look_action_text, look_bound_text, look_sizes_text, look_z, look_text, members_text, number, outcome, paired_text,
+    paper_pvalue, pvalue, stop_text, verdict_label, verdict_words,
 )
 
 WIDE_TERMINAL = 160  # columns from which the claim table shows kind, source, paper and observed outcome
@@ -39,6 +40,10 @@ def describe_result(result: dict) -> str:
         for row in d.get("ranking") or d.get("arms") or []:
             if "mean" in row:
                 lines.append(f"    {row['population']:<28} mean {number(row['mean'])}  std {number(row['std'])}  n {row['n']}")
+    sequential = d.get("sequential")
+    if sequential:  # --sequential: where the claim stopped, and each look it was tested at
+        lines.append(f"  sequential: stopped at {stop_text(sequential, result.get('observed_outcome'))}")
+        lines += [f"    {look_text(look)}" for look in sequential.get("looks") or []]
     if result.get("note"):
         lines.append(f"  note: {result['note']}")
     paper = result["paper"]
@@ -101,3 +106,26 @@ def print_table(document: dict, console=None) -> None:
     for row in rows:
         claims.add_row(*row)
     console.print(claims)
+    if document.get("sequential"):
+        print_sequential(document["sequential"], console)
+
+
+def print_sequential(sequential: dict, console) -> None:
+    """A --sequential run: the design and its rules, then one row per look of each claim."""
+    from rich.table import Table
+
+    console.print(f"[bold]Design[/]: {design_text(sequential.get('design'))}; members "
+                  f"{members_text(sequential.get('members'))}", highlight=False)
+    for rule in design_rules(sequential.get("design")):
+        console.print(f"  {rule}", highlight=False)
+    looks = Table(title="Sequential looks")
+    for name in ("claim", "stopped", "look", "n", "information", "z", "boundary", "α spent", "upper bound vs margin or bound",
+                 "decision"):
+        looks.add_column(name, justify="right" if name in ("look", "information", "z", "boundary", "α spent") else "left")
+    for claim in sequential.get("claims") or []:
+        for i, look in enumerate(claim["looks"]):
+            looks.add_row(claim["id"] if i == 0 else "", stop_text(claim) if i == 0 else "", str(look.get("look")),
+                          look_sizes_text(look), number(look.get("information_fraction"), 2), number(look_z(look), 2),
+                          number(look.get("efficacy_boundary"), 2), number(look.get("alpha_spent"), 4),
+                          look_bound_text(look), look_action_text(look))
+    console.print(looks)

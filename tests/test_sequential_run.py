@@ -1,0 +1,352 @@
+"""The sequential run (issue #19): claims decided look by look on synthetic evidence, populations that
+stop growing, cached members beyond a look, the engine's type-I error, and plan --sequential.
+
+Synthetic evidence draws members from normal distributions (seeded) with the paper's stds, so each
+comparison's margin (which the paper's design fixes) is the shipped one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kdclaims.claims import parse_claim
+from kdclaims.errors import ConfigError
+from kdclaims.paper import paper_summary
+from kdclaims.sequential import PAPER_LOOKS
+from kdclaims.sequential_run import Design, SequentialRun, ValuesEvidence, check_evidence
+
+DESIGN = Design(PAPER_LOOKS)
+N = PAPER_LOOKS[-1]
+
+
+def comparison(claim_id: str, outcome: str = "reject", treatment=None, baseline=None, metric="test_accuracy",
+               direction="greater"):
+    return parse_claim({
+        "id": claim_id, "sentence": "s", "source": "Table 1", "arch": "resnet18", "kind": "comparison",
+        "metric": metric, "treatment": treatment or {"setup": "uniform_kd", "alpha": 0.5},
+        "baseline": baseline or {"setup": "independent"}, "direction": direction, "paper": {"outcome": outcome},
+    }, "test")
+
+
+def draw(rng, claim, effect: float, sd_scale: float = 1.0, n: int = N) -> dict:
+    """Members of the claim's two populations: baseline at the paper's baseline mean, the treatment
+    ``effect`` better in the claim's direction, both with the paper's stds times ``sd_scale``."""
+    t_spec, b_spec = claim.populations()
+    metric = claim.params["metric"]
+    sign = 1.0 if claim.params["direction"] == "greater" else -1.0
+    b = paper_summary(b_spec.arch, metric, b_spec.setup, b_spec.alpha)
+    t = paper_summary(t_spec.arch, metric, t_spec.setup, t_spec.alpha)
+    return {
+        t_spec.name: {metric: b.mean + sign * effect + t.std * sd_scale * rng.standard_normal(n)},
+        b_spec.name: {metric: b.mean + b.std * sd_scale * rng.standard_normal(n)},
+    }
+
+
+def run_to_end(run: SequentialRun, values: dict, extra: dict | None = None) -> list[list[str]]:
+    """Drive ``run`` look by look, each population showing the look's target (or ``extra``'s count if larger)."""
+    decided = []
+    while not run.done:
+        target = run.target_members()
+        members = {p.name: max(target, (extra or {}).get(p.name, 0)) for p in run.populations_to_grow()}
+        decided.append(run.observe(ValuesEvidence(values, members)))
+    return decided
+
+
+def margin_of(claim) -> float:
+    from kdclaims.kinds.comparison import claim_margin, paper_numbers
+
+    return claim_margin(paper_numbers(claim))["value"]
+
+
+def test_large_effect_stops_at_the_first_look_on_efficacy():
+    claim = comparison("big")
+    values = draw(np.random.default_rng(1), claim, effect=2.0)  # tens of standard errors at n = 25
+    run = SequentialRun([claim], DESIGN)
+    decided = run_to_end(run, values)
+    assert decided == [["big"]]
+    result = run.results["big"]
+    seq = result.details["sequential"]
+    assert (seq["reason"], seq["stop_look"]) == ("efficacy", 1)
+    assert result.verdict == "reproduced" and result.observed_outcome == "reject"
+    look = seq["looks"][0]
+    assert look["z"] > look["efficacy_boundary"] > 4.5  # the O'Brien-Fleming-type first boundary at t = 25/385
+    assert look["n"] == {p.name: 25 for p in claim.populations()}
+    assert run.members_used == {p.name: 25 for p in claim.populations()}
+    assert "sequential, stopped at look 1 on efficacy" in result.reason
+
+
+def test_design_checks_and_profile():
+    from kdclaims.profiles import get_profile
+
+    with pytest.raises(ConfigError):
+        Design((25, 25, 50))
+    with pytest.raises(ConfigError):
+        Design((25, 50), spending="linear")
+    design = Design.from_profile(get_profile("paper"))
+    assert design.looks == PAPER_LOOKS and design.spending == "obf"
+    info = design.as_dict()
+    assert info["looks"] == list(PAPER_LOOKS) and set(info["rules"]) >= {"comparison", "ranking", "trend", "bound",
+                                                                          "threshold"}
+    with pytest.raises(ConfigError, match="--evidence paper"):
+        check_evidence("paper")
+
+
+def test_retained_h0_with_a_tiny_effect_stops_on_equivalence():
+    claim = comparison("same", outcome="retain")
+    # the margin is the paper's design's (its stds at n = 385); members 5x less noisy bound the effect early
+    values = draw(np.random.default_rng(2), claim, effect=0.0, sd_scale=0.2)
+    run = SequentialRun([claim], DESIGN)
+    run_to_end(run, values)
+    result = run.results["same"]
+    seq = result.details["sequential"]
+    assert seq["reason"] == "equivalence" and seq["stop_look"] < len(PAPER_LOOKS)
+    assert result.verdict == "reproduced" and result.observed_outcome == "retain"
+    last = seq["looks"][-1]
+    assert last["upper_bound"] < last["margin"] == pytest.approx(margin_of(claim))
+    # the look before did not show it (otherwise the claim would have stopped there)
+    assert all(look["action"] == "continue" for look in seq["looks"][:-1])
+
+
+def test_reject_expected_claim_has_no_futility_stop_and_a_claim_near_the_boundary_reaches_the_final_look():
+    claim = comparison("near")
+    t_spec, b_spec = claim.populations()
+    rng = np.random.default_rng(3)
+    values = draw(rng, claim, effect=0.0)
+    # shift the treatment so the final look's Welch t is 2.2: past the fixed 1.96 and the final boundary (about
+    # 2.0), while the interim looks, with the same mean shift on fewer members, stay below their boundaries
+    metric = "test_accuracy"
+    t_vals, b_vals = values[t_spec.name][metric], values[b_spec.name][metric]
+    se = np.sqrt(t_vals.var(ddof=1) / N + b_vals.var(ddof=1) / N)
+    t_vals += 2.2 * se - (t_vals.mean() - b_vals.mean())
+    run = SequentialRun([claim], DESIGN)
+    decided = run_to_end(run, values)
+    assert decided == [[], [], [], [], ["near"]]
+    seq = run.results["near"].details["sequential"]
+    assert (seq["reason"], seq["stop_look"]) == ("efficacy", 5)
+    final = seq["looks"][-1]
+    assert final["alpha_spent"] == pytest.approx(0.025)
+    assert 1.96 < final["efficacy_boundary"] < final["z"] < 2.2
+    assert all(look["z"] < look["efficacy_boundary"] for look in seq["looks"][:-1])
+    assert run.results["near"].verdict == "reproduced"
+
+
+def test_populations_stop_growing_only_when_all_their_claims_are_decided():
+    big = comparison("big", treatment={"setup": "gaussian_kd", "alpha": 0.5})
+    slow = comparison("slow")  # shares the independent baseline with "big"
+    rng = np.random.default_rng(4)
+    values = {**draw(rng, big, effect=2.0), **draw(rng, slow, effect=0.0)}
+    values["resnet18/independent"] = draw(rng, big, effect=2.0)["resnet18/independent"]
+    run = SequentialRun([big, slow], DESIGN)
+    names = {spec.name for spec in run.populations_to_grow()}
+    assert names == {"resnet18/gaussian_kd-a0.5", "resnet18/uniform_kd-a0.5", "resnet18/independent"}
+    first = run.observe(ValuesEvidence(values, default_members=run.target_members()))
+    assert first == ["big"]
+    grow = {spec.name for spec in run.populations_to_grow()}
+    assert grow == {"resnet18/uniform_kd-a0.5", "resnet18/independent"}  # the shared baseline keeps growing
+    assert run.members_used == {"resnet18/gaussian_kd-a0.5": 25}
+    assert run.target_members() == 50
+    run_to_end(run, values)
+    assert run.done and run.populations_to_grow() == []
+    assert run.members_used == {"resnet18/gaussian_kd-a0.5": 25, "resnet18/uniform_kd-a0.5": 385,
+                                "resnet18/independent": 385}
+    assert run.results["slow"].details["sequential"]["reason"] == "final"
+    with pytest.raises(ConfigError, match="already decided"):
+        run.observe(ValuesEvidence(values))
+
+
+def test_cached_members_beyond_a_look_are_used():
+    claim = comparison("cached")
+    values = draw(np.random.default_rng(5), claim, effect=0.0)
+    t_spec, b_spec = claim.populations()
+    run = SequentialRun([claim], DESIGN)
+    # look 1 asks for 25, but the treatment has 200 in the cache: all are used, and the information fraction
+    # follows the sizes observed (variance-weighted; between 25/385 and 200/385)
+    run.observe(ValuesEvidence(values, {t_spec.name: 200, b_spec.name: 25}))
+    look = run._states["cached"].records[0]
+    assert look["n"] == {t_spec.name: 200, b_spec.name: 25}
+    assert 25 / N < look["information_fraction"] < 200 / N
+    # every member cached: the look has the full information, so it is final and spends all alpha
+    run2 = SequentialRun([claim], DESIGN)
+    assert run2.observe(ValuesEvidence(values)) == ["cached"]
+    seq = run2.results["cached"].details["sequential"]
+    assert seq["stop_look"] == 1 and seq["looks"][0]["information_fraction"] == pytest.approx(1.0)
+    assert seq["looks"][0]["efficacy_boundary"] == pytest.approx(1.959964, abs=1e-4)  # all of 0.025 at once
+    assert run2.members_used == {t_spec.name: N, b_spec.name: N}
+
+
+def test_members_running_out_ends_the_run_at_the_declared_final_look():
+    claim = comparison("short")
+    values = draw(np.random.default_rng(6), claim, effect=0.0)
+    run = SequentialRun([claim], DESIGN)
+    run.observe(ValuesEvidence(values, default_members=25))
+    assert run.observe(ValuesEvidence(values, default_members=60), final=True) == ["short"]
+    seq = run.results["short"].details["sequential"]
+    assert seq["reason"] == "final" and seq["looks"][-1]["alpha_spent"] == pytest.approx(0.025)
+    assert seq["looks"][-1]["efficacy_boundary"] < 2.0  # the rest of alpha, spent at t = 60/385
+
+
+def _engine_rejections(values_t: np.ndarray, values_b: np.ndarray, claim) -> np.ndarray:
+    """Run the engine on each trial's members; True where it rejected H0."""
+    t_spec, b_spec = claim.populations()
+    out = []
+    for vt, vb in zip(values_t, values_b):
+        run = SequentialRun([claim], DESIGN)
+        run_to_end(run, {t_spec.name: {"test_accuracy": vt}, b_spec.name: {"test_accuracy": vb}})
+        out.append(run.results[claim.id].observed_outcome == "reject")
+    return np.asarray(out)
+
+
+def test_type_one_error_of_the_engine_rule_under_h0():
+    """The engine's comparison rule (Welch's t on the z scale against boundaries spent at n/N) is
+    kdclaims.sequential.sequential_decisions with Welch df: checked decision by decision on 200 trials
+    run through the engine itself, then its type-I error over 20,000 vectorised trials."""
+    from kdclaims.sequential import sequential_decisions, simulate_looks
+
+    claim = comparison("null")
+    rng = np.random.default_rng(20)
+    looks = np.asarray(PAPER_LOOKS)
+    # 1. the engine and the vectorised rule agree trial by trial (a larger effect so both outcomes occur)
+    sd = 1.3
+    vt = rng.standard_normal((200, N)) * sd + 0.15
+    vb = rng.standard_normal((200, N)) * sd
+    engine = _engine_rejections(vt, vb, claim)
+    mean_t, mean_b = (np.cumsum(v, axis=1)[:, looks - 1] / looks for v in (vt, vb))
+    var_t, var_b = (np.stack([v[:, :k].var(axis=1, ddof=1) for k in looks], axis=1) / looks for v in (vt, vb))
+    df = (var_t + var_b) ** 2 / (var_t**2 / (looks - 1) + var_b**2 / (looks - 1))
+    vectorised = sequential_decisions(mean_t - mean_b, np.sqrt(var_t + var_b), looks / N, df=df).reject
+    assert 20 < engine.sum() < 180  # both outcomes occur
+    assert np.array_equal(engine, vectorised)
+    # 2. its type-I error under H0
+    favour, se, df = simulate_looks(np.random.default_rng(21), 20_000, PAPER_LOOKS, effect=0.0, sd_treatment=2.0)
+    rate = sequential_decisions(favour, se, looks / N, df=df).reject.mean()
+    assert abs(rate - 0.025) < 0.005, rate
+
+
+def _claim(kind: str, **fields):
+    return parse_claim({"id": f"{kind}-claim", "sentence": "s", "source": "Table 1", "arch": "resnet18", "kind": kind,
+                        "paper": {"outcome": "holds"}, **fields}, "test")
+
+
+KD = [{"setup": "kd", "alpha": a} for a in (0.1, 0.5, 0.9)]
+
+
+def _normal(rng, mean, sd, n=N):
+    return mean + sd * rng.standard_normal(n)
+
+
+def test_ranking_and_trend_stop_early_when_every_component_crosses_the_looks_boundary():
+    rng = np.random.default_rng(7)
+    ranking = _claim("ranking", metric="test_accuracy", expected_best=[{"setup": "uniform_kd", "alpha": 0.5}],
+                     candidates=[{"setup": "independent"}, KD[1], {"setup": "uniform_kd", "alpha": 0.5}])
+    trend = _claim("trend", metric="activation_distance", arms=KD)
+    values = {
+        "resnet18/independent": {"test_accuracy": _normal(rng, 0.70, 0.01)},
+        "resnet18/uniform_kd-a0.5": {"test_accuracy": _normal(rng, 0.76, 0.01)},  # 6 sds ahead: z ~ 21 at n = 25
+        # kd 0.5 leads only slightly: significant at 385 members, not at the strict interim boundaries
+        "resnet18/kd-a0.5": {"test_accuracy": _normal(rng, 0.7005, 0.01),
+                             "activation_distance": _normal(rng, 0.30, 0.01)},
+        "resnet18/kd-a0.1": {"activation_distance": _normal(rng, 0.40, 0.01)},
+        "resnet18/kd-a0.9": {"activation_distance": _normal(rng, 0.20, 0.01)},
+    }
+    run = SequentialRun([ranking, trend], DESIGN)
+    decided = run_to_end(run, values)
+    assert decided[0] == ["ranking-claim", "trend-claim"]
+    for claim_id in decided[0]:
+        result = run.results[claim_id]
+        seq = result.details["sequential"]
+        assert (result.observed_outcome, result.verdict, seq["reason"]) == ("holds", "reproduced", "efficacy")
+        look = seq["looks"][0]
+        assert look["statistic"]["z"] > look["efficacy_boundary"] > 8  # the first boundary at t = 25/385
+        assert look["nominal_alpha"] < 1e-15
+    lead = run.results["ranking-claim"].details["lead"]
+    assert (lead["leader"], lead["rival"]) == ("resnet18/uniform_kd-a0.5", "resnet18/kd-a0.5")  # the hardest rival
+
+
+def test_ranking_not_significant_at_the_interim_boundary_continues():
+    rng = np.random.default_rng(8)
+    ranking = _claim("ranking", metric="test_accuracy", expected_best=[{"setup": "uniform_kd", "alpha": 0.5}],
+                     candidates=[{"setup": "independent"}, {"setup": "uniform_kd", "alpha": 0.5}])
+    values = {"resnet18/independent": {"test_accuracy": _normal(rng, 0.70, 0.01)},
+              "resnet18/uniform_kd-a0.5": {"test_accuracy": _normal(rng, 0.71, 0.01)}}  # z ~ 3.5 at 25: < 8.7
+    run = SequentialRun([ranking], DESIGN)
+    assert run.observe(ValuesEvidence(values, default_members=25)) == []
+    record = run._states["ranking-claim"].records[0]
+    assert record["action"] == "continue" and 2 < record["statistic"]["z"] < record["efficacy_boundary"]
+    decided = run_to_end(run, values)
+    stop = run.results["ranking-claim"].details["sequential"]["stop_look"]
+    assert 1 < stop <= len(PAPER_LOOKS) and decided[stop - 2] == ["ranking-claim"]
+
+
+def test_threshold_fails_at_once_on_a_member_that_reaches_the_level_and_holds_early_only_pessimistically():
+    rng = np.random.default_rng(9)
+    metrics = {"activation_distance": (0.35, 0.01), "js_divergence": (0.20, 0.01),
+               "prediction_dissimilarity": (0.30, 0.01), "logits_cosine_similarity": (0.70, 0.01)}
+    far = {m: _normal(rng, mu, sd) for m, (mu, sd) in metrics.items()}
+    reaching = {m: v.copy() for m, v in far.items()}
+    for m, v in {"activation_distance": 0.01, "js_divergence": 0.001, "prediction_dissimilarity": 0.01,
+                 "logits_cosine_similarity": 0.999}.items():
+        reaching[m][3] = v  # member 4 is as similar as the teacher on every metric
+    claim = _claim("threshold", arms=[KD[1]])
+    run = SequentialRun([claim], DESIGN)
+    assert run.observe(ValuesEvidence({"resnet18/kd-a0.5": reaching}, default_members=25)) == ["threshold-claim"]
+    failed = run.results["threshold-claim"]
+    assert (failed.observed_outcome, failed.details["sequential"]["reason"]) == ("fails", "efficacy")
+    run = SequentialRun([claim], DESIGN)
+    assert run.observe(ValuesEvidence({"resnet18/kd-a0.5": far}, default_members=25)) == ["threshold-claim"]
+    held = run.results["threshold-claim"]
+    assert (held.observed_outcome, held.verdict, held.details["sequential"]["reason"]) == \
+        ("holds", "reproduced", "equivalence")
+    assert held.details["pessimistic_expected_reaching_of_385"] < 1
+    # near the level (mean similarity 0.90, sd 0.02): the point estimate says "holds" (< 1 of 385 expected), the
+    # pessimistic bounds at the strict interim levels do not, so the claim waits for the final look
+    near = {**far, "activation_distance": _normal(rng, 0.1414, 0.0283)}  # similarity 1 - AD/sqrt(2): 0.90 +- 0.02
+    for m in ("js_divergence", "prediction_dissimilarity"):
+        near[m] = _normal(rng, 0.001, 0.0001)
+    near["logits_cosine_similarity"] = _normal(rng, 0.999, 0.0001)
+    run = SequentialRun([claim], DESIGN)
+    decided = run_to_end(run, {"resnet18/kd-a0.5": near})
+    assert decided[0] == [] and run.results["threshold-claim"].details["sequential"]["stop_look"] > 1
+
+
+def test_bound_holds_early_with_repeated_bounds_and_only_significant_waits_for_the_final_look():
+    rng = np.random.default_rng(10)
+    spread = _claim("bound", quantity="spread", metrics=["activation_distance"], arms=KD, bound=0.005)
+    values = {f"resnet18/kd-a{a:g}": {"activation_distance": _normal(rng, 0.30, 0.0005)} for a in (0.1, 0.5, 0.9)}
+    run = SequentialRun([spread], DESIGN)
+    decided = run_to_end(run, values)
+    result = run.results["bound-claim"]
+    seq = result.details["sequential"]
+    assert (result.observed_outcome, seq["reason"]) == ("holds", "equivalence") and seq["stop_look"] < 5
+    assert decided[seq["stop_look"] - 1] == ["bound-claim"]
+    # the bounds are the look's repeated ones, wider than the fixed 97.5% ones on the same members
+    assert "upper bound" in result.reason and "97.5%" not in result.reason
+
+    # "only significant" improvements: which cells are significant is settled only at the final look, so until
+    # then every cell counts -- here a noisy, non-significant cell whose bound is far above 0.03 holds the claim
+    # back, though the one significant cell is bounded well below 0.03 from the first looks
+    only = _claim("bound", quantity="max_improvement", metrics=["activation_distance"], arms=KD[:2], bound=0.03,
+                  baseline={"setup": "independent"}, only_significant=True)
+    values = {"resnet18/independent": {"activation_distance": _normal(rng, 0.30, 0.001)},
+              "resnet18/kd-a0.1": {"activation_distance": _normal(rng, 0.29, 0.001)},  # 0.01 better: significant
+              "resnet18/kd-a0.5": {"activation_distance": _normal(rng, 0.30, 0.3)}}  # no effect, huge noise
+    run = SequentialRun([only], DESIGN)
+    decided = run_to_end(run, values)
+    assert decided[:-1] == [[]] * 4
+    result = run.results["bound-claim"]
+    assert result.observed_outcome == "holds" and result.details["sequential"]["stop_look"] == 5
+    assert result.details["considered"] == 1  # at the final look only the significant cell counts, as fixed
+
+
+def test_a_final_look_without_new_members_ends_inconclusive():
+    claim = comparison("stale")
+    values = draw(np.random.default_rng(11), claim, effect=0.0)
+    run = SequentialRun([claim], DESIGN)
+    run.observe(ValuesEvidence(values, default_members=50))
+    assert run.observe(ValuesEvidence(values, default_members=50)) == []  # look 2 brought nothing new: continue
+    assert run.observe(ValuesEvidence(values, default_members=50), final=True) == ["stale"]
+    result = run.results["stale"]
+    assert result.verdict == "inconclusive" and "members ran out" in result.reason
+    assert [look["action"] for look in result.details["sequential"]["looks"]] == \
+        ["continue", "no new members", "no new members"]
+    assert result.details["sequential"]["stop_look"] == 3
