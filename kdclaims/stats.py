@@ -38,8 +38,11 @@ from typing import Iterable
 import numpy as np
 
 # scipy.special, not scipy.stats: the same functions (scipy.stats' norm.sf/isf/ppf are ndtr/ndtri
-# underneath) without scipy.stats' ~2 s import.
-from scipy.special import chdtri, nctdtr, nctdtrinc, ndtr, ndtri, stdtr, stdtrit
+# underneath) without scipy.stats' ~2 s import. Imported in each function that computes with them, not
+# here: collecting claims and the light CLI commands import this module, and scipy.special costs them
+# ~0.3 s (idle; a second on a loaded machine). The normal keeps scipy's ndtr/ndtri rather than math.erfc or
+# statistics.NormalDist: those agree only to ~1e-14 relative, and the p-values here are scipy.stats' own,
+# bit for bit (tests/test_stats_welch.py); a run computes a t anyway (Welch decides), which needs scipy.
 
 from kdclaims.errors import ConfigError
 
@@ -176,6 +179,8 @@ def z_test(treatment: Summary, baseline: Summary, direction: str, alpha: float =
     against H_a gives z = -inf, p = 1; no difference gives z = 0, p = 1 (no evidence at all); each
     with a ``note``.
     """
+    from scipy.special import ndtr, ndtri
+
     direction = _check_direction(direction)
     alpha = _check_alpha(alpha)
     for what, s in (("treatment", treatment), ("baseline", baseline)):
@@ -225,6 +230,8 @@ def power(true_diff_in_favour: float, se: float, alpha: float = ALPHA) -> float:
 
     se == 0: 1 if delta > 0, else 0 (matching :func:`z_test`'s degenerate cases).
     """
+    from scipy.special import ndtr, ndtri
+
     alpha = _check_alpha(alpha)
     delta = float(true_diff_in_favour)
     se = float(se)
@@ -240,6 +247,8 @@ def power(true_diff_in_favour: float, se: float, alpha: float = ALPHA) -> float:
 def minimum_detectable_effect(se: float, alpha: float = ALPHA, target_power: float = 0.8) -> float:
     """Smallest true difference (in the H_a direction) detected with probability ``target_power``:
     ``(z_{1-alpha} + z_{target_power}) * se``."""
+    from scipy.special import ndtri
+
     alpha = _check_alpha(alpha)
     se = float(se)
     if not (math.isfinite(se) and se >= 0):
@@ -335,6 +344,8 @@ def _cohens_d(favour: float, sd_t: float, n_t: int, sd_b: float, n_b: int) -> fl
 def _t_critical(df, alpha: float):
     """``t_{1-alpha, df}``, the one-tailed critical value (vectorised). ``-stdtrit(df, alpha)``
     rather than ``stdtrit(df, 1 - alpha)``: the lower tail is the accurate one for small alpha."""
+    from scipy.special import stdtrit
+
     return -stdtrit(df, alpha)
 
 
@@ -365,6 +376,8 @@ def _t_and_p(favour, se, df):
     se == 0 (no variance at all): favour > 0 gives t = +inf, p = 0; favour < 0 gives t = -inf,
     p = 1; favour == 0 gives t = 0, p = 1 (no evidence) -- the z-test's rules.
     """
+    from scipy.special import stdtr
+
     favour, se, df = np.broadcast_arrays(
         np.asarray(favour, dtype=np.float64), np.asarray(se, dtype=np.float64), np.asarray(df, dtype=np.float64)
     )
@@ -694,6 +707,8 @@ def design_margin(
     At n = 385 it is within 0.3% of the z-test's ``(z_{1-alpha} + z_power) * se``. Both stds 0:
     0.0 (any improvement is detected with certainty).
     """
+    from scipy.special import nctdtrinc
+
     sd_t = _check_sd(paper_sd_t, "paper_sd_t")
     sd_b = _check_sd(paper_sd_b, "paper_sd_b")
     n = _check_n(paper_n, "paper_n")
@@ -720,6 +735,8 @@ def observed_power(
     n = 10 and < 1e-3 from n = 30; at n = 385 it is the z-test's power to ~1e-3. It equals alpha at
     effect 0 exactly. se = 0: 1 if effect > 0 else 0.
     """
+    from scipy.special import nctdtr
+
     sd_t = _check_sd(observed_sd_t, "observed_sd_t")
     sd_b = _check_sd(observed_sd_b, "observed_sd_b")
     n_t = _check_n(n_t, "n_t")
@@ -763,6 +780,8 @@ def replication_probability(
     uses each node's own Welch-Satterthwaite df, as the replication's test would. Both stds 0:
     the outcome is certain (0 or 1). A claim with a value below ``FRAGILE_BELOW`` is fragile.
     """
+    from scipy.special import chdtri, ndtr
+
     sign = _sign(direction)
     if expected_outcome not in OUTCOMES:
         raise ConfigError(f"unknown expected_outcome {expected_outcome!r}; valid: 'reject', 'retain'")
