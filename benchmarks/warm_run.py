@@ -9,6 +9,7 @@ alternate old, new, old, new ... and the script prints each wall time, the media
     git worktree add /tmp/kdclaims-old b4e2311        # once (the script does this when --old is absent)
     python benchmarks/warm_run.py --old /tmp/kdclaims-old --repeats 3
     python benchmarks/warm_run.py --claims claims/vit_table2.yaml --seeds 2   # a quick check of the script
+    python benchmarks/warm_run.py --import-time --repeats 5   # `python -X importtime -c "import kdclaims.plugin"`
 
 Each run is a fresh ``python -m pytest`` with ``PYTHONPATH`` set to its tree, so each imports its own
 ``kdclaims`` (the entry-point plugin resolves to it); ``--cache-root`` keeps the warmed caches between
@@ -52,6 +53,39 @@ def run(tree: Path, command: list[str]) -> float:
     return elapsed
 
 
+def import_time(tree: Path) -> tuple[float, dict[str, float]]:
+    """Seconds ``import kdclaims.plugin`` takes in a fresh interpreter (``-X importtime``'s cumulative figure),
+    and the cumulative seconds of the heavy packages it pulled in (0 where it did not import them)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import kdclaims.plugin"], cwd=tree, env=env,
+                          capture_output=True, text=True, check=True)
+    cumulative: dict[str, float] = {}
+    for line in done.stderr.splitlines():  # "import time: self [us] | cumulative | imported package"
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            cumulative[parts[2].strip()] = int(parts[1]) / 1e6
+    heavy = {name: cumulative.get(name, 0.0) for name in HEAVY}
+    return cumulative["kdclaims.plugin"], heavy
+
+
+HEAVY = ("pytest", "numpy", "torch", "scipy.special", "scipy.stats", "pandas", "hypothesis", "matplotlib")
+
+
+def compare_import_times(trees: dict[str, Path], repeats: int) -> None:
+    """Alternate the trees' ``import kdclaims.plugin`` ``repeats`` times; print each tree's medians."""
+    runs: dict[str, list[tuple[float, dict]]] = {side: [] for side in trees}
+    for _ in range(repeats):
+        for side, tree in trees.items():
+            runs[side].append(import_time(tree))
+    print(f"python -X importtime -c 'import kdclaims.plugin', median of {repeats} (seconds, cumulative):")
+    print(f"| tree | kdclaims.plugin | {' | '.join(HEAVY)} |")
+    print(f"|---|---|{'---|' * len(HEAVY)}")
+    for side, tree in trees.items():
+        total = statistics.median(t for t, _ in runs[side])
+        parts = [statistics.median(h[name] for _, h in runs[side]) for name in HEAVY]
+        print(f"| {side} ({tree}) | {total:.2f} | {' | '.join(f'{p:.2f}' if p else '-' for p in parts)} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--old", type=Path, default=Path("/tmp/kdclaims-old"),
@@ -63,24 +97,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default=None, help="override the profile's seeds (default: the profile's)")
     parser.add_argument("--repeats", type=int, default=3, help="warm runs of each tree, alternating (default 3)")
     parser.add_argument("--cache-root", type=Path, default=None, help="keep the two warmed caches here")
+    parser.add_argument("--import-time", action="store_true",
+                        help="compare `python -X importtime -c 'import kdclaims.plugin'` instead of warm runs")
+    parser.add_argument("--skip-warming", action="store_true",
+                        help="the caches under --cache-root are warm already: time the warm runs only")
     args = parser.parse_args(argv)
 
     if not args.old.exists():
         subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", str(args.old), BEFORE], check=True)
-    root = args.cache_root or Path(tempfile.mkdtemp(prefix="kdclaims-warm-"))
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}
+    if args.import_time:
+        compare_import_times(trees, args.repeats)
+        return
+    if args.skip_warming and args.cache_root is None:
+        parser.error("--skip-warming needs the --cache-root an earlier run warmed")
+    root = args.cache_root or Path(tempfile.mkdtemp(prefix="kdclaims-warm-"))
     commands = {side: pytest_command(args.claims, args.workers, args.profile, args.seeds, root / side)
                 for side in trees}
     print(f"claims {args.claims}, profile {args.profile}, -n {args.workers}; caches under {root}", flush=True)
     try:
         for side, tree in trees.items():
-            print(f"warming {side} ({tree}): {run(tree, commands[side]):.1f} s (untimed)", flush=True)
+            if not args.skip_warming:
+                print(f"warming {side} ({tree}): {run(tree, commands[side]):.1f} s (untimed)", flush=True)
         times: dict[str, list[float]] = {"old": [], "new": []}
+        print("load average before the timed runs: " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
         for repeat in range(args.repeats):
             for side, tree in trees.items():
                 times[side].append(run(tree, commands[side]))
                 print(f"round {repeat + 1}: {side} {times[side][-1]:.2f} s", flush=True)
         old, new = statistics.median(times["old"]), statistics.median(times["new"])
+        print("load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
         print(f"warm run, median of {args.repeats}: old {old:.2f} s, new {new:.2f} s; old/new = {old / new:.2f}x")
     finally:
         if args.cache_root is None:
