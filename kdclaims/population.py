@@ -212,8 +212,8 @@ class Workbench:
         self.device_request = device  # as asked ("auto", "cuda", ...): what a worker resolves for itself
         self._device = None
         self._cpu_threads = cpu_threads()  # a bad $KDCLAIMS_CPU_THREADS fails now, not at the first member trained
-        if device not in _AUTO_DEVICES:
-            self.device  # a device asked for by name is checked now (this imports torch); "auto" waits for training
+        if device not in (*_AUTO_DEVICES, "cpu"):
+            self.device  # a GPU asked for by name is checked now (this imports torch); "auto" and "cpu" cannot fail
         self.progress = progress
         self.console = console
         # Where progress records go besides the bar (``kdclaims.progress.ProgressChannel``: the pytest
