@@ -32,8 +32,9 @@ HERE = Path(__file__).resolve().parent.parent
 BEFORE = "b4e2311"
 
 
-def pytest_command(claims: str, workers: str, profile: str, seeds: str | None, cache: Path) -> list[str]:
-    command = [sys.executable, "-m", "pytest", claims, "--profile", profile, "--cache-dir", str(cache),
+def pytest_command(claims: str, workers: str, profile: str, seeds: str | None, cache: Path,
+                   python: str = sys.executable) -> list[str]:
+    command = [python, "-m", "pytest", claims, "--profile", profile, "--cache-dir", str(cache),
                "--results-dir", str(cache / "evaluations"), "-q", "-p", "no:cacheprovider"]
     if workers != "0":
         command += ["-n", workers]
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default=None, help="override the profile's seeds (default: the profile's)")
     parser.add_argument("--repeats", type=int, default=3, help="warm runs of each tree, alternating (default 3)")
     parser.add_argument("--cache-root", type=Path, default=None, help="keep the two warmed caches here")
+    parser.add_argument("--old-python", default=sys.executable,
+                        help="the interpreter to run the old tree with (default: this one). At b4e2311 hypothesis "
+                             "was a runtime dependency, so an environment installed from that tree has its pytest "
+                             "plugin; give such an environment's python to measure the old tree as users had it")
     parser.add_argument("--import-time", action="store_true",
                         help="compare `python -X importtime -c 'import kdclaims.plugin'` instead of warm runs")
     parser.add_argument("--skip-warming", action="store_true",
@@ -112,9 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.skip_warming and args.cache_root is None:
         parser.error("--skip-warming needs the --cache-root an earlier run warmed")
     root = args.cache_root or Path(tempfile.mkdtemp(prefix="kdclaims-warm-"))
-    commands = {side: pytest_command(args.claims, args.workers, args.profile, args.seeds, root / side)
+    pythons = {"old": args.old_python, "new": sys.executable}
+    commands = {side: pytest_command(args.claims, args.workers, args.profile, args.seeds, root / side, pythons[side])
                 for side in trees}
-    print(f"claims {args.claims}, profile {args.profile}, -n {args.workers}; caches under {root}", flush=True)
+    print(f"claims {args.claims}, profile {args.profile}, -n {args.workers}; caches under {root}; "
+          f"old runs with {pythons['old']}, new with {pythons['new']}", flush=True)
     try:
         for side, tree in trees.items():
             if not args.skip_warming:

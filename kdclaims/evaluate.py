@@ -87,9 +87,7 @@ class TrainedEvidence:
 
     def arm(self, spec: PopulationSpec, metric: str) -> ArmEvidence:
         population = self.workbench.population(spec)
-        teacher = self.workbench.teacher(spec.arch)
-        labels = self.workbench.dataset.test_labels_array
-        values = population.values(metric, teacher.test_logits_array, labels)
+        values = self.workbench.member_values(spec, metric)
         logits = population.test_logits_array
         finite = np.isfinite(values) & np.isfinite(logits.reshape(logits.shape[0], -1)).all(axis=1)
         diverged = [s for s, ok in zip(population.seeds, finite.tolist()) if not ok]

@@ -159,8 +159,6 @@ class HarnessState:
                 continue
             self._sent_populations.add(spec.name)
             pop = wb.population(spec)
-            teacher = wb.teacher(spec.arch).test_logits_array  # numpy: a warm run imports no torch
-            labels = wb.dataset.test_labels_array
             records.append({
                 "name": spec.name, **spec.as_dict(), "label": spec.label, "n": pop.n,
                 "seeds": [int(s) for s in pop.seeds], "keys": list(pop.keys),
@@ -169,7 +167,7 @@ class HarnessState:
                 "devices": sorted({m.get("device", "?") for m in pop.members_meta}),
                 "failed_seeds": [int(x) for x in getattr(pop, "failed_seeds", ()) or ()],
                 # every metric of every member: the report rebuilds the paper's tables and figures from these
-                "metrics": {m: [float(x) for x in pop.values(m, teacher, labels)] for m in METRICS},
+                "metrics": {m: [float(x) for x in wb.member_values(spec, m)] for m in METRICS},
             })
         return records
 

@@ -222,6 +222,7 @@ class Workbench:
         self._teachers: dict[str, MemberRecord] = {}
         self._initial_models: dict[str, torch.nn.Module] = {}
         self._populations: dict[PopulationSpec, Population] = {}
+        self._member_values: dict[tuple[PopulationSpec, str], np.ndarray] = {}
 
     @property
     def device(self) -> torch.device:
@@ -555,6 +556,18 @@ class Workbench:
         self._populations[spec] = population
         self._emit({"event": "population_done", "name": spec.name, "trained": population.trained_now})
         return population
+
+    def member_values(self, spec: PopulationSpec, metric: str) -> np.ndarray:
+        """One float64 value per member of ``spec``'s population on ``metric``, against its teacher's test logits
+        (or the test labels), computed once per workbench: many claims, and the run's population records, ask
+        for the same ones. Read-only (shared by every caller)."""
+        key = (spec, metric)
+        if key not in self._member_values:
+            values = self.population(spec).values(metric, self.teacher(spec.arch).test_logits_array,
+                                                  self.dataset.test_labels_array)
+            values.flags.writeable = False
+            self._member_values[key] = values
+        return self._member_values[key]
 
     def _emit(self, record: dict) -> None:
         if self.progress_sink is not None:
