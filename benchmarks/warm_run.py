@@ -13,7 +13,10 @@ alternate old, new, old, new ... and the script prints each wall time, the media
 
 Each run is a fresh ``python -m pytest`` with ``PYTHONPATH`` set to its tree, so each imports its own
 ``kdclaims`` (the entry-point plugin resolves to it); ``--cache-root`` keeps the warmed caches between
-invocations (default: a temporary directory, removed at the end).
+invocations (default: a temporary directory, removed at the end). The untimed run before the timed ones
+also leaves each tree's bytecode in its ``__pycache__``, as an installed package has it: the runs drop
+``PYTHONDONTWRITEBYTECODE`` from the environment unless ``--no-bytecode`` is given (then every run compiles
+every kdclaims module, and pytest's assertion rewriting of them, from source).
 """
 
 from __future__ import annotations
@@ -43,9 +46,11 @@ def pytest_command(claims: str, workers: str, profile: str, seeds: str | None, c
     return command
 
 
-def run(tree: Path, command: list[str]) -> float:
+def run(tree: Path, command: list[str], bytecode: bool = True) -> float:
     """Wall seconds of ``command`` run in ``tree`` with that tree's kdclaims first on the path."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     start = time.perf_counter()
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -54,10 +59,12 @@ def run(tree: Path, command: list[str]) -> float:
     return elapsed
 
 
-def import_time(tree: Path) -> tuple[float, dict[str, float]]:
+def import_time(tree: Path, bytecode: bool = True) -> tuple[float, dict[str, float]]:
     """Seconds ``import kdclaims.plugin`` takes in a fresh interpreter (``-X importtime``'s cumulative figure),
     and the cumulative seconds of the heavy packages it pulled in (0 where it did not import them)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import kdclaims.plugin"], cwd=tree, env=env,
                           capture_output=True, text=True, check=True)
     cumulative: dict[str, float] = {}
@@ -72,12 +79,15 @@ def import_time(tree: Path) -> tuple[float, dict[str, float]]:
 HEAVY = ("pytest", "numpy", "torch", "scipy.special", "scipy.stats", "pandas", "hypothesis", "matplotlib")
 
 
-def compare_import_times(trees: dict[str, Path], repeats: int) -> None:
-    """Alternate the trees' ``import kdclaims.plugin`` ``repeats`` times; print each tree's medians."""
+def compare_import_times(trees: dict[str, Path], repeats: int, bytecode: bool) -> None:
+    """Alternate the trees' ``import kdclaims.plugin`` ``repeats`` times (after one untimed import each, which
+    leaves the bytecode); print each tree's medians."""
     runs: dict[str, list[tuple[float, dict]]] = {side: [] for side in trees}
+    for tree in trees.values():
+        import_time(tree, bytecode)
     for _ in range(repeats):
         for side, tree in trees.items():
-            runs[side].append(import_time(tree))
+            runs[side].append(import_time(tree, bytecode))
     print(f"python -X importtime -c 'import kdclaims.plugin', median of {repeats} (seconds, cumulative):")
     print(f"| tree | kdclaims.plugin | {' | '.join(HEAVY)} |")
     print(f"|---|---|{'---|' * len(HEAVY)}")
@@ -104,18 +114,16 @@ def main(argv: list[str] | None = None) -> None:
                              "plugin; give such an environment's python to measure the old tree as users had it")
     parser.add_argument("--import-time", action="store_true",
                         help="compare `python -X importtime -c 'import kdclaims.plugin'` instead of warm runs")
-    parser.add_argument("--skip-warming", action="store_true",
-                        help="the caches under --cache-root are warm already: time the warm runs only")
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="keep PYTHONDONTWRITEBYTECODE if set (default: drop it, so bytecode is cached)")
     args = parser.parse_args(argv)
 
     if not args.old.exists():
         subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", str(args.old), BEFORE], check=True)
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}
     if args.import_time:
-        compare_import_times(trees, args.repeats)
+        compare_import_times(trees, args.repeats, not args.no_bytecode)
         return
-    if args.skip_warming and args.cache_root is None:
-        parser.error("--skip-warming needs the --cache-root an earlier run warmed")
     root = args.cache_root or Path(tempfile.mkdtemp(prefix="kdclaims-warm-"))
     pythons = {"old": args.old_python, "new": sys.executable}
     commands = {side: pytest_command(args.claims, args.workers, args.profile, args.seeds, root / side, pythons[side])
@@ -123,14 +131,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"claims {args.claims}, profile {args.profile}, -n {args.workers}; caches under {root}; "
           f"old runs with {pythons['old']}, new with {pythons['new']}", flush=True)
     try:
-        for side, tree in trees.items():
-            if not args.skip_warming:
-                print(f"warming {side} ({tree}): {run(tree, commands[side]):.1f} s (untimed)", flush=True)
+        bytecode = not args.no_bytecode
+        for side, tree in trees.items():  # a cold run the first time; on warm caches it primes the bytecode
+            print(f"warming {side} ({tree}): {run(tree, commands[side], bytecode):.1f} s (untimed)", flush=True)
         times: dict[str, list[float]] = {"old": [], "new": []}
         print("load average before the timed runs: " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
         for repeat in range(args.repeats):
             for side, tree in trees.items():
-                times[side].append(run(tree, commands[side]))
+                times[side].append(run(tree, commands[side], bytecode))
                 print(f"round {repeat + 1}: {side} {times[side][-1]:.2f} s", flush=True)
         old, new = statistics.median(times["old"]), statistics.median(times["new"])
         print("load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
