@@ -223,6 +223,7 @@ class Workbench:
         self._initial_models: dict[str, torch.nn.Module] = {}
         self._populations: dict[PopulationSpec, Population] = {}
         self._member_values: dict[tuple[PopulationSpec, str], np.ndarray] = {}
+        self._member_keys: dict[tuple[PopulationSpec, int], str] = {}
 
     @property
     def device(self) -> torch.device:
@@ -315,7 +316,11 @@ class Workbench:
         }
 
     def member_key(self, spec: PopulationSpec, seed: int) -> str:
-        return hash_config(self.member_config(spec, seed))
+        """The hash of ``member_config``, computed once per member: a warm run asks for each key several times
+        (what is missing, the population, its teacher), and building a config costs ~1 ms."""
+        if (spec, seed) not in self._member_keys:
+            self._member_keys[(spec, seed)] = hash_config(self.member_config(spec, seed))
+        return self._member_keys[(spec, seed)]
 
     # -- training --------------------------------------------------------------------------------
 
