@@ -43,12 +43,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+import numpy as np
 from filelock import FileLock, Timeout
-from safetensors.torch import save as save_safetensors_bytes
+from safetensors.numpy import save as save_safetensors_bytes  # the same bytes safetensors.torch writes
 
+from kdclaims.arrays import as_numpy
 from kdclaims.atomic import write_atomically, write_bytes_atomically
-from kdclaims.checkpoint import load_checkpoint
 from kdclaims.errors import NO_SPACE_ERRNOS, CacheError, no_space_left
 from kdclaims.spec import CACHE_SCHEMA, canonical_json, hash_config
 
@@ -70,8 +70,9 @@ _MAX_HEADER_BYTES = 1 << 20  # a real header (the config and metadata as JSON) i
 log = logging.getLogger("kdclaims")
 
 
-def tensor_sha256(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.contiguous().cpu().numpy().tobytes()).hexdigest()
+def tensor_sha256(tensor) -> str:
+    """The SHA-256 of a tensor's (or numpy array's) raw bytes in row-major order."""
+    return hashlib.sha256(np.ascontiguousarray(as_numpy(tensor)).tobytes()).hexdigest()
 
 
 def meta_sha256(meta: dict) -> str:
@@ -95,18 +96,38 @@ def teacher_key_of(config: dict) -> str:
 
 @dataclass
 class MemberRecord:
+    """One member as read from (or written to) the cache. Its logits are numpy arrays (``arrays``), so that a
+    warm run never imports torch; ``tensors``, ``test_logits`` and ``train_logits`` are torch views of the same
+    memory, for training and other torch code (they import torch)."""
+
     key: str
-    tensors: dict[str, torch.Tensor]  # "test_logits", and "train_logits" for teachers
+    arrays: dict[str, np.ndarray]  # "test_logits", and "train_logits" for teachers; float32
     meta: dict  # see module docstring
     fresh: bool = False  # True when this process has just trained it
 
     @property
-    def test_logits(self) -> torch.Tensor:
-        return self.tensors["test_logits"]
+    def test_logits_array(self) -> np.ndarray:
+        return self.arrays["test_logits"]
 
     @property
-    def train_logits(self) -> torch.Tensor:
-        return self.tensors["train_logits"]
+    def tensors(self) -> dict:
+        import torch
+
+        return {name: torch.from_numpy(array) for name, array in self.arrays.items()}
+
+    @property
+    def test_logits(self):
+        """The test logits as a torch tensor (a view of ``test_logits_array``)."""
+        import torch
+
+        return torch.from_numpy(self.arrays["test_logits"])
+
+    @property
+    def train_logits(self):
+        """A teacher's training-set logits (KD's soft targets) as a torch tensor."""
+        import torch
+
+        return torch.from_numpy(self.arrays["train_logits"])
 
 
 class CorruptEntry(CacheError):
@@ -131,9 +152,12 @@ class KnownDataset:
     and ``cache import`` do not). With it the header's shapes are checked exactly and the metadata's
     derived fields (test accuracy, test loss, finite) are recomputed from the stored logits, never trusted."""
 
-    test_labels: torch.Tensor  # (N_test,) int64
+    test_labels: np.ndarray  # (N_test,) int64 (a torch tensor given here is read as numpy)
     num_classes: int
     num_train: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "test_labels", as_numpy(self.test_labels))
 
     @property
     def num_test(self) -> int:
@@ -230,10 +254,9 @@ def _read_layout(f, file_size: int, known: KnownDataset | None) -> _Layout:
     return _check_layout(header_bytes, file_size, known)
 
 
-def _read_tensors(f, layout: _Layout) -> dict[str, torch.Tensor]:
-    """The tensors whose checked layout ``_read_layout`` returned, read from ``f`` (just past the header)."""
-    import numpy as np
-
+def _read_tensors(f, layout: _Layout) -> dict[str, np.ndarray]:
+    """The tensors whose checked layout ``_read_layout`` returned, read from ``f`` (just past the header),
+    as numpy arrays: no torch needed to read a member, and no code runs (raw bytes, never pickle)."""
     data = bytearray(layout.data_bytes)
     if f.readinto(data) != layout.data_bytes:
         raise _Unreadable("it ends inside its tensor data")
@@ -241,7 +264,7 @@ def _read_tensors(f, layout: _Layout) -> dict[str, torch.Tensor]:
     for name, (begin, end) in layout.offsets.items():
         # safetensors stores little-endian; "<f4" reads it right on any machine (no copy on little-endian ones)
         array = np.frombuffer(data, dtype="<f4", count=(end - begin) // TENSOR_ITEMSIZE, offset=begin)
-        tensors[name] = torch.from_numpy(array.astype(np.float32, copy=False)).reshape(layout.shapes[name])
+        tensors[name] = array.astype(np.float32, copy=False).reshape(layout.shapes[name])
     return tensors
 
 
@@ -318,7 +341,7 @@ def _check_meta(key: str, where: str, raw_meta: str) -> dict:
 _LOSS_RTOL = 1e-4
 
 
-def _check_derived(where: str, meta: dict, tensors: dict[str, torch.Tensor], known: KnownDataset | None) -> dict:
+def _check_derived(where: str, meta: dict, tensors: dict[str, np.ndarray], known: KnownDataset | None) -> dict:
     """What the metadata records that the logits determine, checked against them; the metadata to use.
 
     With the dataset known, test accuracy, test loss and the finite flag are recomputed from the test
@@ -334,7 +357,7 @@ def _check_derived(where: str, meta: dict, tensors: dict[str, torch.Tensor], kno
     declared = model.get("num_classes") if isinstance(model, dict) else None
     if type(declared) is int and declared != num_classes:
         raise CorruptEntry(where, f"holds logits of {num_classes} classes, its config says {declared}")
-    finite = bool(torch.isfinite(logits).all())
+    finite = bool(np.isfinite(logits).all())
     if meta["finite"] != finite:
         raise CorruptEntry(where, f"records finite={meta['finite']}, but its test logits are "
                                   f"{'all' if finite else 'not all'} finite")
@@ -345,7 +368,7 @@ def _check_derived(where: str, meta: dict, tensors: dict[str, torch.Tensor], kno
             raise CorruptEntry(where, f"records test accuracy {recorded_accuracy!r}, which is no whole number of "
                                       f"its {num_test} test examples")
         return meta
-    labels = known.test_labels.cpu()
+    labels = known.test_labels
     accuracy = metrics.test_accuracy(logits, labels).item()
     loss = metrics.test_loss(logits, labels).item()
     if abs(accuracy - recorded_accuracy) > 0.5 / num_test:
@@ -529,11 +552,12 @@ class Cache:
             return None
         return read_entry(path, key, known)
 
-    def store(self, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> MemberRecord:
-        """Write atomically: a temporary file in the same directory, fsync, then rename into place."""
+    def store(self, key: str, tensors: dict, meta: dict) -> MemberRecord:
+        """Write atomically: a temporary file in the same directory, fsync, then rename into place.
+        ``tensors``: torch tensors or numpy arrays (float32; stored as they are)."""
         path = self.member_path(key)
         self._ensure_dir(path.parent)
-        tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+        tensors = {name: np.ascontiguousarray(as_numpy(t)) for name, t in tensors.items()}
         meta = dict(meta, key=key, sha256={name: tensor_sha256(t) for name, t in tensors.items()})
         meta.pop("meta_sha256", None)
         meta = json.loads(json.dumps(meta))  # exactly what a reader will see (tuples as lists, ...)
@@ -648,6 +672,8 @@ def verify_cache(cache: Cache) -> VerifyReport:
     """Read every entry and checkpoint in full and check everything a load checks without the dataset
     (``KnownDataset``): each entry's header before its tensors, its metadata's schema and checksums, its
     tensors' checksums and what the logits alone determine. ``VerifyReport.unchecked`` says what is left."""
+    from kdclaims.checkpoint import load_checkpoint  # torch's own format: imported where checkpoints are read
+
     report = VerifyReport()
     for path in cache.entries():
         try:

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from kdclaims.arrays import as_numpy
 from kdclaims.atomic import write_atomically, write_bytes_atomically
 from kdclaims.errors import DataError, short_repr as _short  # _short: one home for the one-line repr
 
@@ -98,32 +98,61 @@ _FETCH_HINT = "re-download it with `kdclaims data fetch`"
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)  # eq=False: tensors do not compare to a single bool
+@dataclass(frozen=True, eq=False)  # eq=False: arrays do not compare to a single bool
 class Dataset:
-    train_images: torch.Tensor  # uint8, (N_train, C, H, W): (N, 3, 32, 32) for CIFAR
-    train_labels: torch.Tensor  # int64, (N_train,) fine labels
-    test_images: torch.Tensor  # uint8, (N_test, C, H, W)
-    test_labels: torch.Tensor  # int64, (N_test,)
+    """A dataset in memory. It holds numpy arrays (torch tensors given are read as numpy, sharing their memory),
+    so that reading it -- all a warm run needs: the fingerprint for the member keys, the test labels for the
+    metrics -- imports no torch; ``train_images``, ``train_labels``, ``test_images`` and ``test_labels`` are
+    torch views of the same memory, for training (they import torch)."""
+
+    train_images_array: np.ndarray  # uint8, (N_train, C, H, W): (N, 3, 32, 32) for CIFAR
+    train_labels_array: np.ndarray  # int64, (N_train,) fine labels
+    test_images_array: np.ndarray  # uint8, (N_test, C, H, W)
+    test_labels_array: np.ndarray  # int64, (N_test,)
     class_names: tuple[str, ...]  # fine_label_names from meta (100 for CIFAR-100)
     source: str  # path it was read from
     archive_md5: str | None  # md5 of the .tar.gz when read from an archive, else None
     fingerprint: str  # sha256 over the content; identical for an archive and its extracted folder
 
+    def __post_init__(self):
+        for name in ("train_images_array", "train_labels_array", "test_images_array", "test_labels_array"):
+            object.__setattr__(self, name, as_numpy(getattr(self, name)))
+
+    @property
+    def train_images(self):
+        return _torch_view(self.train_images_array)
+
+    @property
+    def train_labels(self):
+        return _torch_view(self.train_labels_array)
+
+    @property
+    def test_images(self):
+        return _torch_view(self.test_images_array)
+
+    @property
+    def test_labels(self):
+        return _torch_view(self.test_labels_array)
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def num_train(self) -> int:
+        return int(self.train_labels_array.shape[0])
+
     def summary(self) -> dict:
         """Plain-JSON description: where it came from, what it holds, and how to recognise it again."""
 
-        def split(images: torch.Tensor, labels: torch.Tensor) -> dict:
+        def split(images: np.ndarray, labels: np.ndarray) -> dict:
             return {
                 "count": int(labels.shape[0]),
                 "images_shape": [int(s) for s in images.shape],
-                "images_dtype": str(images.dtype).replace("torch.", ""),
-                "labels_dtype": str(labels.dtype).replace("torch.", ""),
-                "label_range": [int(labels.min()), int(labels.max())] if labels.numel() else None,
-                "classes_present": int(torch.unique(labels).numel()),
+                "images_dtype": str(images.dtype),
+                "labels_dtype": str(labels.dtype),
+                "label_range": [int(labels.min()), int(labels.max())] if labels.size else None,
+                "classes_present": int(np.unique(labels).size),
             }
 
         return {
@@ -131,9 +160,15 @@ class Dataset:
             "archive_md5": self.archive_md5,
             "fingerprint": self.fingerprint,
             "num_classes": self.num_classes,
-            "train": split(self.train_images, self.train_labels),
-            "test": split(self.test_images, self.test_labels),
+            "train": split(self.train_images_array, self.train_labels_array),
+            "test": split(self.test_images_array, self.test_labels_array),
         }
+
+
+def _torch_view(array: np.ndarray):
+    import torch  # here: reading a dataset needs no torch, only training on it does
+
+    return torch.from_numpy(array)
 
 
 def _fingerprint(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
@@ -601,10 +636,10 @@ def _build(raw: dict[str, bytes], where: dict[str, str], source: str, archive_md
                                                             np.concatenate([y for _, y in pieces]))
     (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
     return Dataset(
-        train_images=torch.from_numpy(train_x),
-        train_labels=torch.from_numpy(train_y),
-        test_images=torch.from_numpy(test_x),
-        test_labels=torch.from_numpy(test_y),
+        train_images_array=train_x,
+        train_labels_array=train_y,
+        test_images_array=test_x,
+        test_labels_array=test_y,
         class_names=class_names,
         source=source,
         archive_md5=archive_md5,
@@ -1123,8 +1158,7 @@ def load_npz(path) -> Dataset:
     else:
         class_names = tuple(f"class_{i}" for i in range(num_classes))
     return Dataset(
-        train_images=torch.from_numpy(train_x), train_labels=torch.from_numpy(train_y),
-        test_images=torch.from_numpy(test_x), test_labels=torch.from_numpy(test_y),
+        train_images_array=train_x, train_labels_array=train_y, test_images_array=test_x, test_labels_array=test_y,
         class_names=class_names, source=os.path.abspath(p), archive_md5=None,
         fingerprint=_fingerprint(train_x, train_y, test_x, test_y, class_names),
     )
@@ -1157,7 +1191,7 @@ def write_digits_npz(target, *, test_fraction: float = 0.3, seed: int = 0) -> Pa
 def class_counts(dataset: Dataset) -> dict:
     """Per-class image counts of each split, and the classes with no image in a split (what ``data verify`` prints)."""
     out = {}
-    for split, labels in (("train", dataset.train_labels), ("test", dataset.test_labels)):
-        counts = torch.bincount(labels, minlength=dataset.num_classes).tolist()
+    for split, labels in (("train", dataset.train_labels_array), ("test", dataset.test_labels_array)):
+        counts = np.bincount(labels, minlength=dataset.num_classes).tolist()
         out[split] = {"per_class": counts, "empty": [i for i, c in enumerate(counts) if c == 0]}
     return out

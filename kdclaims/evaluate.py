@@ -13,9 +13,9 @@ kind for the p-value its outcome rests on and lets it re-decide under the adjust
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import torch
+import numpy as np
 
 from kdclaims import paper as paper_tables
 from kdclaims.claims import Claim
@@ -25,6 +25,9 @@ from kdclaims.errors import KdclaimsError
 from kdclaims.kinds import KINDS, ClaimResult
 from kdclaims.options import PAIRINGS
 from kdclaims.stats import Summary
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported by results_frame alone: evaluating claims needs neither pandas nor torch
 
 
 @dataclass
@@ -88,10 +91,9 @@ class TrainedEvidence:
 
     def arm(self, spec: PopulationSpec, metric: str) -> ArmEvidence:
         population = self.workbench.population(spec, self.members)
-        teacher = self.workbench.teacher(spec.arch)
-        labels = self.workbench.dataset.test_labels
-        values = population.values(metric, teacher.test_logits, labels).to(torch.float64)
-        finite = torch.isfinite(values) & torch.isfinite(population.test_logits).flatten(1).all(dim=1)
+        values = self.workbench.member_values(spec, metric, self.members)
+        logits = population.test_logits_array
+        finite = np.isfinite(values) & np.isfinite(logits.reshape(logits.shape[0], -1)).all(axis=1)
         diverged = [s for s, ok in zip(population.seeds, finite.tolist()) if not ok]
         kept = values[finite].tolist()
         if len(kept) < 2:
@@ -123,6 +125,8 @@ def results_frame(results) -> pd.DataFrame:
     """One row per claim: id, verdict and the numbers behind it (accepts ClaimResults or their dicts).
 
     Differences, CIs, t, z and d are signed in the hypothesis' direction (positive favours H_a)."""
+    import pandas as pd
+
     rows = []
     for r in results:
         r = r.to_dict() if isinstance(r, ClaimResult) else r

@@ -2,8 +2,8 @@
 
 Every metric takes student logits of shape ``(..., N, C)`` -- any number of leading dims, e.g. one
 student ``(N, C)``, a population ``(S, N, C)`` or several populations ``(A, S, N, C)`` -- and returns
-the MEAN over the ``N`` test examples for each leading index, as a float64 tensor of shape ``(...)``
-(a 0-d tensor for a single ``(N, C)`` student).
+the MEAN over the ``N`` test examples for each leading index, as float64 of shape ``(...)`` (0-d for
+a single ``(N, C)`` student).
 
 * Similarity metrics compare with the teacher's logits, shape ``(N, C)`` (the same for every
   student): :func:`activation_distance`, :func:`js_divergence`, :func:`prediction_dissimilarity`,
@@ -12,13 +12,16 @@ the MEAN over the ``N`` test examples for each leading index, as a float64 tenso
 
 Implementation notes
 
+* One implementation, in numpy: a warm run (every member cached) evaluates claims without importing
+  torch, which costs seconds per process. Torch tensors are accepted too (training measures its members
+  with these same functions): given a torch student, the result is a float64 torch tensor on the
+  student's device; given anything else, a float64 numpy array. No metric needs autograd.
 * Inputs are upcast to float64 internally (float32 -> float64 is exact, so argmax-based metrics are
   unaffected).
 * The leading dims are flattened and processed ``chunk_size`` members at a time, converting only one
   chunk to float64 at once, so a ``(385, 10000, 100)`` float32 population never needs 3 GB. Each
   member is computed independently, so results do not depend on the chunking (up to float64
-  rounding in torch's reductions, i.e. ~1e-16 relative).
-* Results stay on the student's device; the teacher/labels are moved there.
+  rounding in the reductions, i.e. ~1e-16 relative).
 * Non-finite logits (a diverged student) give NaN for that member -- deliberately not hidden.
 """
 
@@ -26,11 +29,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-if TYPE_CHECKING:
-    import torch
+import numpy as np
 
+from kdclaims.arrays import as_numpy, is_torch
 from kdclaims.errors import ConfigError
 from kdclaims.registry import Registry
 
@@ -62,49 +65,62 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 22
 # input handling and chunking
 
 
-def _as_tensor(x, what: str) -> torch.Tensor:
-    import torch  # here, not at the top: collecting claims imports this module
-    if isinstance(x, torch.Tensor):
-        return x.detach()
+def _as_array(x, what: str) -> np.ndarray:
     try:
-        return torch.as_tensor(x)
+        array = as_numpy(x)
     except Exception as exc:  # noqa: BLE001 - re-raised as a one-line user error
         raise ConfigError(f"{what} must be a tensor or array-like, got {type(x).__name__}") from exc
+    if array.dtype == object:
+        raise ConfigError(f"{what} must be a tensor or array-like of numbers, got {type(x).__name__}")
+    return array
 
 
-def _check_logits(student, teacher) -> tuple[torch.Tensor, torch.Tensor]:
-    s = _as_tensor(student, "student logits")
-    t = _as_tensor(teacher, "teacher logits")
-    if not (s.is_floating_point() and t.is_floating_point()):
+def _like(result: np.ndarray, student):
+    """The result in the student's kind: a float64 torch tensor on its device for a torch student."""
+    if not is_torch(student):
+        return result
+    import torch  # already loaded: the student is a torch tensor
+
+    return torch.from_numpy(result).to(student.device)  # result: a fresh, contiguous float64 array
+
+
+def _is_float(array: np.ndarray) -> bool:
+    return np.issubdtype(array.dtype, np.floating)
+
+
+def _check_logits(student, teacher) -> tuple[np.ndarray, np.ndarray]:
+    s = _as_array(student, "student logits")
+    t = _as_array(teacher, "teacher logits")
+    if not (_is_float(s) and _is_float(t)):
         raise ConfigError(
-            f"logits must be floating point, got student {s.dtype} and teacher {t.dtype}"
+            f"logits must be floating point, got student {_dtype_name(student, s)} and teacher "
+            f"{_dtype_name(teacher, t)}"
         )
-    if t.dim() != 2:
+    if t.ndim != 2:
         raise ConfigError(f"teacher logits must have shape (N, C), got {tuple(t.shape)}")
-    if s.dim() < 2 or tuple(s.shape[-2:]) != tuple(t.shape):
+    if s.ndim < 2 or tuple(s.shape[-2:]) != tuple(t.shape):
         raise ConfigError(
             f"student logits must have shape (..., N, C) = (..., {t.shape[0]}, {t.shape[1]}) to "
             f"match the teacher, got {tuple(s.shape)}"
         )
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise ConfigError(f"logits need at least one example and one class, got {tuple(t.shape)}")
-    return s, t.to(device=s.device)
+    return s, t
 
 
-def _check_labels(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
-    import torch  # here, not at the top: collecting claims imports this module
-    s = _as_tensor(logits, "logits")
-    y = _as_tensor(labels, "labels")
-    if not s.is_floating_point():
-        raise ConfigError(f"logits must be floating point, got {s.dtype}")
-    if s.dim() < 2 or s.shape[-2] == 0 or s.shape[-1] == 0:
+def _check_labels(logits, labels) -> tuple[np.ndarray, np.ndarray]:
+    s = _as_array(logits, "logits")
+    y = _as_array(labels, "labels")
+    if not _is_float(s):
+        raise ConfigError(f"logits must be floating point, got {_dtype_name(logits, s)}")
+    if s.ndim < 2 or s.shape[-2] == 0 or s.shape[-1] == 0:
         raise ConfigError(f"logits must have shape (..., N, C) with N, C >= 1, got {tuple(s.shape)}")
     n, c = s.shape[-2], s.shape[-1]
-    if y.dim() != 1 or y.shape[0] != n:
+    if y.ndim != 1 or y.shape[0] != n:
         raise ConfigError(f"labels must have shape (N,) = ({n},), got {tuple(y.shape)}")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ConfigError(f"labels must be integer class indices, got {y.dtype}")
-    y = y.to(device=s.device, dtype=torch.long)
+    if not np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        raise ConfigError(f"labels must be integer class indices, got {_dtype_name(labels, y)}")
+    y = y.astype(np.int64, copy=False)
     if n and (int(y.min()) < 0 or int(y.max()) >= c):
         raise ConfigError(
             f"labels must lie in [0, {c - 1}] for {c} classes, got range "
@@ -113,13 +129,12 @@ def _check_labels(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
     return s, y
 
 
-def _chunked(
-    x: torch.Tensor,
-    per_member: Callable[[torch.Tensor], torch.Tensor],
-    chunk_size: int | None,
-) -> torch.Tensor:
+def _dtype_name(original, array: np.ndarray) -> str:
+    return str(original.dtype) if is_torch(original) else str(array.dtype)
+
+
+def _chunked(x: np.ndarray, per_member: Callable[[np.ndarray], np.ndarray], chunk_size: int | None) -> np.ndarray:
     """Apply ``per_member`` (float64 ``(k, N, C)`` -> ``(k,)``) over the leading dims of ``x``."""
-    import torch  # here, not at the top: collecting claims imports this module
     lead = tuple(x.shape[:-2])
     n, c = x.shape[-2], x.shape[-1]
     flat = x.reshape(-1, n, c)  # a view when x is contiguous; no float64 copy yet
@@ -128,34 +143,57 @@ def _chunked(
         chunk_size = max(1, DEFAULT_CHUNK_ELEMENTS // max(1, n * c))
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ConfigError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    out = torch.empty(members, dtype=torch.float64, device=x.device)
-    for start in range(0, members, chunk_size):
-        block = flat[start : start + chunk_size].to(torch.float64)
-        out[start : start + block.shape[0]] = per_member(block)
+    out = np.empty(members, dtype=np.float64)
+    # Non-finite logits are meant to give NaN (see the module docstring), not numpy's warnings about it.
+    with np.errstate(all="ignore"):
+        for start in range(0, members, chunk_size):
+            block = flat[start : start + chunk_size].astype(np.float64)
+            out[start : start + block.shape[0]] = per_member(block)
     return out.reshape(lead)
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    """``log softmax`` over the last axis, shifted by the row maximum (as torch does) so it cannot overflow."""
+    shifted = x - _finite_max(x)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - _finite_max(x))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _finite_max(x: np.ndarray) -> np.ndarray:
+    """The row maximum to shift by, 0 where it is infinite (so +inf logits give inf or NaN, as in torch)."""
+    top = x.max(axis=-1, keepdims=True)
+    return np.where(np.isfinite(top), top, 0.0)
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    top = _finite_max(x)
+    return np.log(np.exp(x - top).sum(axis=-1)) + top[..., 0]
 
 
 # --------------------------------------------------------------------------------------------
 # similarity metrics (student vs teacher)
 
 
-def activation_distance(student, teacher, *, chunk_size: int | None = None) -> torch.Tensor:
+def activation_distance(student, teacher, *, chunk_size: int | None = None):
     """Mean over examples of ``||softmax(student) - softmax(teacher)||_2``; in ``[0, sqrt(2)]``.
 
     Lower is more similar. ``chunk_size`` is the number of leading members processed at once.
     """
-    import torch  # here, not at the top: collecting claims imports this module
     s, t = _check_logits(student, teacher)
-    pt = torch.softmax(t.to(torch.float64), dim=-1)
+    pt = _softmax(t.astype(np.float64))
 
-    def per_member(block: torch.Tensor) -> torch.Tensor:
-        d = torch.linalg.vector_norm(torch.softmax(block, dim=-1) - pt, dim=-1)
-        return d.mean(dim=-1).clamp(0.0, SQRT2)
+    def per_member(block: np.ndarray) -> np.ndarray:
+        d = np.sqrt(np.square(_softmax(block) - pt).sum(axis=-1))
+        return np.clip(d.mean(axis=-1), 0.0, SQRT2)
 
-    return _chunked(s, per_member, chunk_size)
+    return _like(_chunked(s, per_member, chunk_size), student)
 
 
-def js_divergence(student, teacher, *, chunk_size: int | None = None) -> torch.Tensor:
+def js_divergence(student, teacher, *, chunk_size: int | None = None):
     """Mean over examples of the Jensen-Shannon divergence of the softmaxes (natural log).
 
     ``JS(p, q) = (KL(p || m) + KL(q || m)) / 2`` with ``m = (p + q) / 2``; in ``[0, ln 2]``.
@@ -163,95 +201,91 @@ def js_divergence(student, teacher, *, chunk_size: int | None = None) -> torch.T
     finite for any finite logits (1e4 scale included); tiny negative rounding is clamped to 0 and
     rounding above ln 2 to ln 2. Lower is more similar.
     """
-    import torch  # here, not at the top: collecting claims imports this module
     s, t = _check_logits(student, teacher)
-    lt = torch.log_softmax(t.to(torch.float64), dim=-1)
-    pt = lt.exp()
+    with np.errstate(all="ignore"):
+        lt = _log_softmax(t.astype(np.float64))
+        pt = np.exp(lt)
 
-    def per_member(block: torch.Tensor) -> torch.Tensor:
-        ls = torch.log_softmax(block, dim=-1)
-        lm = torch.logaddexp(ls, lt) - LN2
+    def per_member(block: np.ndarray) -> np.ndarray:
+        ls = _log_softmax(block)
+        lm = np.logaddexp(ls, lt) - LN2
         # log_softmax of finite logits is finite, so p * (log p - log m) is 0 (not NaN) where p
         # underflows to 0.
-        kl_s = (ls.exp() * (ls - lm)).sum(dim=-1)
-        kl_t = (pt * (lt - lm)).sum(dim=-1)
-        js = (0.5 * (kl_s + kl_t)).clamp(0.0, LN2)
-        return js.mean(dim=-1).clamp(0.0, LN2)
+        kl_s = (np.exp(ls) * (ls - lm)).sum(axis=-1)
+        kl_t = (pt * (lt - lm)).sum(axis=-1)
+        js = np.clip(0.5 * (kl_s + kl_t), 0.0, LN2)
+        return np.clip(js.mean(axis=-1), 0.0, LN2)
 
-    return _chunked(s, per_member, chunk_size)
+    return _like(_chunked(s, per_member, chunk_size), student)
 
 
-def prediction_dissimilarity(student, teacher, *, chunk_size: int | None = None) -> torch.Tensor:
+def prediction_dissimilarity(student, teacher, *, chunk_size: int | None = None):
     """Fraction of examples whose argmax differs from the teacher's; in ``[0, 1]``.
 
-    Ties resolve to the first maximal index (``torch.argmax``). Lower is more similar.
+    Ties resolve to the first maximal index (numpy's and torch's ``argmax``). Lower is more similar.
     """
-    import torch  # here, not at the top: collecting claims imports this module
     s, t = _check_logits(student, teacher)
-    at = t.argmax(dim=-1)
+    at = t.argmax(axis=-1)
 
-    def per_member(block: torch.Tensor) -> torch.Tensor:
-        return (block.argmax(dim=-1) != at).to(torch.float64).mean(dim=-1)
+    def per_member(block: np.ndarray) -> np.ndarray:
+        return (block.argmax(axis=-1) != at).mean(axis=-1, dtype=np.float64)
 
-    return _chunked(s, per_member, chunk_size)
+    return _like(_chunked(s, per_member, chunk_size), student)
 
 
-def _unit_scale(x: torch.Tensor) -> torch.Tensor:
+def _unit_scale(x: np.ndarray) -> np.ndarray:
     """Divide each logit vector by its max |entry| (zero vectors unchanged): avoids overflow."""
-    import torch  # here, not at the top: collecting claims imports this module
-    scale = x.abs().amax(dim=-1, keepdim=True)
-    return x / torch.where(scale > 0, scale, torch.ones_like(scale))
+    scale = np.abs(x).max(axis=-1, keepdims=True)
+    return x / np.where(scale > 0, scale, 1.0)
 
 
-def logits_cosine_similarity(student, teacher, *, chunk_size: int | None = None) -> torch.Tensor:
+def logits_cosine_similarity(student, teacher, *, chunk_size: int | None = None):
     """Mean over examples of the cosine between raw logit vectors; in ``[-1, 1]``.
 
     Zero vectors: the cosine of any vector with a zero vector is defined as 0 (no direction, so
     neither similar nor opposite). Each vector is first divided by its largest absolute entry, so
     the result is invariant to positive scaling and cannot overflow. Higher is more similar.
     """
-    import torch  # here, not at the top: collecting claims imports this module
     s, t = _check_logits(student, teacher)
-    tu = _unit_scale(t.to(torch.float64))
-    nt = torch.linalg.vector_norm(tu, dim=-1)
+    with np.errstate(all="ignore"):
+        tu = _unit_scale(t.astype(np.float64))
+        nt = np.sqrt(np.square(tu).sum(axis=-1))
 
-    def per_member(block: torch.Tensor) -> torch.Tensor:
+    def per_member(block: np.ndarray) -> np.ndarray:
         su = _unit_scale(block)
-        ns = torch.linalg.vector_norm(su, dim=-1)
+        ns = np.sqrt(np.square(su).sum(axis=-1))
         denom = ns * nt
-        dot = (su * tu).sum(dim=-1)
-        cos = torch.where(denom > 0, dot / torch.where(denom > 0, denom, torch.ones_like(denom)), 0.0)
-        return cos.clamp(-1.0, 1.0).mean(dim=-1).clamp(-1.0, 1.0)
+        dot = (su * tu).sum(axis=-1)
+        cos = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), 0.0)
+        return np.clip(np.clip(cos, -1.0, 1.0).mean(axis=-1), -1.0, 1.0)
 
-    return _chunked(s, per_member, chunk_size)
+    return _like(_chunked(s, per_member, chunk_size), student)
 
 
 # --------------------------------------------------------------------------------------------
 # task metrics (vs labels)
 
 
-def test_accuracy(logits, labels, *, chunk_size: int | None = None) -> torch.Tensor:
+def test_accuracy(logits, labels, *, chunk_size: int | None = None):
     """Fraction of examples whose argmax equals the label; in ``[0, 1]``. Higher is better."""
-    import torch  # here, not at the top: collecting claims imports this module
     s, y = _check_labels(logits, labels)
 
-    def per_member(block: torch.Tensor) -> torch.Tensor:
-        return (block.argmax(dim=-1) == y).to(torch.float64).mean(dim=-1)
+    def per_member(block: np.ndarray) -> np.ndarray:
+        return (block.argmax(axis=-1) == y).mean(axis=-1, dtype=np.float64)
 
-    return _chunked(s, per_member, chunk_size)
+    return _like(_chunked(s, per_member, chunk_size), logits)
 
 
-def test_loss(logits, labels, *, chunk_size: int | None = None) -> torch.Tensor:
+def test_loss(logits, labels, *, chunk_size: int | None = None):
     """Mean cross-entropy ``logsumexp(x) - x[label]`` (natural log); ``>= 0``. Lower is better."""
-    import torch  # here, not at the top: collecting claims imports this module
     s, y = _check_labels(logits, labels)
 
-    def per_member(block: torch.Tensor) -> torch.Tensor:
-        picked = block.gather(-1, y.view(1, -1, 1).expand(block.shape[0], -1, 1)).squeeze(-1)
-        ce = (torch.logsumexp(block, dim=-1) - picked).clamp_min(0.0)
-        return ce.mean(dim=-1)
+    def per_member(block: np.ndarray) -> np.ndarray:
+        picked = np.take_along_axis(block, y.reshape(1, -1, 1), axis=-1)[..., 0]
+        ce = np.maximum(_logsumexp(block) - picked, 0.0)  # NaN stays NaN, like torch's clamp_min
+        return ce.mean(axis=-1)
 
-    return _chunked(s, per_member, chunk_size)
+    return _like(_chunked(s, per_member, chunk_size), logits)
 
 
 # pytest would collect ``test_accuracy``/``test_loss`` as tests if a test module imports them by
@@ -270,7 +304,7 @@ class Metric:
 
     name: str
     label: str
-    fn: Callable[..., torch.Tensor]
+    fn: Callable[..., object]  # see the module docstring: numpy in, numpy out; torch in, torch out
     higher_is_better: bool
     compares_to_teacher: bool
     bounds: tuple[float, float] | None  # None: unbounded (test loss)
@@ -297,7 +331,7 @@ SIMILARITY_METRICS: tuple[str, ...] = (
 )
 
 
-def evaluate_metric(name: str, logits, teacher_logits=None, labels=None, *, chunk_size: int | None = None) -> torch.Tensor:
+def evaluate_metric(name: str, logits, teacher_logits=None, labels=None, *, chunk_size: int | None = None):
     """Evaluate metric ``name`` on ``logits`` ``(..., N, C)``: against ``teacher_logits`` ``(N, C)``
     for similarity metrics, against ``labels`` ``(N,)`` for task metrics. Returns shape ``(...)``."""
     metric = get_metric(name)

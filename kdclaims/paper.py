@@ -103,12 +103,12 @@ def paper_summary(arch: str, metric: str, setup: str, alpha: float | None = None
 
     ``alpha`` is required for the KD/noise-KD setups and must be None for "independent".
     """
-    df = _tables()
-    for what, value, col in (("architecture", arch, "arch"), ("metric", metric, "metric"), ("setup", setup, "setup")):
-        if value not in set(df[col]):
-            raise ConfigError(f"unknown {what} {value!r}; valid: {_choices(df[col])}")
-    rows = df[(df["arch"] == arch) & (df["metric"] == metric) & (df["setup"] == setup)]
-    alphas = sorted(float(a) for a in rows["alpha"].dropna().unique())
+    cells = _table_cells()
+    for what, value, col in (("architecture", arch, 0), ("metric", metric, 1), ("setup", setup, 2)):
+        if value not in {cell[col] for cell in cells}:
+            raise ConfigError(f"unknown {what} {value!r}; valid: {_choices(cell[col] for cell in cells)}")
+    rows = [cell for cell in cells if cell[:3] == (arch, metric, setup)]
+    alphas = sorted({cell[3] for cell in rows if cell[3] is not None})
     if not alphas:  # independent: no alpha
         if alpha is not None and not (isinstance(alpha, float) and math.isnan(alpha)):
             raise ConfigError(f"setup {setup!r} has no alpha; pass alpha=None")
@@ -120,43 +120,59 @@ def paper_summary(arch: str, metric: str, setup: str, alpha: float | None = None
             a = math.nan
         if math.isnan(a):
             raise ConfigError(f"setup {setup!r} needs alpha; valid: {', '.join(map(str, alphas))}")
-        match = rows[(rows["alpha"] - a).abs() < 1e-9]
-        if match.empty:
+        match = [cell for cell in rows if cell[3] is not None and abs(cell[3] - a) < 1e-9]
+        if not match:
             raise ConfigError(f"no alpha {alpha!r} for setup {setup!r}; valid: {', '.join(map(str, alphas))}")
     if len(match) != 1:
         raise DataError(f"tables.csv has {len(match)} rows for {arch}/{metric}/{setup}/alpha={alpha}; expected 1")
-    row = match.iloc[0]
-    if math.isnan(row["mean"]) or math.isnan(row["std"]):  # float64 columns: a missing value is NaN
+    mean, std = match[0][4], match[0][5]
+    if mean is None or std is None:  # the paper's cell is unusable
         return None
-    return Summary(mean=float(row["mean"]), std=float(row["std"]), n=PAPER_N)
+    return Summary(mean=mean, std=std, n=PAPER_N)
 
 
-@lru_cache(maxsize=None)
-def _printed_pvalue_rows() -> tuple[tuple[tuple, float], ...]:
-    """pvalues.csv read with the csv module: ((arch, source, metric, treatment, treatment_alpha,
-    baseline, baseline_alpha), p_reported) per row, an alpha None where empty. Parsing a claim looks
-    its printed p-value up here, and collection must not pay for importing pandas."""
-    path = PAPER_DIR / "pvalues.csv"
+def _read_rows(name: str, columns: list[str]) -> tuple[Path, list[dict]]:
+    """A paper data file's rows, read with the csv module: evaluating a claim looks its paper numbers up in
+    them, and a run must not pay for importing pandas (the DataFrames above are for reports)."""
+    path = PAPER_DIR / name
     if not path.is_file():
         raise DataError(f"paper data file {path} is missing; reinstall kdclaims from its source tree")
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in _PVALUE_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
-            raise DataError(f"paper data file {path} lacks columns {missing}; expected {_PVALUE_COLUMNS}")
+            raise DataError(f"paper data file {path} lacks columns {missing}; expected {columns}")
+        return path, list(reader)
 
-        def number(text: str) -> float | None:
-            try:
-                value = float(text) if text.strip() else None
-            except ValueError:
-                raise DataError(f"paper data file {path}: {text!r} is not a number") from None
-            return None if value is None or math.isnan(value) else value
 
-        return tuple(
-            ((r["arch"], r["source"], r["metric"], r["treatment"], number(r["treatment_alpha"]),
-              r["baseline"], number(r["baseline_alpha"])), number(r["p_reported"]))
-            for r in reader
-        )
+def _number(text: str, path: Path) -> float | None:
+    """A cell as a number; None where it is empty or NaN."""
+    try:
+        value = float(text) if text.strip() else None
+    except ValueError:
+        raise DataError(f"paper data file {path}: {text!r} is not a number") from None
+    return None if value is None or math.isnan(value) else value
+
+
+@lru_cache(maxsize=None)
+def _table_cells() -> tuple[tuple[str, str, str, float | None, float | None, float | None], ...]:
+    """tables.csv as (arch, metric, setup, alpha, mean, std) per row: alpha None for independent, mean and
+    std None where the paper's cell is unusable."""
+    path, rows = _read_rows("tables.csv", _TABLE_COLUMNS)
+    return tuple((r["arch"], r["metric"], r["setup"], _number(r["alpha"], path), _number(r["mean"], path),
+                  _number(r["std"], path)) for r in rows)
+
+
+@lru_cache(maxsize=None)
+def _printed_pvalue_rows() -> tuple[tuple[tuple, float], ...]:
+    """pvalues.csv as ((arch, source, metric, treatment, treatment_alpha, baseline, baseline_alpha),
+    p_reported) per row, an alpha None where empty."""
+    path, rows = _read_rows("pvalues.csv", _PVALUE_COLUMNS)
+    return tuple(
+        ((r["arch"], r["source"], r["metric"], r["treatment"], _number(r["treatment_alpha"], path),
+          r["baseline"], _number(r["baseline_alpha"], path)), _number(r["p_reported"], path))
+        for r in rows
+    )
 
 
 def printed_p(arch: str, source: str, metric: str, treatment: tuple, baseline: tuple) -> float | None:

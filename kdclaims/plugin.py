@@ -190,8 +190,6 @@ class HarnessState:
             self._sent_populations.add(spec.name)
             limit = self.member_limits.get(spec)  # --sequential: the members of its last look
             pop = wb.population(spec, limit)
-            teacher = wb.teacher(spec.arch).test_logits
-            labels = wb.dataset.test_labels
             records.append({
                 "name": spec.name, **spec.as_dict(), "label": spec.label, "n": pop.n,
                 "seeds": [int(s) for s in pop.seeds], "keys": list(pop.keys),
@@ -204,7 +202,7 @@ class HarnessState:
                 "devices": sorted({m.get("device", "?") for m in pop.members_meta}),
                 "failed_seeds": [int(x) for x in getattr(pop, "failed_seeds", ()) or ()],
                 # every metric of every member: the report rebuilds the paper's tables and figures from these
-                "metrics": {m: [float(x) for x in pop.values(m, teacher, labels)] for m in METRICS},
+                "metrics": {m: [float(x) for x in wb.member_values(spec, m, limit)] for m in METRICS},
             })
         return records
 
@@ -579,8 +577,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 def build_payload(state: HarnessState, exitstatus: int) -> dict:
     import platform
-
-    import torch
+    import sys
+    from importlib.metadata import version
 
     import kdclaims
     from kdclaims.results import EVALUATION_SCHEMA_VERSION, git_revision
@@ -595,6 +593,9 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
     catalogue = sorted(set(_requested_claim_ids(state.config)) | state.selected | set(state.results))
     evaluated = {r["id"] for r in results}
     devices = sorted({d for p in state.populations.values() for d in p.get("devices") or []})
+    # Torch is asked only where this process loaded it (it trained): a warm run never imports it, and the
+    # devices the members were trained on are in "device" either way.
+    torch = sys.modules.get("torch")
     return {
         "schema_version": EVALUATION_SCHEMA_VERSION,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -603,11 +604,11 @@ def build_payload(state: HarnessState, exitstatus: int) -> dict:
         "dataset": dataset,
         "cache_dir": str(state.cache_dir),
         "provenance": {
-            "git": git_revision(), "kdclaims": kdclaims.__version__, "torch": torch.__version__,
+            "git": git_revision(), "kdclaims": kdclaims.__version__, "torch": version("torch"),
             # the device the members were trained on ("auto" is what was asked, not what ran)
             "python": platform.python_version(), "device": ", ".join(devices) or _resolved_device(state.device),
             "device_requested": state.device,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "cuda": torch.cuda.get_device_name(0) if torch is not None and torch.cuda.is_available() else None,
             "backend": state.backend_name, "concurrent_members": state.concurrent_members,
             "host": platform.node(), "duration_s": time.time() - state.started, "pytest_exitstatus": exitstatus,
         },

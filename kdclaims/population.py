@@ -34,27 +34,38 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 import kdclaims
 from kdclaims import metrics
 from kdclaims.backends import BackendReport, check_concurrent_members, get_backend
 from kdclaims.cache import Cache, CorruptEntry, KnownDataset, MemberRecord, verify_entry_bytes
-from kdclaims.checkpoint import Checkpointer
 from kdclaims.data import Dataset, load_dataset
 from kdclaims.datasets import check_data_dir, get_dataset
 from kdclaims.errors import ConfigError, DataError, KdclaimsError
-from kdclaims.models import build_model
 from kdclaims.paths import default_cache_dir, default_data_dir
 from kdclaims.profiles import Profile
 from kdclaims.setups import INIT_SEED, NOISE_SEED, TEACHER_SEED, get_setup
 from kdclaims.spec import CACHE_SCHEMA, PopulationSpec, hash_config, teacher_spec
-from kdclaims.training import MemberJob, PreparedData, noise_teacher_logits, train_members
+
+# torch, and the modules built on it (models, training, checkpoints), are imported where something trains:
+# a warm run -- every member cached -- reads logits and evaluates claims in numpy and never loads torch,
+# which takes seconds per process.
+if TYPE_CHECKING:
+    import torch
+
+    from kdclaims.checkpoint import Checkpointer
+    from kdclaims.training import PreparedData
+
+_AUTO_DEVICES = (None, "", "auto")
 
 
 def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "", "auto"):
+    import torch
+
+    if name in _AUTO_DEVICES:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
@@ -94,17 +105,22 @@ def checkpoint_every_from_env() -> int | None:
 
 
 def versions() -> dict:
+    import torch
+
     return {"kdclaims": kdclaims.__version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
 @dataclass
 class Population:
+    """A population's members as numpy arrays (no torch needed to read or evaluate them); ``test_logits``,
+    ``test_accuracy`` and ``test_loss`` are torch views of the same memory, for torch code (they import torch)."""
+
     spec: PopulationSpec
     seeds: tuple[int, ...]
     keys: tuple[str, ...]
-    test_logits: torch.Tensor  # (S, N_test, C) float32
-    test_accuracy: torch.Tensor  # (S,) float64
-    test_loss: torch.Tensor  # (S,) float64
+    test_logits_array: np.ndarray  # (S, N_test, C) float32
+    test_accuracy_array: np.ndarray  # (S,) float64
+    test_loss_array: np.ndarray  # (S,) float64
     members_meta: list[dict] = field(repr=False)
     trained_now: int = 0  # members trained for this call, here or by the backend's workers (0 when cached)
     # seeds that failed after the backend's retries: left out of seeds/keys/logits (empty when complete)
@@ -116,9 +132,28 @@ class Population:
     def n(self) -> int:
         return len(self.seeds)
 
-    def values(self, metric: str, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One value per member (S,) of ``metric``, against the teacher's test logits where it compares."""
-        return metrics.evaluate_metric(metric, self.test_logits, teacher_logits, labels)
+    @property
+    def test_logits(self) -> torch.Tensor:
+        import torch
+
+        return torch.from_numpy(self.test_logits_array)
+
+    @property
+    def test_accuracy(self) -> torch.Tensor:
+        import torch
+
+        return torch.from_numpy(self.test_accuracy_array)
+
+    @property
+    def test_loss(self) -> torch.Tensor:
+        import torch
+
+        return torch.from_numpy(self.test_loss_array)
+
+    def values(self, metric: str, teacher_logits, labels) -> np.ndarray:
+        """One float64 value per member (S,) of ``metric``, against the teacher's test logits where it compares
+        (numpy arrays or torch tensors; see ``kdclaims.metrics``)."""
+        return metrics.evaluate_metric(metric, self.test_logits_array, teacher_logits, labels)
 
     @property
     def wall_time_s(self) -> float:
@@ -174,9 +209,10 @@ class Workbench:
         check_data_dir(profile.dataset, data_dir, profile.name)
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir(self.cache.root)
         self.device_request = device  # as asked ("auto", "cuda", ...): what a worker resolves for itself
-        self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(cpu_threads())
+        self._device = None
+        self._cpu_threads = cpu_threads()  # a bad $KDCLAIMS_CPU_THREADS fails now, not at the first member trained
+        if device not in (*_AUTO_DEVICES, "cpu"):
+            self.device  # a GPU asked for by name is checked now (this imports torch); "auto" and "cpu" cannot fail
         self.progress = progress
         self.console = console
         # Where progress records go besides the bar (``kdclaims.progress.ProgressChannel``: the pytest
@@ -185,6 +221,20 @@ class Workbench:
         self._teachers: dict[str, MemberRecord] = {}
         self._initial_models: dict[str, torch.nn.Module] = {}
         self._populations: dict[tuple[PopulationSpec, int | None], Population] = {}  # by (spec, member limit)
+        self._member_values: dict[tuple[PopulationSpec, str, int | None], np.ndarray] = {}
+        self._member_keys: dict[tuple[PopulationSpec, int], str] = {}
+
+    @property
+    def device(self) -> torch.device:
+        """The device members train on, resolved (and torch's CPU threads set) when first needed: a warm run
+        never asks, so never imports torch."""
+        if self._device is None:
+            import torch
+
+            self._device = resolve_device(self.device_request)
+            if self._device.type == "cpu":
+                torch.set_num_threads(self._cpu_threads)
+        return self._device
 
     def spec(self) -> WorkbenchSpec:
         """The picklable description a worker rebuilds this workbench from (see ``WorkbenchSpec``)."""
@@ -218,21 +268,23 @@ class Workbench:
         """What every load checks a cached member against: its shapes, and its accuracy, loss and finite flag
         recomputed from its logits and these test labels (a forged or damaged entry is quarantined)."""
         dataset = self.dataset
-        return KnownDataset(dataset.test_labels, dataset.num_classes, int(dataset.train_labels.shape[0]))
+        return KnownDataset(dataset.test_labels_array, dataset.num_classes, dataset.num_train)
 
     @cached_property
     def data(self) -> PreparedData:
+        from kdclaims.training import PreparedData
+
         return PreparedData.from_dataset(self.dataset, self.image_size, self.device)
 
     @property
     def image_size(self) -> int:
         """The size the models see: the profile's, or the stored one when the profile leaves it open."""
-        return self.profile.dataset.image_size or int(self.dataset.train_images.shape[-1])
+        return self.profile.dataset.image_size or int(self.dataset.train_images_array.shape[-1])
 
     def model_config(self, arch: str) -> dict:
         """``arch``'s build keywords under this profile, with the class count, image size and channels of the data."""
         return self.profile.model_config(arch, self.dataset.num_classes, self.image_size,
-                                         int(self.dataset.train_images.shape[1]))
+                                         int(self.dataset.train_images_array.shape[1]))
 
     # -- keys ------------------------------------------------------------------------------------
 
@@ -263,13 +315,21 @@ class Workbench:
         }
 
     def member_key(self, spec: PopulationSpec, seed: int) -> str:
-        return hash_config(self.member_config(spec, seed))
+        """The hash of ``member_config``, computed once per member: a warm run asks for each key several times
+        (what is missing, the population, its teacher), and building a config costs ~1 ms."""
+        if (spec, seed) not in self._member_keys:
+            self._member_keys[(spec, seed)] = hash_config(self.member_config(spec, seed))
+        return self._member_keys[(spec, seed)]
 
     # -- training --------------------------------------------------------------------------------
 
     def initial_model(self, arch: str) -> torch.nn.Module:
         """M_0: the architecture initialised from seed 0, shared by the teacher and every student."""
         if arch not in self._initial_models:
+            import torch
+
+            from kdclaims.models import build_model
+
             torch.manual_seed(INIT_SEED)
             config = self.model_config(arch)
             self._initial_models[arch] = build_model(arch, **config)
@@ -286,7 +346,9 @@ class Workbench:
         if setup.uses_teacher:
             return self.teacher(spec.arch).train_logits
         if setup.noise is not None:
-            return noise_teacher_logits(setup.noise_name, self.dataset.train_labels.shape[0],
+            from kdclaims.training import noise_teacher_logits
+
+            return noise_teacher_logits(setup.noise_name, self.dataset.num_train,
                                         self.dataset.num_classes)
         return None
 
@@ -302,6 +364,8 @@ class Workbench:
     def checkpointer(self, key: str) -> Checkpointer | None:
         if self.checkpoint_every == 0:
             return None
+        from kdclaims.checkpoint import Checkpointer
+
         return Checkpointer(self.cache.checkpoint_path(key), key, every_epochs=self.checkpoint_every,
                             quarantine_dir=self.cache.quarantine_dir)
 
@@ -362,6 +426,10 @@ class Workbench:
 
     def _train_and_store(self, spec: PopulationSpec, members: list[tuple[int, str]], soft, on_epoch) -> dict:
         """Train ``members`` ((seed, key) pairs whose locks the caller holds) together and store each."""
+        import torch
+
+        from kdclaims.training import MemberJob, train_members
+
         jobs = [MemberJob(copy.deepcopy(self.initial_model(spec.arch)).to(self.device), seed, self.checkpointer(key),
                           keep_train_logits=(seed == TEACHER_SEED), on_epoch=on_epoch)
                 for seed, key in members]
@@ -494,9 +562,9 @@ class Workbench:
             spec=spec,
             seeds=seeds,
             keys=tuple(r.key for r in chosen),
-            test_logits=torch.stack([r.test_logits for r in chosen]),
-            test_accuracy=torch.tensor([r.meta["test_accuracy"] for r in chosen], dtype=torch.float64),
-            test_loss=torch.tensor([r.meta["test_loss"] for r in chosen], dtype=torch.float64),
+            test_logits_array=np.stack([r.test_logits_array for r in chosen]),
+            test_accuracy_array=np.array([r.meta["test_accuracy"] for r in chosen], dtype=np.float64),
+            test_loss_array=np.array([r.meta["test_loss"] for r in chosen], dtype=np.float64),
             members_meta=[r.meta for r in chosen],
             # what was trained for this call (here or by the backend's workers), not what was missing
             trained_now=sum((spec, seed) in report.trained for seed in seeds),
@@ -507,6 +575,18 @@ class Workbench:
         self._populations[(spec, members)] = population
         self._emit({"event": "population_done", "name": spec.name, "trained": population.trained_now})
         return population
+
+    def member_values(self, spec: PopulationSpec, metric: str, members: int | None = None) -> np.ndarray:
+        """One float64 value per member of ``spec``'s population (limited as ``population``'s ``members``) on
+        ``metric``, against its teacher's test logits (or the test labels), computed once per workbench: many
+        claims, and the run's population records, ask for the same ones. Read-only (shared by every caller)."""
+        key = (spec, metric, members)
+        if key not in self._member_values:
+            values = self.population(spec, members).values(metric, self.teacher(spec.arch).test_logits_array,
+                                                  self.dataset.test_labels_array)
+            values.flags.writeable = False
+            self._member_values[key] = values
+        return self._member_values[key]
 
     def _emit(self, record: dict) -> None:
         if self.progress_sink is not None:

@@ -38,8 +38,11 @@ from typing import Iterable
 import numpy as np
 
 # scipy.special, not scipy.stats: the same functions (scipy.stats' norm.sf/isf/ppf are ndtr/ndtri
-# underneath) without scipy.stats' ~2 s import.
-from scipy.special import chdtri, nctdtr, nctdtrinc, ndtr, ndtri, stdtr, stdtrit
+# underneath) without scipy.stats' ~2 s import. Imported in each function that computes with them, not
+# here: collecting claims and the light CLI commands import this module, and scipy.special costs them
+# ~0.3 s (idle; a second on a loaded machine). The normal keeps scipy's ndtr/ndtri rather than math.erfc or
+# statistics.NormalDist: those agree only to ~1e-14 relative, and the p-values here are scipy.stats' own,
+# bit for bit (tests/test_stats_welch.py); a run computes a t anyway (Welch decides), which needs scipy.
 
 from kdclaims.errors import ConfigError
 
@@ -176,6 +179,8 @@ def z_test(treatment: Summary, baseline: Summary, direction: str, alpha: float =
     against H_a gives z = -inf, p = 1; no difference gives z = 0, p = 1 (no evidence at all); each
     with a ``note``.
     """
+    from scipy.special import ndtr, ndtri
+
     direction = _check_direction(direction)
     alpha = _check_alpha(alpha)
     for what, s in (("treatment", treatment), ("baseline", baseline)):
@@ -225,6 +230,8 @@ def power(true_diff_in_favour: float, se: float, alpha: float = ALPHA) -> float:
 
     se == 0: 1 if delta > 0, else 0 (matching :func:`z_test`'s degenerate cases).
     """
+    from scipy.special import ndtr, ndtri
+
     alpha = _check_alpha(alpha)
     delta = float(true_diff_in_favour)
     se = float(se)
@@ -240,6 +247,8 @@ def power(true_diff_in_favour: float, se: float, alpha: float = ALPHA) -> float:
 def minimum_detectable_effect(se: float, alpha: float = ALPHA, target_power: float = 0.8) -> float:
     """Smallest true difference (in the H_a direction) detected with probability ``target_power``:
     ``(z_{1-alpha} + z_{target_power}) * se``."""
+    from scipy.special import ndtri
+
     alpha = _check_alpha(alpha)
     se = float(se)
     if not (math.isfinite(se) and se >= 0):
@@ -335,7 +344,33 @@ def _cohens_d(favour: float, sd_t: float, n_t: int, sd_b: float, n_b: int) -> fl
 def _t_critical(df, alpha: float):
     """``t_{1-alpha, df}``, the one-tailed critical value (vectorised). ``-stdtrit(df, alpha)``
     rather than ``stdtrit(df, 1 - alpha)``: the lower tail is the accurate one for small alpha."""
+    from scipy.special import stdtrit
+
     return -stdtrit(df, alpha)
+
+
+# A replication probability needs the t critical value at the Welch-Satterthwaite df of each of its 65,536 grid
+# nodes: scipy's stdtrit there took ~30 ms a claim, the largest single cost of a warm run. The critical value is
+# smooth in 1/df, so it is computed exactly at _T_TABLE_NODES points spanning the nodes' dfs and interpolated
+# linearly in 1/df. The interpolation's error, measured at the midpoints between the points (where a linear
+# interpolant's error peaks), must stay below _T_TABLE_TOL; where it does not (small n: the dfs span a wide,
+# curved stretch), every node is computed exactly. At the paper's n = 385 the error is ~1e-13.
+_T_TABLE_NODES = 1025
+_T_TABLE_TOL = 1e-10
+
+
+def _t_critical_many(df: np.ndarray, alpha: float) -> np.ndarray:
+    """``_t_critical`` at many dfs at once: tabulated and interpolated to within ``_T_TABLE_TOL`` where that
+    holds, exact otherwise."""
+    low, high = float(np.min(df)), float(np.max(df))
+    if np.size(df) <= 2 * _T_TABLE_NODES or not (low > 0 and math.isfinite(high) and high > low):
+        return _t_critical(df, alpha)
+    inverse = np.linspace(1.0 / high, 1.0 / low, _T_TABLE_NODES)
+    table = _t_critical(1.0 / inverse, alpha)
+    midpoints = 0.5 * (inverse[1:] + inverse[:-1])
+    if np.max(np.abs(np.interp(midpoints, inverse, table) - _t_critical(1.0 / midpoints, alpha))) > _T_TABLE_TOL:
+        return _t_critical(df, alpha)
+    return np.interp(1.0 / df, inverse, table)
 
 
 def _welch_se_df(sd_t, n_t, sd_b, n_b):
@@ -365,6 +400,8 @@ def _t_and_p(favour, se, df):
     se == 0 (no variance at all): favour > 0 gives t = +inf, p = 0; favour < 0 gives t = -inf,
     p = 1; favour == 0 gives t = 0, p = 1 (no evidence) -- the z-test's rules.
     """
+    from scipy.special import stdtr
+
     favour, se, df = np.broadcast_arrays(
         np.asarray(favour, dtype=np.float64), np.asarray(se, dtype=np.float64), np.asarray(df, dtype=np.float64)
     )
@@ -694,6 +731,8 @@ def design_margin(
     At n = 385 it is within 0.3% of the z-test's ``(z_{1-alpha} + z_power) * se``. Both stds 0:
     0.0 (any improvement is detected with certainty).
     """
+    from scipy.special import nctdtrinc
+
     sd_t = _check_sd(paper_sd_t, "paper_sd_t")
     sd_b = _check_sd(paper_sd_b, "paper_sd_b")
     n = _check_n(paper_n, "paper_n")
@@ -720,6 +759,8 @@ def observed_power(
     n = 10 and < 1e-3 from n = 30; at n = 385 it is the z-test's power to ~1e-3. It equals alpha at
     effect 0 exactly. se = 0: 1 if effect > 0 else 0.
     """
+    from scipy.special import nctdtr
+
     sd_t = _check_sd(observed_sd_t, "observed_sd_t")
     sd_b = _check_sd(observed_sd_b, "observed_sd_b")
     n_t = _check_n(n_t, "n_t")
@@ -763,6 +804,8 @@ def replication_probability(
     uses each node's own Welch-Satterthwaite df, as the replication's test would. Both stds 0:
     the outcome is certain (0 or 1). A claim with a value below ``FRAGILE_BELOW`` is fragile.
     """
+    from scipy.special import chdtri, ndtr
+
     sign = _sign(direction)
     if expected_outcome not in OUTCOMES:
         raise ConfigError(f"unknown expected_outcome {expected_outcome!r}; valid: 'reject', 'retain'")
@@ -785,7 +828,7 @@ def replication_probability(
     s_t = (sd_t * scale if sd_t > 0 else np.zeros(1))[:, None]
     s_b = (sd_b * scale if sd_b > 0 else np.zeros(1))[None, :]
     se_hat, df_hat = _welch_se_df(s_t, n, s_b, n)
-    threshold = _t_critical(df_hat, alpha) * se_hat  # rejects iff mean difference > threshold
+    threshold = _t_critical_many(df_hat, alpha) * se_hat  # rejects iff mean difference > threshold
     if expected_outcome == "reject":
         prob = ndtr((delta - threshold) / sigma)
     else:  # retains (difference <= threshold) and upper bound (difference + threshold) < margin

@@ -243,7 +243,8 @@ def test_read_only_cache_dir_stops_before_training(tmp_path, monkeypatch):
     cache_dir = tmp_path / "cache"
     _prepare_data(cache_dir)
     trained = []
-    monkeypatch.setattr("kdclaims.population.train_members", lambda *a, **k: trained.append(1))
+    # the workbench imports train_members from kdclaims.training when it trains (a warm run loads no torch)
+    monkeypatch.setattr("kdclaims.training.train_members", lambda *a, **k: trained.append(1))
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -306,3 +308,31 @@ def test_bad_inputs_raise_config_error(call):
     with pytest.raises(ConfigError) as e:
         call()
     assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# one implementation, two kinds of input (issue #15: a warm run evaluates in numpy, without torch)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numpy_and_torch_inputs_give_the_same_values(dtype):
+    """Training passes torch tensors, a warm run numpy arrays: the same function, the same numbers (to the
+    bit), returned in the caller's kind (float64 torch tensor or float64 numpy array)."""
+    rng = np.random.default_rng(7)
+    pop = (rng.standard_normal((4, 50, 10)) * 3).astype(dtype)
+    teacher = (rng.standard_normal((50, 10)) * 3).astype(dtype)
+    labels = rng.integers(0, 10, 50)
+    for name, m in METRICS.items():
+        other = teacher if m.compares_to_teacher else labels
+        from_numpy = m.fn(pop, other)
+        from_torch = m.fn(torch.from_numpy(pop), torch.from_numpy(other))
+        assert isinstance(from_numpy, np.ndarray) and from_numpy.dtype == np.float64, name
+        assert isinstance(from_torch, torch.Tensor) and from_torch.dtype == torch.float64, name
+        np.testing.assert_array_equal(from_torch.numpy(), from_numpy, err_msg=name)
+
+
+def test_metrics_import_no_torch():
+    code = ("import sys, numpy as np, kdclaims.metrics as M; "
+            "M.js_divergence(np.zeros((2, 3, 4)), np.ones((3, 4))); print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

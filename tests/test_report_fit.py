@@ -151,3 +151,17 @@ def test_load_errors_name_the_python_call_not_a_cli_flag(tmp_path):
     with pytest.raises(KdclaimsError) as info:
         kdclaims.load(tmp_path / "none.json")
     assert "kdclaims.load(path)" in str(info.value) and "--evaluation" not in str(info.value)
+
+
+@pytest.mark.parametrize("args", [["claims", "list"], ["claims", "list", "--long"]])
+def test_claims_list_shows_a_sentence_with_brackets_literally(monkeypatch, tmp_path, args):
+    """A claim sentence is text, never rich markup: ``[x]`` and ``[bold]`` are printed as written."""
+    import kdclaims.claims
+
+    path = tmp_path / "brackets.yaml"
+    path.write_text(GOOD_CLAIM.replace("KD is not more similar", "KD [x] is [bold]not[/bold] more similar"))
+    claims = load_claim_file(path)
+    monkeypatch.setattr(kdclaims.claims, "load_claims", lambda: claims)
+    result = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "KD [x] is [bold]not[/bold] more similar" in result.output

@@ -482,3 +482,17 @@ def test_normal_functions_identical_to_scipy_stats():
         assert power(delta, 0.005) == float(norm.sf(norm.isf(ALPHA) - delta / 0.005))
     for a in (0.001, 0.01, 0.025, 0.1):
         assert minimum_detectable_effect(0.01, alpha=a) == float((norm.isf(a) + norm.ppf(0.8)) * 0.01)
+
+
+@pytest.mark.parametrize("n, sd_ratio, alpha", [(385, 1.0, 0.025), (385, 3.0, 0.001), (30, 0.2, 0.025), (3, 1.0, 0.025)])
+def test_t_critical_on_a_replication_grid_is_exact_to_1e_10(n, sd_ratio, alpha):
+    """The replication grid's t critical values (tabulated and interpolated in 1/df where that is within
+    1e-10, issue #15's warm run) agree with scipy's stdtrit at every node; at n = 3 the table is refused."""
+    from scipy.special import chdtri, stdtrit
+
+    from kdclaims.stats import _t_critical_many, _welch_se_df
+
+    u = (np.arange(256) + 0.5) / 256
+    scale = np.sqrt(chdtri(n - 1, 1.0 - u) / (n - 1))
+    _, df = _welch_se_df((sd_ratio * scale)[:, None], n, scale[None, :], n)
+    np.testing.assert_allclose(_t_critical_many(df, alpha), -stdtrit(df, alpha), rtol=0, atol=1e-10)

@@ -9,8 +9,6 @@ P(similarity >= level).
 
 from __future__ import annotations
 
-from scipy.special import ndtr  # the normal CDF, without scipy.stats' import time
-
 from kdclaims.kinds.base import ClaimKind, ClaimResult, number, parse_arms, register_kind
 from kdclaims.metrics import SIMILARITY_METRICS, SIMILARITY_READINGS, as_similarity
 from kdclaims.paper import PAPER_N
@@ -35,6 +33,8 @@ class Threshold(ClaimKind):
         return [a.population(claim.arch) for a in claim.params["arms"]]
 
     def evaluate(self, claim, evidence) -> ClaimResult:
+        from scipy.special import ndtr  # the normal CDF; here, not at the top: collecting claims imports this module
+
         level = float(claim.params["similarity_at_least"])
         rows, reached_total, expected_max = [], 0, 0.0
         for arm_spec in claim.params["arms"]:
