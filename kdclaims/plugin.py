@@ -194,6 +194,9 @@ class HarnessState:
                 "name": spec.name, **spec.as_dict(), "label": spec.label, "n": pop.n,
                 "seeds": [int(s) for s in pop.seeds], "keys": list(pop.keys),
                 "teacher_key": wb.teacher(spec.arch).key,
+                # the teacher's own test accuracy: what a profile's recipe is fixed by (docs/own-data.md)
+                "teacher_test_accuracy": float((wb.teacher(spec.arch).test_logits_array.argmax(axis=1)
+                                                == wb.dataset.test_labels_array).mean()),
                 # members trained for it by this run (under --sequential: across its looks)
                 "trained_now": self.members_trained.get(spec.name, pop.trained_now) if self.sequential
                 else pop.trained_now,

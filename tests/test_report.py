@@ -172,3 +172,14 @@ def test_a_reproduction_profile_at_another_scale_is_called_a_small_scale_real_da
     notice = _notice("trained", PROFILES["digits"].as_dict())
     assert notice.startswith("A small-scale real-data replication on digits data (profile digits, 10 seeds")
     assert _notice("trained", PROFILES["paper"].as_dict()) is None  # the paper's own experiment needs no notice
+
+
+def test_teachers_test_accuracy_is_shown_in_setup():
+    from kdclaims.render.document import teachers
+    from kdclaims.render.format import teachers_text
+
+    evaluation = {"populations": [{"arch": "vit", "teacher_test_accuracy": 0.92},
+                                  {"arch": "resnet18", "teacher_test_accuracy": 0.97037},
+                                  {"arch": "vgg16_bn"}]}  # recorded before teachers' accuracy was: left out
+    assert teachers(evaluation) == {"vit": 0.92, "resnet18": 0.97037}
+    assert teachers_text(teachers(evaluation)) == "ResNet-18 97.0%, ViT 92.0%"

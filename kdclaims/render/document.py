@@ -171,6 +171,7 @@ def build_document(evaluation: dict, audit: bool = True) -> dict:
         "members": members.to_dict(orient="records"),
         "comparisons_vs_independent": comparisons_vs_independent(evaluation),
         "audit": _audit() if audit else None,
+        "teachers": teachers(evaluation),
         "provenance": {
             "evidence": evaluation["evidence"],
             "profile": evaluation["profile"],
@@ -179,11 +180,18 @@ def build_document(evaluation: dict, audit: bool = True) -> dict:
             **(evaluation.get("provenance") or {}),
             "training_time_s": sum(p.get("wall_time_s", 0.0) for p in evaluation.get("populations") or []),
             "populations": [{k: p[k] for k in ("name", "arch", "setup", "alpha", "temperature", "n", "seeds", "keys",
-                                               "teacher_key", "trained_now", "wall_time_s", "devices") if k in p}
+                                               "teacher_key", "teacher_test_accuracy", "trained_now", "wall_time_s", "devices") if k in p}
                             for p in evaluation.get("populations") or []],
         },
     }
     return document
+
+
+def teachers(evaluation: dict) -> dict[str, float]:
+    """Each architecture's teacher test accuracy, from the population records (evaluations from before it was
+    recorded have none)."""
+    return {p["arch"]: p["teacher_test_accuracy"] for p in evaluation.get("populations") or []
+            if p.get("teacher_test_accuracy") is not None}
 
 
 def sequential_section(evaluation: dict) -> dict | None:

@@ -314,6 +314,11 @@ def percent(value, digits: int = 0) -> str:
     return MISSING if value is None else f"{value * 100:.{digits}f}%"
 
 
+def teachers_text(teachers: dict | None) -> str:
+    """"ResNet-18 97.0%, VGG-16-BN 96.5%, ViT 92.0%": each teacher's test accuracy, or "" if none recorded."""
+    return ", ".join(f"{arch_label(arch)} {percent(teachers[arch], 1)}" for arch in ordered_archs(teachers or {}))
+
+
 def design_text(design: dict | None) -> str:
     """The design in one line: "group-sequential, 2 looks at 3, 6 members per population, Lan-DeMets
     O'Brien-Fleming-type error spending, one-sided alpha 0.025"."""

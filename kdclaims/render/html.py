@@ -28,7 +28,7 @@ from kdclaims.render.format import (
     paper_pvalue, mean_std, seed_text, setup_label, setup_order_key, short_setup_label, to_float, verdict_label,
     decision, p_clause, source_order_key, verdict_words, SIGN_CONVENTION, ci_text, coverage_text,
     design_rules, design_text, look_action_text, look_bound_text, look_sizes_text, look_z, members_text, percent,
-    stop_text,
+    stop_text, teachers_text,
 )
 
 __all__ = ["render_html"]
@@ -177,7 +177,8 @@ def _method(document: dict) -> str:
     readings = ", ".join(_e(r) for _, _, r in SIMILARITY_READINGS.values())
     items = [
         f"Profile: <strong>{_e(profile.get('name'))}</strong>: {_e(profile.get('description'))}",
-        f"Students per population: {n_text}; teacher: seed 0, every student starts from the teacher's initialisation",
+        f"Students per population: {n_text}; teacher: seed 0, every student starts from the teacher's initialisation"
+        + (f"; teachers' test accuracy: {_e(teachers_text(document.get('teachers')))}" if document.get("teachers") else ""),
         f"Test: {_e(method.get('test', 'one-tailed Welch t-test'))}, significance {_e(method.get('alpha', 0.025))}; "
         "95% CI of the improvement and d = Cohen's d (pooled sd), both in the H<sub>a</sub> direction (see the sign convention at the top)",
         "Verdict: <em>reproduced</em> when our outcome (reject/retain H0) matches the paper's, under these rules:<ul>"

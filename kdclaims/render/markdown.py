@@ -16,7 +16,7 @@ from kdclaims.render.format import (
     MISSING, SIGN_CONVENTION, VERDICT_RULES, arch_label, bound_text, ci_text, correction_text, coverage_text, decision,
     design_rules, design_text, fragility_text, look_action_text, look_bound_text, look_sizes_text, look_z, mean_std,
     members_text, number, outcome, p_clause, paired_text, paper_pvalue, percent, pvalue, seed_text, setup_label,
-    source_order_key, stop_text, verdict_label, verdict_words,
+    source_order_key, stop_text, teachers_text, verdict_label, verdict_words,
 )
 
 
@@ -62,7 +62,8 @@ def markdown_report(document: dict, figures: dict[str, str] | None = None) -> st
     n_text = f"{profile['n_seeds']} seeds ({profile['seeds']})" if trained else "n = 385 (paper)"
     out += ["## Setup", "",
             f"- Profile: **{cell(profile['name'])}**: {cell(profile['description'])}",
-            f"- Students per population: {n_text}; teacher: seed 0, every student starts from the teacher's initialisation",
+            f"- Students per population: {n_text}; teacher: seed 0, every student starts from the teacher's initialisation"
+            + (f"; teachers' test accuracy: {teachers_text(document.get('teachers'))}" if document.get("teachers") else ""),
             f"- Test: {document['method'].get('test', 'one-tailed Welch t-test')}, significance "
             f"{document['method'].get('alpha', 0.025)}; 95% CI of the improvement and d = Cohen's d (pooled sd), "
             "both in the H_a direction (see the sign convention above)",
