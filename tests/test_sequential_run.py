@@ -13,7 +13,7 @@ import pytest
 from kdclaims.claims import parse_claim
 from kdclaims.errors import ConfigError
 from kdclaims.paper import paper_summary
-from kdclaims.sequential import PAPER_LOOKS
+from kdclaims.sequential import PAPER_LOOKS, spending_boundaries
 from kdclaims.sequential_run import Design, SequentialRun, ValuesEvidence, check_evidence
 
 DESIGN = Design(PAPER_LOOKS)
@@ -70,7 +70,8 @@ def test_large_effect_stops_at_the_first_look_on_efficacy():
     assert (seq["reason"], seq["stop_look"]) == ("efficacy", 1)
     assert result.verdict == "reproduced" and result.observed_outcome == "reject"
     look = seq["looks"][0]
-    assert look["z"] > look["efficacy_boundary"] > 4.5  # the O'Brien-Fleming-type first boundary at t = 25/385
+    first = spending_boundaries([k / N for k in PAPER_LOOKS], final=True)[0]  # t = 25/385: about 8.7
+    assert look["z"] > look["efficacy_boundary"] == pytest.approx(first, abs=1e-6)
     assert look["n"] == {p.name: 25 for p in claim.populations()}
     assert run.members_used == {p.name: 25 for p in claim.populations()}
     assert "sequential, stopped at look 1 on efficacy" in result.reason
