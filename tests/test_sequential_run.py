@@ -13,7 +13,7 @@ import pytest
 from kdclaims.claims import parse_claim
 from kdclaims.errors import ConfigError
 from kdclaims.paper import paper_summary
-from kdclaims.sequential import PAPER_LOOKS
+from kdclaims.sequential import PAPER_LOOKS, spending_boundaries
 from kdclaims.sequential_run import Design, SequentialRun, ValuesEvidence, check_evidence
 
 DESIGN = Design(PAPER_LOOKS)
@@ -70,7 +70,8 @@ def test_large_effect_stops_at_the_first_look_on_efficacy():
     assert (seq["reason"], seq["stop_look"]) == ("efficacy", 1)
     assert result.verdict == "reproduced" and result.observed_outcome == "reject"
     look = seq["looks"][0]
-    assert look["z"] > look["efficacy_boundary"] > 4.5  # the O'Brien-Fleming-type first boundary at t = 25/385
+    first = spending_boundaries([k / N for k in PAPER_LOOKS], final=True)[0]  # t = 25/385: about 8.7
+    assert look["z"] > look["efficacy_boundary"] == pytest.approx(first, abs=1e-6)
     assert look["n"] == {p.name: 25 for p in claim.populations()}
     assert run.members_used == {p.name: 25 for p in claim.populations()}
     assert "sequential, stopped at look 1 on efficacy" in result.reason
@@ -350,3 +351,33 @@ def test_a_final_look_without_new_members_ends_inconclusive():
     assert [look["action"] for look in result.details["sequential"]["looks"]] == \
         ["continue", "no new members", "no new members"]
     assert result.details["sequential"]["stop_look"] == 3
+
+
+def test_the_catalogue_simulation_runs_the_engine_on_every_shipped_claim(monkeypatch):
+    """One trial of benchmarks/sequential_catalogue_sim.py: every shipped claim (all five kinds) decided by the
+    engine on members drawn from the paper's tables, against the fixed design on the same members."""
+    import sys
+    from pathlib import Path
+
+    from kdclaims.claims import load_claims
+    from kdclaims.kinds import comparison as comparison_kind
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import sequential_catalogue_sim as sim
+
+    for name in ("paper_numbers", "fragility"):  # the simulation memoises them; undone after the test
+        monkeypatch.setattr(comparison_kind, name, getattr(comparison_kind, name))
+    sim.reuse_paper_numbers()
+    claims = load_claims()
+    out = sim.simulate(claims, DESIGN, trials=1, seed=3, null=False)
+    assert out["verdicts"] == len(claims) == 96 and out["populations"] == 30
+    assert out["fixed_members"] == 11_553
+    assert 30 * 25 + 3 < out["expected_members"] < 11_553
+    assert out["agreement"] >= 0.95
+    assert set(out["reasons"]) <= {"efficacy", "equivalence", "final"} and out["reasons"]["efficacy"] > 0
+    assert {claim_id for claim_id, _ in out["outcomes_sequential"]} == {claim.id for claim in claims}
+    assert {claim.kind for claim in claims} == {"comparison", "ranking", "trend", "bound", "threshold"}
+    # something is decided (not only inconclusive) for every kind
+    decided = {c.kind for c in claims if any(out["outcomes_sequential"][(c.id, o)]
+                                            for o in ("reject", "retain", "holds", "fails"))}
+    assert decided == {"comparison", "ranking", "trend", "bound", "threshold"}
