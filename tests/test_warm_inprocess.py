@@ -1,0 +1,98 @@
+"""Under ``-n``, a run whose every member is cached runs in the controller's process (issue #15): xdist's
+workers would only add their start-up. The evaluation must be the one xdist's workers compute; a member
+missing anywhere keeps xdist."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import TESTS_DIR
+
+from kdclaims.cache import Cache, read_meta
+from kdclaims.plugin import IN_PROCESS_LINE
+
+CONFTEST = f"""
+import sys
+sys.path.insert(0, {str(TESTS_DIR)!r})
+from helpers import tiny_profile
+from kdclaims.profiles import PROFILES
+PROFILES.register("tiny-test", tiny_profile(seeds=(1, 2), epochs=1))
+"""
+
+CLAIMS = """
+group: g
+defaults:
+  kind: comparison
+  source: Table 4
+  arch: resnet18
+  baseline: {setup: independent}
+  metric: activation_distance
+  direction: less
+  paper: {outcome: retain, p: 0.956}
+claims:
+  - {id: c1, sentence: "a", treatment: {setup: kd, alpha: 0.1}}
+  - {id: c2, sentence: "b", treatment: {setup: kd, alpha: 0.5}}
+"""
+
+
+def _run(pytester, cache, *extra):
+    return pytester.runpytest_subprocess("claims", "-n", "2", "-v", "--profile", "tiny-test", "--cache-dir",
+                                         str(cache), "-p", "no:cacheprovider", *extra, timeout=600)
+
+
+def _comparable(evaluation: dict) -> dict:
+    """What a run computed: the results and the populations' members and metrics (not this run's timing)."""
+    populations = [{k: v for k, v in p.items() if k != "trained_now"} for p in evaluation["populations"]]
+    return {"results": evaluation["results"], "populations": populations, "dataset": evaluation["dataset"],
+            "selection": evaluation["selection"]}
+
+
+def test_a_warm_run_under_n_runs_in_process_and_a_missing_member_keeps_xdist(pytester, tmp_path):
+    pytester.makeconftest(CONFTEST)
+    (pytester.path / "claims").mkdir()
+    (pytester.path / "claims" / "r18.yaml").write_text(CLAIMS)
+    cache = tmp_path / "cache"
+    latest = cache / "evaluations" / "latest.json"
+
+    cold = _run(pytester, cache)  # trains: xdist's workers do
+    output = cold.stdout.str()
+    assert cold.ret == 0, output + cold.stderr.str()
+    assert IN_PROCESS_LINE not in output and "[gw" in output
+    by_workers = json.loads(latest.read_text())
+    assert all(p["trained_now"] > 0 for p in by_workers["populations"])
+
+    warm = _run(pytester, cache)
+    output = warm.stdout.str()
+    assert warm.ret == 0, output + warm.stderr.str()
+    assert IN_PROCESS_LINE in output
+    assert "gw0" not in output and "gw1" not in output and "workers" not in output  # no worker was started
+    warm.assert_outcomes(passed=2)
+    in_process = json.loads(latest.read_text())
+    assert all(p["trained_now"] == 0 for p in in_process["populations"])
+    assert _comparable(in_process) == _comparable(by_workers)  # the same verdicts and numbers, to the bit
+
+    # one student of one population gone: that run may train, so it runs as asked, under xdist
+    student = next(entry for entry in Cache(cache).entries() if read_meta(entry)["seed"] != 0)
+    student.unlink()
+    partial = _run(pytester, cache)
+    output = partial.stdout.str()
+    assert partial.ret == 0, output + partial.stderr.str()
+    assert IN_PROCESS_LINE not in output and "[gw" in output
+    retrained = json.loads(latest.read_text())
+    assert sum(p["trained_now"] for p in retrained["populations"]) == 1
+
+
+def test_a_member_missing_in_a_deselected_claim_keeps_xdist(pytester, tmp_path):
+    """The check covers every claim of the named files, not the -k selection it cannot know yet: a missing
+    member of a claim -k leaves out still keeps xdist (nothing is trained for the claim that runs)."""
+    pytester.makeconftest(CONFTEST)
+    (pytester.path / "claims").mkdir()
+    (pytester.path / "claims" / "r18.yaml").write_text(CLAIMS)
+    cache = tmp_path / "cache"
+    first = _run(pytester, cache, "-k", "c1")
+    assert first.ret == 0, first.stdout.str() + first.stderr.str()
+    second = _run(pytester, cache, "-k", "c1")  # c2's kd-a0.5 population was never trained
+    output = second.stdout.str()
+    assert second.ret == 0, output + second.stderr.str()
+    assert IN_PROCESS_LINE not in output and "[gw" in output
+    second.assert_outcomes(passed=1, deselected=1)
