@@ -95,4 +95,4 @@ def test_a_member_missing_in_a_deselected_claim_keeps_xdist(pytester, tmp_path):
     output = second.stdout.str()
     assert second.ret == 0, output + second.stderr.str()
     assert IN_PROCESS_LINE not in output and "[gw" in output
-    second.assert_outcomes(passed=1, deselected=1)
+    second.assert_outcomes(passed=1)  # (xdist's workers deselect c2: the controller counts no deselected)
