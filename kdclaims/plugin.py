@@ -303,7 +303,7 @@ def run_in_process_when_all_cached(config, state: HarnessState) -> None:
     ``tx``, which ``pytest_cmdline_main`` has already derived from ``-n``. It checks a superset of what the run
     needs -- every population (and its architecture's teacher) of every claim in the files on the command line,
     whatever ``-k``/``-m`` later deselect -- so a member missing anywhere keeps xdist: anything that may train
-    runs as asked. The evaluation is the one a worker computes, from the same cache. Not under ``--sequential``
+    runs as asked; so does a session that names anything but claim files (Python tests keep their workers). The evaluation is the one a worker computes, from the same cache. Not under ``--sequential``
     (its looks decide how many members a population needs), ``--dist each`` (every worker runs every claim),
     another backend than ``local``, paper evidence or ``--collect-only``.
     """
@@ -315,7 +315,7 @@ def run_in_process_when_all_cached(config, state: HarnessState) -> None:
             or config.getoption("collectonly", False):
         return
     claims = _requested_claims(config)
-    if not claims:
+    if not claims or not _names_only_claims(config):
         return
     try:
         if not every_member_cached(state.workbench, claims):
@@ -324,6 +324,19 @@ def run_in_process_when_all_cached(config, state: HarnessState) -> None:
         return
     option.numprocesses, option.dist, option.tx = 0, "no", []  # what xdist itself sets for -n 0
     state.in_process = True
+
+
+def _names_only_claims(config) -> bool:
+    """Whether the session's arguments name claim files only (files, or folders with no Python module but a
+    conftest): other tests keep the parallelism ``-n`` asked for, whatever the cache holds."""
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0])
+        if path.is_file():
+            if not _is_claim_file(path):
+                return False
+        elif not path.is_dir() or any(p.name not in ("conftest.py", "__init__.py") for p in path.rglob("*.py")):
+            return False
+    return True
 
 
 def every_member_cached(workbench, claims: list[Claim]) -> bool:

@@ -71,6 +71,14 @@ def test_a_warm_run_under_n_runs_in_process_and_a_missing_member_keeps_xdist(pyt
     assert all(p["trained_now"] == 0 for p in in_process["populations"])
     assert _comparable(in_process) == _comparable(by_workers)  # the same verdicts and numbers, to the bit
 
+    # a Python test beside the claims keeps its workers, whatever the cache holds
+    pytester.makepyfile(test_other="def test_nothing():\n    pass\n")
+    mixed = _run(pytester, cache, "test_other.py")
+    output = mixed.stdout.str()
+    assert mixed.ret == 0, output + mixed.stderr.str()
+    assert IN_PROCESS_LINE not in output and "[gw" in output
+    mixed.assert_outcomes(passed=3)
+
     # one student of one population (c1's alone) gone: that run may train, so it runs as asked, under xdist
     student = next(entry for entry in Cache(cache).entries() if read_meta(entry)["population"] == "resnet18/kd-a0.1")
     student.unlink()
