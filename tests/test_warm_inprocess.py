@@ -105,3 +105,25 @@ def test_a_member_missing_in_a_deselected_claim_keeps_xdist(pytester, tmp_path):
     assert second.ret == 0, output + second.stderr.str()
     assert IN_PROCESS_LINE not in output and "[gw" in output
     second.assert_outcomes(passed=1)  # (xdist's workers deselect c2: the controller counts no deselected)
+
+
+def test_a_claim_file_is_parsed_again_exactly_when_its_bytes_change(tmp_path, monkeypatch):
+    """``load_claim_file`` keeps each file's claims by path and bytes: an unchanged file is not parsed again, a
+    rewrite of the same size within one clock tick (same modification time) is."""
+    from kdclaims import claims as claims_module
+
+    path = tmp_path / "claims" / "r18.yaml"
+    path.parent.mkdir()
+    path.write_text(CLAIMS)
+    parses = []
+    parse = claims_module._parse_claim_file
+    monkeypatch.setattr(claims_module, "_parse_claim_file", lambda *a: parses.append(a[0]) or parse(*a))
+    first = claims_module.load_claim_file(path)
+    assert [c.id for c in claims_module.load_claim_file(path)] == ["c1", "c2"] and len(parses) == 1
+    first.clear()  # a caller's list is its own
+    assert len(claims_module.load_claim_file(path)) == 2
+    stat = path.stat()
+    path.write_text(CLAIMS.replace("id: c2", "id: c3"))  # same size
+    import os
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert [c.id for c in claims_module.load_claim_file(path)] == ["c1", "c3"] and len(parses) == 2
