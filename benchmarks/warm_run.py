@@ -56,7 +56,12 @@ def run(tree: Path, command: list[str], bytecode: bool = True) -> float:
     elapsed = time.perf_counter() - start
     if done.returncode not in (0, 1):  # 1: a claim not reproduced is still a finished run
         sys.exit(f"{tree}: pytest exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    if IN_PROCESS_WORDS in done.stdout:  # the plugin turned -n off: every member was cached
+        print(f"{tree}: ran in process", flush=True)
     return elapsed
+
+
+IN_PROCESS_WORDS = "evaluating in this process"  # kdclaims.plugin.IN_PROCESS_LINE (not imported: either tree)
 
 
 def import_time(tree: Path, bytecode: bool = True) -> tuple[float, dict[str, float]]:

@@ -291,13 +291,17 @@ class _ClaimFileLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """A claim file's document and its node tree (for line numbers), within the bounds above."""
+def _read_claim_bytes(path: Path) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+            return f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ClaimError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _read_yaml(path: Path, data: bytes) -> tuple[Any, yaml.Node | None]:
+    """A claim file's document and its node tree (for line numbers) from its bytes ``data`` (read with
+    ``_read_claim_bytes``), within the bounds above."""
     if len(data) > MAX_FILE_BYTES:
         raise ClaimError(f"{path}: larger than a claim file may be ({MAX_FILE_BYTES} bytes); split it")
     try:
@@ -329,11 +333,30 @@ def _lines(node: yaml.Node | None) -> dict:
     return {}
 
 
+# Each claim file parsed once per process (a pytest controller reads the files for the catalogue's ids, the
+# in-process check and collection): by the path as given (each claim records it) and the file's bytes, which
+# are cheap to read and, unlike a modification time (as coarse as a clock tick), cannot miss a rewrite.
+_PARSED_FILES: dict[str, tuple[bytes, tuple[Claim, ...]]] = {}
+
+
 def load_claim_file(path: Path | str, errors: list[str] | None = None) -> list[Claim]:
     """The claims of one file. With an ``errors`` list, a malformed claim is recorded there and the
-    others still load (``kdclaims claims validate`` reports every error); without, the first one raises."""
+    others still load (``kdclaims claims validate`` reports every error); without, the first one raises.
+    A file that loaded without error is parsed again only when its bytes change."""
     path = Path(path)
-    document, node = _read_yaml(path)
+    data = _read_claim_bytes(path)
+    if errors is not None:
+        return _parse_claim_file(path, data, errors)
+    parsed = _PARSED_FILES.get(str(path))
+    if parsed is not None and parsed[0] == data:
+        return list(parsed[1])
+    claims = _parse_claim_file(path, data, None)
+    _PARSED_FILES[str(path)] = (data, tuple(claims))
+    return claims
+
+
+def _parse_claim_file(path: Path, data: bytes, errors: list[str] | None) -> list[Claim]:
+    document, node = _read_yaml(path, data)
     if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
         raise ClaimError(f"{path}: a claim file needs a top-level 'claims:' list")
     top = _lines(node)

@@ -124,6 +124,7 @@ class HarnessState:
         self._sent_populations: set[str] = set()
         self._sent_dataset = False
         self.dataset: dict | None = None  # on the controller: the summary a worker reported
+        self.in_process = False  # -n was given, but every member is cached: run_in_process_when_all_cached
 
     @property
     def workbench(self):
@@ -290,6 +291,67 @@ def pytest_configure(config):
         raise pytest.UsageError(str(exc)) from None
     if _is_controller(config):
         config.pluginmanager.register(ResultCollector(config.stash[STATE]), "kdclaims-results")
+        run_in_process_when_all_cached(config, config.stash[STATE])
+
+
+IN_PROCESS_LINE = "kdclaims: every member is cached: evaluating in this process; -n would only add start-up"
+
+
+def run_in_process_when_all_cached(config, state: HarnessState) -> None:
+    """Under ``-n``, when every member the named claim files could need is cached: turn xdist off for this run.
+
+    A warm run only reads the cache and computes, so xdist's workers (each a fresh interpreter importing and
+    collecting everything) would add their start-up and save nothing. This runs in the controller's
+    ``pytest_configure`` (tryfirst), before xdist's own (trylast) makes its ``DSession`` from ``dist`` and
+    ``tx``, which ``pytest_cmdline_main`` has already derived from ``-n``. It checks a superset of what the run
+    needs -- every population (and its architecture's teacher) of every claim in the files on the command line,
+    whatever ``-k``/``-m`` later deselect -- so a member missing anywhere keeps xdist: anything that may train
+    runs as asked; so does a session that names anything but claim files (Python tests keep their workers). The evaluation is the one a worker computes, from the same cache. Not under ``--sequential``
+    (its looks decide how many members a population needs), ``--dist each`` (every worker runs every claim),
+    another backend than ``local``, paper evidence or ``--collect-only``.
+    """
+    option = config.option
+    if not getattr(option, "numprocesses", None) or not getattr(option, "tx", None) \
+            or getattr(option, "dist", "no") in ("no", "each"):
+        return
+    if state.evidence_name != "trained" or state.backend_name != "local" or state.sequential \
+            or config.getoption("collectonly", False):
+        return
+    claims = _requested_claims(config)
+    if not claims or not _names_only_claims(config):
+        return
+    try:
+        if not every_member_cached(state.workbench, claims):
+            return
+    except KdclaimsError:  # no data, an unreadable cache, ...: the run as asked reports it
+        return
+    option.numprocesses, option.dist, option.tx = 0, "no", []  # what xdist itself sets for -n 0
+    state.in_process = True
+
+
+def _names_only_claims(config) -> bool:
+    """Whether the session's arguments name claim files only (files, or folders with no Python module but a
+    conftest): other tests keep the parallelism ``-n`` asked for, whatever the cache holds."""
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0])
+        if path.is_file():
+            if not _is_claim_file(path):
+                return False
+        elif not path.is_dir() or any(p.name not in ("conftest.py", "__init__.py") for p in path.rglob("*.py")):
+            return False
+    return True
+
+
+def every_member_cached(workbench, claims: list[Claim]) -> bool:
+    """Whether the cache holds every member of every population of ``claims`` under the workbench's profile
+    (its seeds, precision and data), and each population's teacher (every population record names it)."""
+    from kdclaims.setups import TEACHER_SEED
+    from kdclaims.spec import teacher_spec
+
+    specs = dict.fromkeys(spec for claim in claims for spec in claim.populations())
+    teachers = [teacher_spec(arch) for arch in dict.fromkeys(spec.arch for spec in specs)]
+    return all(workbench.cache.has(workbench.member_key(teacher, TEACHER_SEED)) for teacher in teachers) \
+        and not any(workbench.missing_seeds(spec) for spec in specs)
 
 
 def _requests_claims(config) -> bool:
@@ -304,19 +366,24 @@ def _requests_claims(config) -> bool:
 
 
 def _requested_claim_ids(config) -> list[str]:
-    """Every claim id in the claim files this session names (the catalogue a subset is taken from);
-    a file that does not load is left out here (its collection error says why)."""
-    ids: set[str] = set()
+    """Every claim id in the claim files this session names (the catalogue a subset is taken from)."""
+    return sorted({claim.id for claim in _requested_claims(config)})
+
+
+def _requested_claims(config) -> list[Claim]:
+    """Every claim in the claim files this session names; a file that does not load is left out here (its
+    collection error says why)."""
+    claims: list[Claim] = []
     for arg in config.args:
         path = Path(config.invocation_params.dir, arg.split("::")[0])
         files = [path] if path.is_file() else sorted(path.rglob("*.y*ml")) if path.is_dir() else []
         for file in files:
             if _is_claim_file(file):
                 try:
-                    ids |= {c.id for c in load_claim_file(file)}
+                    claims += load_claim_file(file)
                 except ClaimError:
                     pass
-    return sorted(ids)
+    return claims
 
 
 def _is_claim_file(path: Path) -> bool:
@@ -330,6 +397,9 @@ def _is_claim_file(path: Path) -> bool:
 def pytest_sessionstart(session):
     config = session.config
     state = config.stash[STATE]
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if state.in_process and reporter is not None:
+        reporter.write_line(IN_PROCESS_LINE)
     collect_only = config.getoption("collectonly", False)
     if _is_controller(config) and state.evidence_name == "trained" and not collect_only and _requests_claims(config):
         try:

@@ -54,9 +54,13 @@ def git_revision() -> str | None:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
+    _write_evaluation_text(path, json.dumps(jsonable(payload), indent=1, sort_keys=False))
+
+
+def _write_evaluation_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # 0o644: a temporary file is private; evaluations are shared like the cache
-    write_text_atomically(path, json.dumps(jsonable(payload), indent=1, sort_keys=False), f".{path.name}-", 0o644)
+    write_text_atomically(path, text, f".{path.name}-", 0o644)
 
 
 def new_run_id(profile_name: str, evidence: str) -> str:
@@ -75,8 +79,11 @@ def save_evaluation(payload: dict, results_dir: Path | str) -> Path:
     path = results_dir / f"{payload['run_id']}.json"
     if path.exists():  # a run id given by the caller and already used: never overwrite a saved run
         raise KdclaimsError(f"evaluation {path} exists already; each run needs its own run id")
-    write_json_atomic(path, payload)
-    write_json_atomic(results_dir / "latest.json", payload)
+    # serialised once (a full run's payload is ~0.6 MB of JSON): latest.json is the same bytes, written apart
+    # (not a link) so that replacing it never touches the run's own file
+    text = json.dumps(jsonable(payload), indent=1, sort_keys=False)
+    _write_evaluation_text(path, text)
+    _write_evaluation_text(results_dir / "latest.json", text)
     return path
 
 
