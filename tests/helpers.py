@@ -23,6 +23,13 @@ def tiny_profile(seeds=(1, 2), epochs=2):
                                epochs={"vgg16_bn": epochs, "vit": epochs, "resnet18": epochs})
 
 
+def tiny_profile_conftest(name: str = "tiny-test", seeds=(1, 2), epochs: int = 1) -> str:
+    """A conftest.py for a ``pytester`` run: registers ``tiny_profile`` under ``name`` (``--profile name``)."""
+    return (f"import sys\nsys.path.insert(0, {str(TESTS_DIR)!r})\nfrom helpers import tiny_profile\n"
+            f"from kdclaims.profiles import PROFILES\n"
+            f"PROFILES.register({name!r}, tiny_profile(seeds={tuple(seeds)!r}, epochs={epochs!r}))\n")
+
+
 GOOD_CLAIM = """
 group: g
 defaults:

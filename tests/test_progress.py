@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import re
 
-from helpers import TESTS_DIR
+from helpers import tiny_profile_conftest
 
 from kdclaims.progress import ProgressChannel, ProgressWatcher, RunProgress
 
@@ -57,13 +57,7 @@ def test_the_watcher_reads_whole_lines_from_every_workers_file(tmp_path):
     assert not (tmp_path / "run").exists()  # the run's records are removed at the end
 
 
-CONFTEST = f"""
-import sys
-sys.path.insert(0, {str(TESTS_DIR)!r})
-from helpers import tiny_profile
-from kdclaims.profiles import PROFILES
-PROFILES.register("tiny-progress", tiny_profile(seeds=(1, 2), epochs=1))
-"""
+CONFTEST = tiny_profile_conftest("tiny-progress", seeds=(1, 2), epochs=1)
 
 CLAIMS = """
 group: g

@@ -6,18 +6,12 @@ from __future__ import annotations
 
 import json
 
-from helpers import TESTS_DIR
+from helpers import tiny_profile_conftest
 
 from kdclaims.cache import Cache, read_meta
 from kdclaims.plugin import IN_PROCESS_LINE
 
-CONFTEST = f"""
-import sys
-sys.path.insert(0, {str(TESTS_DIR)!r})
-from helpers import tiny_profile
-from kdclaims.profiles import PROFILES
-PROFILES.register("tiny-test", tiny_profile(seeds=(1, 2), epochs=1))
-"""
+CONFTEST = tiny_profile_conftest("tiny-test", seeds=(1, 2), epochs=1)
 
 CLAIMS = """
 group: g

@@ -9,17 +9,11 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from helpers import TESTS_DIR
+from helpers import tiny_profile_conftest
 
 from kdclaims.cache import Cache, read_meta
 
-CONFTEST = f"""
-import sys
-sys.path.insert(0, {str(TESTS_DIR)!r})
-from helpers import tiny_profile
-from kdclaims.profiles import PROFILES
-PROFILES.register("tiny-test", tiny_profile(seeds=(1, 2), epochs=1))
-"""
+CONFTEST = tiny_profile_conftest("tiny-test", seeds=(1, 2), epochs=1)
 
 CLAIMS = """
 group: g
