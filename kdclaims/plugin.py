@@ -196,8 +196,8 @@ class HarnessState:
                 "seeds": [int(s) for s in pop.seeds], "keys": list(pop.keys),
                 "teacher_key": wb.teacher(spec.arch).key,
                 # the teacher's own test accuracy: what a profile's recipe is fixed by (docs/own-data.md)
-                "teacher_test_accuracy": float((wb.teacher(spec.arch).test_logits_array.argmax(axis=1)
-                                                == wb.dataset.test_labels_array).mean()),
+                # (recorded with the member, and checked against its logits when the cache loads it)
+                "teacher_test_accuracy": float(wb.teacher(spec.arch).meta["test_accuracy"]),
                 # members trained for it by this run (under --sequential: across its looks)
                 "trained_now": self.members_trained.get(spec.name, pop.trained_now) if self.sequential
                 else pop.trained_now,
@@ -332,8 +332,7 @@ def run_in_process_when_all_cached(config, state: HarnessState) -> None:
 def _names_only_claims(config) -> bool:
     """Whether the session's arguments name claim files only (files, or folders with no Python module but a
     conftest): other tests keep the parallelism ``-n`` asked for, whatever the cache holds."""
-    for arg in config.args:
-        path = Path(config.invocation_params.dir, arg.split("::")[0])
+    for path in _session_paths(config):
         if path.is_file():
             if not _is_claim_file(path):
                 return False
@@ -356,8 +355,7 @@ def every_member_cached(workbench, claims: list[Claim]) -> bool:
 
 def _requests_claims(config) -> bool:
     """Whether this session will run claims (so the data check applies), judged from its arguments."""
-    for arg in config.args:
-        path = Path(config.invocation_params.dir, arg.split("::")[0])
+    for path in _session_paths(config):
         if path.is_file() and _is_claim_file(path):
             return True
         if path.is_dir() and any(_is_claim_file(p) for p in path.rglob("*.y*ml")):
@@ -374,8 +372,7 @@ def _requested_claims(config) -> list[Claim]:
     """Every claim in the claim files this session names; a file that does not load is left out here (its
     collection error says why)."""
     claims: list[Claim] = []
-    for arg in config.args:
-        path = Path(config.invocation_params.dir, arg.split("::")[0])
+    for path in _session_paths(config):
         files = [path] if path.is_file() else sorted(path.rglob("*.y*ml")) if path.is_dir() else []
         for file in files:
             if _is_claim_file(file):
@@ -384,6 +381,11 @@ def _requested_claims(config) -> list[Claim]:
                 except ClaimError:
                     pass
     return claims
+
+
+def _session_paths(config) -> list[Path]:
+    """The files and folders the session's arguments name (a node id's ``::`` part dropped)."""
+    return [Path(config.invocation_params.dir, arg.split("::")[0]) for arg in config.args]
 
 
 def _is_claim_file(path: Path) -> bool:

@@ -572,6 +572,11 @@ class Workbench:
             failures=dict(sorted(failed.items())),
             report=report,
         )
+        # A sequential look supersedes the same population's earlier looks: keep one (its logits are the memory)
+        for stale in [key for key in self._populations if key[0] == spec and key[1] != members]:
+            del self._populations[stale]
+        for stale in [key for key in self._member_values if key[0] == spec and key[2] != members]:
+            del self._member_values[stale]
         self._populations[(spec, members)] = population
         self._emit({"event": "population_done", "name": spec.name, "trained": population.trained_now})
         return population

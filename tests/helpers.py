@@ -30,6 +30,15 @@ def tiny_profile_conftest(name: str = "tiny-test", seeds=(1, 2), epochs: int = 1
             f"PROFILES.register({name!r}, tiny_profile(seeds={tuple(seeds)!r}, epochs={epochs!r}))\n")
 
 
+def retained_ad_claims(*entries: str, arch: str | None = None) -> str:
+    """A claim file of Table 4 comparisons on activation distance whose paper outcome is a retained H0 (a
+    baseline of independent students); ``entries`` are the claims' YAML flow mappings, one a line."""
+    arch_line = f"  arch: {arch}\n" if arch else ""
+    return ("group: g\ndefaults:\n  kind: comparison\n  source: Table 4\n" + arch_line
+            + "  baseline: {setup: independent}\n  metric: activation_distance\n  direction: less\n"
+            "  paper: {outcome: retain, p: 0.956}\nclaims:\n" + "".join(f"  - {e}\n" for e in entries))
+
+
 GOOD_CLAIM = """
 group: g
 defaults:

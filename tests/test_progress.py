@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import re
 
-from helpers import tiny_profile_conftest
+from helpers import retained_ad_claims, tiny_profile_conftest
 
 from kdclaims.progress import ProgressChannel, ProgressWatcher, RunProgress
 
@@ -59,19 +59,10 @@ def test_the_watcher_reads_whole_lines_from_every_workers_file(tmp_path):
 
 CONFTEST = tiny_profile_conftest("tiny-progress", seeds=(1, 2), epochs=1)
 
-CLAIMS = """
-group: g
-defaults:
-  kind: comparison
-  source: Table 4
-  baseline: {setup: independent}
-  metric: activation_distance
-  direction: less
-  paper: {outcome: retain, p: 0.956}
-claims:
-  - {id: r1, arch: resnet18, sentence: "a", treatment: {setup: kd, alpha: 0.1}}
-  - {id: r2, arch: resnet18, sentence: "b", treatment: {setup: kd, alpha: 0.5}}
-"""
+CLAIMS = retained_ad_claims(
+    '{id: r1, arch: resnet18, sentence: "a", treatment: {setup: kd, alpha: 0.1}}',
+    '{id: r2, arch: resnet18, sentence: "b", treatment: {setup: kd, alpha: 0.5}}',
+)
 
 
 def test_a_run_off_a_terminal_prints_one_line_per_finished_population(pytester, tmp_path):

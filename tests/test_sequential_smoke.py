@@ -162,3 +162,12 @@ def test_a_population_limited_to_its_first_members_trains_only_those_and_uses_la
     assert full.seeds == (1, 2, 3, 4) and full.trained_now == 2 and full.keys[:2] == first.keys
     again = Workbench(bench.profile, tmp_path / "cache", progress=False).population(spec, 2)
     assert again.seeds == (1, 2, 3, 4) and again.trained_now == 0  # seeds 3 and 4 are cached beyond the look
+
+
+def test_a_later_look_of_a_population_replaces_its_earlier_one_in_memory(tmp_path):
+    spec = PopulationSpec("resnet18", "independent")
+    bench = Workbench(tiny_profile(seeds=(1, 2, 3), epochs=1), tmp_path / "cache", progress=False)
+    bench.member_values(spec, "activation_distance", 2)
+    later = bench.population(spec, 3)
+    assert list(bench._populations) == [(spec, 3)] and not bench._member_values  # the look-2 logits are freed
+    assert bench.population(spec, 3) is later and len(bench.member_values(spec, "activation_distance", 3)) == 3

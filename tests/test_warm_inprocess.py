@@ -6,27 +6,18 @@ from __future__ import annotations
 
 import json
 
-from helpers import tiny_profile_conftest
+from helpers import retained_ad_claims, tiny_profile_conftest
 
 from kdclaims.cache import Cache, read_meta
 from kdclaims.plugin import IN_PROCESS_LINE
 
 CONFTEST = tiny_profile_conftest("tiny-test", seeds=(1, 2), epochs=1)
 
-CLAIMS = """
-group: g
-defaults:
-  kind: comparison
-  source: Table 4
-  arch: resnet18
-  baseline: {setup: independent}
-  metric: activation_distance
-  direction: less
-  paper: {outcome: retain, p: 0.956}
-claims:
-  - {id: c1, sentence: "a", treatment: {setup: kd, alpha: 0.1}}
-  - {id: c2, sentence: "b", treatment: {setup: kd, alpha: 0.5}}
-"""
+CLAIMS = retained_ad_claims(
+    '{id: c1, sentence: "a", treatment: {setup: kd, alpha: 0.1}}',
+    '{id: c2, sentence: "b", treatment: {setup: kd, alpha: 0.5}}',
+    arch="resnet18",
+)
 
 
 def _run(pytester, cache, *extra):

@@ -9,27 +9,18 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from helpers import tiny_profile_conftest
+from helpers import retained_ad_claims, tiny_profile_conftest
 
 from kdclaims.cache import Cache, read_meta
 
 CONFTEST = tiny_profile_conftest("tiny-test", seeds=(1, 2), epochs=1)
 
-CLAIMS = """
-group: g
-defaults:
-  kind: comparison
-  source: Table 4
-  baseline: {setup: independent}
-  metric: activation_distance
-  direction: less
-  paper: {outcome: retain, p: 0.956}
-claims:
-  - {id: r1, arch: resnet18, sentence: "a", treatment: {setup: kd, alpha: 0.1}}
-  - {id: v1, arch: vgg16_bn, sentence: "b", treatment: {setup: kd, alpha: 0.1}}
-  - {id: r2, arch: resnet18, sentence: "c", treatment: {setup: kd, alpha: 0.5}}
-  - {id: v2, arch: vgg16_bn, sentence: "d", treatment: {setup: kd, alpha: 0.5}}
-"""
+CLAIMS = retained_ad_claims(
+    '{id: r1, arch: resnet18, sentence: "a", treatment: {setup: kd, alpha: 0.1}}',
+    '{id: v1, arch: vgg16_bn, sentence: "b", treatment: {setup: kd, alpha: 0.1}}',
+    '{id: r2, arch: resnet18, sentence: "c", treatment: {setup: kd, alpha: 0.5}}',
+    '{id: v2, arch: vgg16_bn, sentence: "d", treatment: {setup: kd, alpha: 0.5}}',
+)
 
 
 def test_under_n_2_each_population_is_trained_by_one_process_and_each_group_runs_on_one_worker(pytester, tmp_path):
