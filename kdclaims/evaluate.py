@@ -80,18 +80,28 @@ class TrainedEvidence:
     """Trained populations as evidence: every member's metric against the teacher, on the test set.
 
     ``members`` (a look of the sequential design): each population is its first ``members`` members, plus
-    later ones already cached (``Workbench.population``'s member limit); None: every seed of the profile."""
+    later ones already cached (``Workbench.population``'s member limit), or, as a mapping, population name
+    -> that limit (a population that stopped growing keeps the limit it stopped at); None: every seed of the
+    profile."""
 
     name = "trained"
 
-    def __init__(self, workbench, pairing: str = "none", members: int | None = None):
+    def __init__(self, workbench, pairing: str = "none", members: int | dict[str, int] | None = None):
         self.workbench = workbench
         self.pairing = check_pairing(pairing)  # "seed": the paired (by seed) test decides comparisons
         self.members = members
 
+    def limit(self, spec: PopulationSpec) -> int | None:
+        if isinstance(self.members, dict):
+            if spec.name not in self.members:  # never silently every seed: that would train them
+                raise KdclaimsError(f"no member limit for {spec.name} at this look")
+            return self.members[spec.name]
+        return self.members
+
     def arm(self, spec: PopulationSpec, metric: str) -> ArmEvidence:
-        population = self.workbench.population(spec, self.members)
-        values = self.workbench.member_values(spec, metric, self.members)
+        limit = self.limit(spec)
+        population = self.workbench.population(spec, limit)
+        values = self.workbench.member_values(spec, metric, limit)
         logits = population.test_logits_array
         finite = np.isfinite(values) & np.isfinite(logits.reshape(logits.shape[0], -1)).all(axis=1)
         diverged = [s for s, ok in zip(population.seeds, finite.tolist()) if not ok]

@@ -266,7 +266,7 @@ def drive_group(state: HarnessState, group: str, claims: list[Claim]) -> Sequent
                 population = wb.population(spec, members)
                 state.member_limits[spec] = members
                 state.members_trained[spec.name] = state.members_trained.get(spec.name, 0) + population.trained_now
-            run.observe(TrainedEvidence(wb, state.pairing, members=members), final=final)
+            run.observe(TrainedEvidence(wb, state.pairing, members=run.evidence_members()), final=final)
             if not run.done and (final or run.look_index == look):
                 raise KdclaimsError(f"the sequential run of {group} did not stop at its final look {look + 1}"
                                     if final else f"the sequential run of {group} did not move past look {look + 1}")

@@ -30,15 +30,31 @@ The rules, claim by claim, at look k (information fraction t_k, see below):
   The verdict then follows the fixed design's rules (:func:`kdclaims.kinds.comparison.decide`).
   Information fraction: ``information_fraction`` of the two populations' sizes against N each,
   weighted by the current variance estimates, for every look so far (n/N with equal sizes).
-* Ranking and trend (several one-sided Welch tests combined into an intersection-union test, IUT):
-  at look k the kind's own fixed rule is applied at the nominal level alpha_k instead of 0.025, so
-  a ranking holds (or fails) at look k when the leader's lead over every rival -- the hardest one
-  included -- is significant at alpha_k, and a trend holds when every step is, fails when some
-  step is significantly worse at alpha_k. Each component is a group-sequential test with the
-  claim's boundaries, and the IUT is decided when all its components have crossed at the same look,
-  so its level is at most alpha (as the fixed IUT's); the fixed design's caveat that the leader is
-  chosen by the data is unchanged. Otherwise the claim continues; at the final look it is the fixed
-  rule at alpha_K (inconclusive when nothing is significant).
+* Ranking and step trend (intersection-union tests, IUT, of one-sided Welch comparisons), pair by pair.
+  A ranking's pairs are (expected setup e, rival r) for every e in ``expected_best`` and every other
+  candidate r; a trend's are its steps (later arm, earlier arm). Each pair is a group-sequential test
+  of its own, like a comparison: Welch's z of "first better than second" against the pair's own
+  error-spending boundaries at the pair's own (variance-weighted) information fraction. It is
+  "ahead" when z > b_k, "behind" when z < -b_k (each side spends alpha: the two one-sided tests of
+  a two-sided design), and a pair that crossed stays decided. A ranking holds when one expected
+  setup is ahead of every rival and fails when one rival is ahead of every expected setup; a trend
+  holds when every step is ahead and fails when some step is behind. Validity: under any
+  configuration where a ranking (or trend) does not hold, some pair's null is true, and that pair
+  crosses at any look with probability at most alpha (its own spending), so the IUT's level is at
+  most alpha -- whenever each pair crossed. The fixed design's caveats are unchanged: with several
+  expected setups, "some e ahead of every rival" is bounded by |E| alpha at worst (the fixed rule's
+  data-chosen leader has the same bound), and "fails" is a union over rivals (or steps).
+  Futility (non-binding, pairs only): an undecided pair with at least half its information
+  (FUTILITY_FROM_INFORMATION) whose conditional power under the current trend (stochastic
+  curtailment: the drift estimated from the data so far) of ending beyond z_alpha is below 10%
+  (FUTILITY_POWER) in both directions stops as "futile"; a pair still undecided at the final look
+  is "spent". A claim with no reachable outcome left (every way to "holds" and to "fails" passes
+  through a pair that is futile, spent or decided the other way) stops, inconclusive, on "futility".
+  Futility never rejects anything, so it cannot raise a type-I error; it can only turn a late
+  decision into "inconclusive" (the simulation counts how often). Pairs release populations: a
+  ranking or trend needs only the populations of its undecided pairs, and reads a population that
+  stopped growing at the members it stopped at. A trend with ``test: point_estimates`` keeps the
+  whole-claim rule: the fixed rule at the look's nominal level alpha_k.
 * Bound (an IUT of one-sided upper confidence bounds): at look k the bounds are the repeated
   (1 - alpha_k) bounds; it holds when every cell's upper bound is below the bound, fails when some
   cell's lower bound is above it. A bound over "only significant" improvements considers every cell
@@ -51,7 +67,7 @@ The rules, claim by claim, at look k (information fraction t_k, see below):
   expected to reach the level must be below one with every arm's mean similarity at its one-sided
   (1 - alpha_k) upper confidence bound and its std at its (1 - alpha_k) upper chi-square bound.
   At the final look it is the fixed rule.
-* Ranking, trend, bound and threshold use the information fraction ``min n / N`` over the claim's
+* Point-estimate trends, bounds and thresholds use the information fraction ``min n / N`` over the claim's
   populations: the least-informed population's (every component holds at least that information;
   with equal sizes it is n/N exactly).
 * Errors. A claim whose evaluation fails at an interim look (e.g. too few usable members) is
@@ -61,18 +77,23 @@ The rules, claim by claim, at look k (information fraction t_k, see below):
 * Stopping reasons. "efficacy": a significance boundary decided the claim (H0 rejected; a ranking or
   trend holds or fails; a bound fails; a threshold fails on a member); "equivalence": an effect was
   bounded (a retained H0 with its repeated bound below the margin; a bound holds; a threshold holds);
+  "futility": a ranking or trend none of whose outcomes can be reached any more (inconclusive);
   "final": the final look, with nothing crossed (a comparison then retains H0). Claims are monitored
   one by one, each at alpha, as the fixed design tests each at 0.025 with no multiplicity correction.
 
 Populations. A population stops growing when every claim that uses it is decided (crossed a
-boundary or reached the final look); ``members_used`` keeps the members it had then.
+boundary or reached the final look) -- for a ranking or step trend, when every pair of it the
+population belongs to is decided; ``members_used`` keeps the members it had then.
 ``populations_to_grow`` lists the populations some undecided claim still needs.
 
 Records. Every decided claim's ``ClaimResult`` is its kind's evaluation at the stopping look with
 the verdict, observed outcome and reason of the sequential rule; ``details["sequential"]`` holds the
 design, the per-look records (look, members per population, information fraction, statistic z,
 efficacy boundary, nominal level, alpha spent, repeated bound vs margin), the stopping look and
-reason ("efficacy", "equivalence", "final") and the members used.
+reason ("efficacy", "equivalence", "futility", "final") and the members used; a ranking's or step
+trend's ``details["sequential"]["pairs"]`` holds each pair's status, the look it was decided at and its
+last look's statistics (z, boundary, information, conditional power), and each look record lists the
+pairs tested at it.
 """
 
 from __future__ import annotations
@@ -83,6 +104,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from statistics import NormalDist
 
 from kdclaims.claims import Claim
 from kdclaims.errors import ConfigError, KdclaimsError
@@ -94,7 +116,12 @@ from kdclaims.stats import _check_alpha
 
 __all__ = ["Design", "SequentialRun", "ValuesEvidence", "check_evidence", "PAPER_EVIDENCE_MESSAGE", "STOP_REASONS"]
 
-STOP_REASONS = ("efficacy", "equivalence", "final")
+STOP_REASONS = ("efficacy", "equivalence", "futility", "final")
+# A ranking's or step trend's pair stops as futile (non-binding) once it holds at least half its information and
+# its conditional power under the current trend is below 10% in both directions: conventional stochastic-curtailment
+# values, fixed before any simulation of the catalogue was run with them.
+FUTILITY_FROM_INFORMATION = 0.5
+FUTILITY_POWER = 0.10
 PAPER_EVIDENCE_MESSAGE = ("--sequential needs trained evidence (members to look at); --evidence paper has only the "
                           "paper's summary statistics: drop --sequential or use --evidence trained")
 EXPECTED_FILE = Path(__file__).with_name("sequential_expected.json")  # benchmarks/sequential_catalogue_sim.py writes it
@@ -112,10 +139,17 @@ RULES = {
                  "retained, when the repeated one-sided upper bound of the improvement (critical value c_k = b_k, "
                  "the same spending) is below the claim's margin; the efficacy boundaries ignore it; claims whose "
                  "paper outcome is a rejected H0 have no futility stop"),
-    "ranking": ("intersection-union: the fixed rule at the nominal level alpha_k at each look; stops when the "
-                "leader's lead over every rival is significant at alpha_k (holds or fails)"),
-    "trend": ("intersection-union: the fixed rule at the nominal level alpha_k at each look; stops when every "
-              "step improves significantly (holds) or some step worsens significantly (fails) at alpha_k"),
+    "ranking": ("intersection-union, pair by pair: each (expected setup, rival) pair is a group-sequential test of "
+                "its own (Welch's z against its own boundaries at its own information); a pair that crosses stays "
+                "decided; holds when one expected setup is ahead of every rival, fails when one rival is ahead of "
+                "every expected setup; the level of each pair bounds the IUT's"),
+    "trend": ("intersection-union, step by step ('test: steps'): each step is a group-sequential test of its own; "
+              "holds when every step has improved significantly, fails when some step worsens significantly; "
+              "'test: point_estimates' trends: the fixed rule at the nominal level alpha_k at each look"),
+    "pair_futility": ("non-binding: a ranking's pair or a trend's step stops undecided (futile) once it holds at "
+                      "least half its information and its conditional power under the current trend of ending "
+                      "beyond z_alpha either way is below 10%; a claim no outcome of which is reachable any more "
+                      "stops, inconclusive, on futility"),
     "bound": ("the fixed rule with repeated (1 - alpha_k) confidence bounds; 'only significant' bounds consider "
               "every cell until the final look"),
     "threshold": ("fails as soon as a member reaches the level; holds early only if fewer than one of 385 "
@@ -123,7 +157,9 @@ RULES = {
                   "the fixed rule at the final look"),
     "information": ("comparison: variance-weighted information fraction of the two populations' sizes; other "
                     "kinds: min n / N over the claim's populations"),
-    "populations": "a population stops growing when every claim that uses it is decided",
+    "populations": ("a population stops growing when every claim that uses it is decided, or, for a ranking or "
+                    "step trend, when every pair of the claim it belongs to is decided (crossed, futile or spent); "
+                    "a claim still undecided reads a stopped population at the members it stopped at"),
 }
 
 
@@ -235,6 +271,28 @@ class _ClaimState:
     boundaries: list[float] = dataclasses.field(default_factory=list)  # efficacy boundaries used
     fractions: list[float] = dataclasses.field(default_factory=list)  # information fraction at each look used
     margin: object = None  # a comparison's margin (None: the paper gives none), _UNSET until first read
+    pairs: list["_Pair"] | None = None  # a ranking's or a step trend's components, each its own sequential test
+
+
+@dataclass
+class _Pair:
+    """One component of a ranking or a step trend: the one-sided comparison "``first`` is better than
+    ``second``" on the claim's metric, a group-sequential test of its own (its own information, its own
+    boundaries), symmetric: ``status`` becomes "ahead" when z > b_k (first significantly better) or "behind"
+    when z < -b_k (second significantly better), and stays so. A ranking's pairs are (expected, rival); a
+    trend's are (later arm, earlier arm) for each step."""
+
+    first: PopulationSpec
+    second: PopulationSpec
+    sizes: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (n first, n second) at each look used
+    boundaries: list[float] = dataclasses.field(default_factory=list)
+    status: str | None = None  # None (undecided), "ahead", "behind"
+    decided_look: int | None = None
+    last: dict | None = None  # the record of its last look
+
+    @property
+    def populations(self) -> tuple[PopulationSpec, PopulationSpec]:
+        return self.first, self.second
 
 
 class SequentialRun:
@@ -248,11 +306,13 @@ class SequentialRun:
             raise ConfigError("claim ids must be unique in a sequential run")
         self.design = design
         self.claims = list(claims)
-        self._states = {c.id: _ClaimState(c, list(c.populations()), margin=_UNSET) for c in self.claims}
+        self._states = {c.id: _ClaimState(c, list(c.populations()), margin=_UNSET, pairs=_pairs_of(c))
+                        for c in self.claims}
         self.look_index = 0
         self.results: dict[str, ClaimResult] = {}
         self.members_used: dict[str, int] = {}
         self._seen: dict[str, int] = {}  # population name -> members the evidence had at the last look
+        self._limits: dict[str, int] = {}  # population name -> the look target it last grew to
 
     # ----------------------------------------------------------------------------------------
     # Scheduling
@@ -268,13 +328,36 @@ class SequentialRun:
         return self.design.looks[min(self.look_index, len(self.design.looks) - 1)]
 
     def populations_to_grow(self) -> list[PopulationSpec]:
-        """The populations some undecided claim still needs, in first-use order."""
+        """The populations some undecided claim still needs, in first-use order: every population of an
+        undecided claim, but a ranking or step trend needs only the populations of its undecided pairs."""
         out: dict[str, PopulationSpec] = {}
         for state in self._states.values():
             if state.claim.id not in self.results:
-                for spec in state.populations:
+                for spec in _needed(state):
                     out.setdefault(spec.name, spec)
         return list(out.values())
+
+    def needed_by(self) -> dict[str, list[str]]:
+        """Population name -> the undecided claims that need it to grow (why it grows at the next look)."""
+        out: dict[str, list[str]] = {}
+        for state in self._states.values():
+            if state.claim.id not in self.results:
+                for spec in _needed(state):
+                    out.setdefault(spec.name, []).append(state.claim.id)
+        return out
+
+    def evidence_members(self) -> dict[str, int]:
+        """Members each population shows at the next look: the look's target for a population still growing,
+        the members it stopped at for one that stopped while an undecided ranking or trend still reads it."""
+        target, growing = self.target_members(), {spec.name for spec in self.populations_to_grow()}
+        out = {}
+        for state in self._states.values():
+            if state.claim.id not in self.results:
+                for spec in state.populations:
+                    # the look target it last grew to, not its member count: members cached beyond a look need
+                    # not be the next seeds, and a count would ask for seeds it never trained
+                    out[spec.name] = target if spec.name in growing else self._limits.get(spec.name, target)
+        return out
 
     def population_members(self) -> dict[str, int]:
         """Members seen per population at the last look (populations still growing included)."""
@@ -293,6 +376,8 @@ class SequentialRun:
             raise ConfigError("every claim of this sequential run is already decided")
         check_evidence(getattr(evidence, "name", "trained"))
         is_final = bool(final) or self.look_index >= len(self.design.looks) - 1
+        for spec in self.populations_to_grow():  # what the caller grew to this look's target
+            self._limits[spec.name] = self.target_members()
         recorder = _Recorder(evidence, self._seen)
         decided = []
         for state in self._states.values():
@@ -319,6 +404,8 @@ class SequentialRun:
         try:
             if claim.kind == "comparison":
                 return self._comparison_look(state, evidence, is_final, look)
+            if state.pairs is not None:
+                return self._pairwise_look(state, evidence, is_final, look)
             return self._combined_look(state, evidence, is_final, look)
         except KdclaimsError as exc:
             look.update(action="error", error=str(exc))
@@ -329,8 +416,9 @@ class SequentialRun:
             result.details["sequential"] = self._sequential_details(state, "final")
             return result
 
-    def _next_boundary(self, state: _ClaimState, fractions: list[float], is_final: bool) -> tuple[float, bool]:
-        """(b_k, final) for the claim's current look at ``fractions`` (every look so far, this one last)."""
+    def _next_boundary(self, state: _ClaimState | _Pair, fractions: list[float], is_final: bool) -> tuple[float, bool]:
+        """(b_k, final) for a claim's (or a pair's) current look at ``fractions`` (every look so far, this one
+        last), given the boundaries it used before."""
         rounded = tuple(round(f, _FRACTION_DIGITS) for f in fractions)
         final = is_final or rounded[-1] >= 1.0
         b = _boundary(rounded, tuple(state.boundaries), self.design.spending, self.design.alpha, final)
@@ -419,6 +507,87 @@ class SequentialRun:
         result.details["sequential"] = self._sequential_details(state, "final")
         return result
 
+    # -- ranking and step trend: pair by pair ------------------------------------------------------
+
+    def _pairwise_look(self, state: _ClaimState, evidence: _Recorder, is_final: bool,
+                       look: dict) -> ClaimResult | None:
+        """A ranking or a step trend: every undecided pair is tested at its own boundary (each pair is a
+        group-sequential test of its own); the claim is decided by its pairs' statuses (``_pairs_outcome``)."""
+        from kdclaims.metrics import more_similar_direction
+        from kdclaims.stats import welch_t_test
+
+        claim = state.claim
+        metric = claim.params["metric"]
+        direction = more_similar_direction(metric)
+        monitored = []
+        for pair in state.pairs:
+            if pair.status is not None:
+                continue
+            first, second = evidence.arm(pair.first, metric), evidence.arm(pair.second, metric)
+            sizes = (first.summary.n, second.summary.n)
+            if pair.sizes and sizes[0] <= pair.sizes[-1][0] and sizes[1] <= pair.sizes[-1][1]:
+                continue  # no members beyond the pair's last look: nothing new to test
+            fractions = [float(f) for f in information_fraction(
+                [s[0] for s in pair.sizes] + [sizes[0]], [s[1] for s in pair.sizes] + [sizes[1]],
+                planned_treatment=self.design.max_members, planned_baseline=self.design.max_members,
+                sd_treatment=first.summary.std, sd_baseline=second.summary.std)]
+            if len(fractions) > 1 and any(b <= a for a, b in zip(fractions, fractions[1:])):
+                continue
+            b, final = self._next_boundary(pair, fractions, is_final)
+            test = welch_t_test(first.summary, second.summary, direction)
+            z = _z_ratio(float(test.improvement), float(test.se), float(test.df))
+            power = _conditional_power(z, fractions[-1], self.design.alpha)
+            status = "ahead" if z > b else ("behind" if z < -b else ("spent" if final else None))
+            if status is None and fractions[-1] >= FUTILITY_FROM_INFORMATION and max(power) < FUTILITY_POWER:
+                status = "futile"
+            pair.sizes.append(sizes)
+            pair.boundaries.append(b)
+            pair.last = {"first": pair.first.name, "second": pair.second.name, "n": list(sizes),
+                         "information_fraction": fractions[-1], "z": z, "efficacy_boundary": b,
+                         "nominal_alpha": _nominal(b), "alpha_spent": self._alpha_spent(fractions[-1], final),
+                         "improvement": float(test.improvement), "conditional_power": list(power),
+                         "status": status or "undecided"}
+            if status is not None:
+                pair.status, pair.decided_look = status, look["look"]
+            monitored.append(pair)
+        observed = _pairs_outcome(claim, state.pairs)
+        if observed is not None:
+            reason_code = "efficacy"
+        elif is_final:
+            reason_code = "final"
+        elif not _pairs_can_decide(claim, state.pairs):
+            reason_code = "futility"
+        else:
+            reason_code = None
+        sizes = {spec.name: evidence.usable[spec.name] for spec in state.populations if spec.name in evidence.usable}
+        weakest = min(monitored, key=lambda pair: pair.last["z"]) if monitored else None
+        look.update(n=sizes, pairs=[pair.last for pair in monitored],
+                    pairs_decided=sum(pair.status in ("ahead", "behind") for pair in state.pairs),
+                    pairs_total=len(state.pairs), observed_outcome=observed,
+                    action=reason_code or ("continue" if monitored else "no new members"))
+        if weakest is not None:
+            look.update({k: weakest.last[k] for k in ("information_fraction", "efficacy_boundary", "nominal_alpha",
+                                                      "alpha_spent")},
+                        statistic={"what": "z of the weakest " + ("step" if claim.kind == "trend" else "pair")
+                                           + " still monitored", "z": weakest.last["z"],
+                                   "pair": f"{weakest.first.label} vs {weakest.second.label}"})
+        state.records.append(look)
+        if reason_code is None:
+            return None
+        kind = KINDS.get(claim.kind)
+        fixed = kind.evaluate(claim, evidence)  # the full record (arms, ranking, tests) at the stopping look
+        verdict = "inconclusive" if observed is None else (
+            "reproduced" if observed == claim.paper.outcome else "not_reproduced")
+        rule = ("no outcome can be reached any more: every way to one needs a pair that is futile (conditional power "
+                f"below {FUTILITY_POWER:.0%} both ways) or decided against it" if reason_code == "futility"
+                else "each pair tested at its own boundary")
+        summary = _pairs_reason(claim, state.pairs, observed)
+        reason = f"{summary} (sequential, stopped at look {look['look']} on {reason_code}: {rule})"
+        result = dataclasses.replace(fixed, verdict=verdict, observed_outcome=observed, reason=reason)
+        result.details = {**fixed.details, "summary": summary,
+                          "sequential": self._sequential_details(state, reason_code)}
+        return result
+
     # -- ranking, trend, bound, threshold ----------------------------------------------------------
 
     def _combined_look(self, state: _ClaimState, evidence: _Recorder, is_final: bool,
@@ -482,9 +651,118 @@ class SequentialRun:
     def _sequential_details(self, state: _ClaimState, reason: str) -> dict:
         """What a decided claim's ``details["sequential"]`` holds; ``members_used``: each of its
         populations' members at the stopping look (the claim used them all)."""
-        return {"design": self.design.as_dict(), "looks": copy.deepcopy(state.records),
-                "stop_look": state.records[-1]["look"], "reason": reason,
-                "members_used": {spec.name: self._seen.get(spec.name) for spec in state.populations}}
+        details = {"design": self.design.as_dict(), "looks": copy.deepcopy(state.records),
+                   "stop_look": state.records[-1]["look"], "reason": reason,
+                   "members_used": {spec.name: self._seen.get(spec.name) for spec in state.populations}}
+        if state.pairs is not None:
+            details["pairs"] = [{"first": pair.first.name, "second": pair.second.name,
+                                 "status": pair.status or "undecided", "decided_look": pair.decided_look,
+                                 "last": copy.deepcopy(pair.last)} for pair in state.pairs]
+        return details
+
+
+
+def _pairs_of(claim: Claim) -> list[_Pair] | None:
+    """A ranking's pairs (each expected setup against each rival) or a step trend's (each step, later arm
+    first); None for the kinds decided as a whole."""
+    if claim.kind == "ranking":
+        expected = [arm.population(claim.arch) for arm in claim.params["expected_best"]]
+        names = {spec.name for spec in expected}
+        rivals = [spec for spec in (arm.population(claim.arch) for arm in claim.params["candidates"])
+                  if spec.name not in names]
+        return [_Pair(e, r) for e in expected for r in rivals]
+    if claim.kind == "trend" and claim.params.get("test", "steps") == "steps":
+        arms = [arm.population(claim.arch) for arm in claim.params["arms"]]
+        return [_Pair(later, earlier) for earlier, later in zip(arms, arms[1:])]
+    return None
+
+
+def _needed(state: _ClaimState) -> list[PopulationSpec]:
+    """The populations an undecided claim still needs to grow: all of them, or a pairwise claim's undecided pairs'."""
+    if state.pairs is None:
+        return state.populations
+    out: dict[str, PopulationSpec] = {}
+    for pair in state.pairs:
+        if pair.status is None:
+            for spec in pair.populations:
+                out.setdefault(spec.name, spec)
+    return list(out.values())
+
+
+def _pairs_outcome(claim: Claim, pairs: list[_Pair]) -> str | None:
+    """A ranking holds when one expected setup is ahead of every rival, fails when one rival is ahead of every
+    expected setup; a step trend holds when every step is ahead, fails when some step is behind; else None."""
+    if claim.kind == "ranking":
+        firsts = dict.fromkeys(pair.first.name for pair in pairs)
+        seconds = dict.fromkeys(pair.second.name for pair in pairs)
+        if any(all(p.status == "ahead" for p in pairs if p.first.name == e) for e in firsts):
+            return "holds"
+        if any(all(p.status == "behind" for p in pairs if p.second.name == r) for r in seconds):
+            return "fails"
+        return None
+    if any(pair.status == "behind" for pair in pairs):
+        return "fails"
+    return "holds" if all(pair.status == "ahead" for pair in pairs) else None
+
+
+def _pairs_can_decide(claim: Claim, pairs: list[_Pair]) -> bool:
+    """Whether an outcome is still reachable: some way to "holds" or "fails" whose pairs are all decided its way
+    or still undecided (a futile or spent pair, like one decided the other way, closes every way through it)."""
+    if claim.kind == "ranking":
+        firsts = dict.fromkeys(pair.first.name for pair in pairs)
+        seconds = dict.fromkeys(pair.second.name for pair in pairs)
+        return (any(all(p.status in ("ahead", None) for p in pairs if p.first.name == e) for e in firsts)
+                or any(all(p.status in ("behind", None) for p in pairs if p.second.name == r) for r in seconds))
+    return all(pair.status in ("ahead", None) for pair in pairs) or any(pair.status is None for pair in pairs)
+
+
+def _conditional_power(z: float, fraction: float, alpha: float) -> tuple[float, float]:
+    """(ahead, behind): the conditional power of a pair's z to end beyond +-z_alpha at full information, under the
+    current trend (the drift estimated from the data so far; Lan, Simon & Halperin's stochastic curtailment):
+    ``1 - Phi((z_alpha -+ z / sqrt(t)) / sqrt(1 - t))``. z_alpha (1.96 at 0.025), not the final look's slightly larger
+    boundary, so the power is if anything overstated and a futility stop comes no earlier than it should."""
+    if fraction >= 1.0 or not math.isfinite(z):
+        return (float(z > 0), float(z < 0)) if not math.isfinite(z) else (0.0, 0.0)
+    critical = NormalDist().inv_cdf(1.0 - alpha)
+    drift = z / math.sqrt(fraction)
+    spread = math.sqrt(1.0 - fraction)
+    return (0.5 * math.erfc((critical - drift) / spread / math.sqrt(2.0)),
+            0.5 * math.erfc((critical + drift) / spread / math.sqrt(2.0)))
+
+
+def _pairs_reason(claim: Claim, pairs: list[_Pair], observed: str | None) -> str:
+    """The outcome in one sentence (which pair crossed at which look is in ``details["sequential"]["pairs"]``)."""
+    if claim.kind == "ranking" and observed == "holds":
+        leader = next(e for e in dict.fromkeys(p.first.name for p in pairs)
+                      if all(p.status == "ahead" for p in pairs if p.first.name == e))
+        won = [p for p in pairs if p.first.name == leader]
+        return f"{won[0].first.label} is significantly ahead of every rival ({len(won)}), each pair at its own boundary"
+    if claim.kind == "ranking" and observed == "fails":
+        rival = next(r for r in dict.fromkeys(p.second.name for p in pairs)
+                     if all(p.status == "behind" for p in pairs if p.second.name == r))
+        lost = [p for p in pairs if p.second.name == rival]
+        return f"{lost[0].second.label} is significantly ahead of every expected setup ({len(lost)})"
+    if observed == "holds":
+        return f"every step improves significantly ({len(pairs)}), each at its own boundary"
+    if observed == "fails":
+        return "the metric gets significantly worse at " + ", ".join(
+            f"{p.second.label} → {p.first.label}" for p in pairs if p.status == "behind")
+
+    def pair_text(p):
+        if p.last is None:
+            return f"{p.first.label} vs {p.second.label}"
+        power = f", conditional power {max(p.last['conditional_power']):.2g}" if p.status == "futile" else ""
+        return (f"{p.first.label} vs {p.second.label} (z {p.last['z']:.3g}, boundary "
+                f"{p.last['efficacy_boundary']:.3g}{power})")
+
+    futile = [p for p in pairs if p.status == "futile"]
+    if futile:
+        head, shown = "no outcome can be reached any more; futile: ", futile
+    else:
+        head, shown = "not every pair crossed its boundary by the final look; undecided: ", [
+            p for p in pairs if p.status not in ("ahead", "behind")]
+    more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+    return head + "; ".join(pair_text(p) for p in shown[:3]) + more
 
 
 def _deciding_statistic(result: ClaimResult) -> dict | None:

@@ -7,6 +7,8 @@ comparison's margin (which the paper's design fixes) is the shipped one.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ from kdclaims.claims import parse_claim
 from kdclaims.errors import ConfigError
 from kdclaims.paper import paper_summary
 from kdclaims.sequential import PAPER_LOOKS, spending_boundaries
-from kdclaims.sequential_run import Design, SequentialRun, ValuesEvidence, check_evidence
+from kdclaims.sequential_run import STOP_REASONS, Design, SequentialRun, ValuesEvidence, check_evidence
 
 DESIGN = Design(PAPER_LOOKS)
 N = PAPER_LOOKS[-1]
@@ -47,8 +49,9 @@ def run_to_end(run: SequentialRun, values: dict, extra: dict | None = None) -> l
     """Drive ``run`` look by look, each population showing the look's target (or ``extra``'s count if larger)."""
     decided = []
     while not run.done:
-        target = run.target_members()
-        members = {p.name: max(target, (extra or {}).get(p.name, 0)) for p in run.populations_to_grow()}
+        growing = {p.name for p in run.populations_to_grow()}
+        members = {name: max(limit, (extra or {}).get(name, 0)) if name in growing else limit
+                   for name, limit in run.evidence_members().items()}
         decided.append(run.observe(ValuesEvidence(values, members)))
     return decided
 
@@ -279,6 +282,128 @@ def test_ranking_not_significant_at_the_interim_boundary_continues():
     assert 1 < stop <= len(PAPER_LOOKS) and decided[stop - 2] == ["ranking-claim"]
 
 
+def _ranking_of_three(**fields):
+    """Uniform-noise KD at alpha 0.5 expected best of three: independent (a rival) and KD at alpha 0.5 (a rival)."""
+    return _claim("ranking", metric="test_accuracy", expected_best=[{"setup": "uniform_kd", "alpha": 0.5}],
+                  candidates=[{"setup": "independent"}, KD[1], {"setup": "uniform_kd", "alpha": 0.5}], **fields)
+
+
+LEADER, FAR, TIED = "resnet18/uniform_kd-a0.5", "resnet18/independent", "resnet18/kd-a0.5"
+
+
+def test_a_ranking_releases_a_rival_once_its_pair_crosses_and_keeps_growing_the_undecided_pair():
+    rng = np.random.default_rng(11)
+    values = {LEADER: {"test_accuracy": _normal(rng, 0.76, 0.01)},
+              FAR: {"test_accuracy": _normal(rng, 0.70, 0.01)},  # 6 sds behind: crosses at look 1
+              TIED: {"test_accuracy": _normal(rng, 0.7605, 0.01)}}  # level with the leader: never crosses
+    run = SequentialRun([_ranking_of_three()], DESIGN)
+    assert run.observe(ValuesEvidence(values, run.evidence_members())) == []
+    assert {p.name for p in run.populations_to_grow()} == {LEADER, TIED}  # independent is no longer needed
+    assert run.members_used == {FAR: 25}
+    assert run.evidence_members() == {LEADER: 50, TIED: 50, FAR: 25}  # read at the limit it stopped at
+    decided = run_to_end(run, values)
+    result = run.results["ranking-claim"]
+    seq = result.details["sequential"]
+    pairs = {(p["first"], p["second"]): p for p in seq["pairs"]}
+    assert pairs[(LEADER, FAR)]["status"] == "ahead" and pairs[(LEADER, FAR)]["decided_look"] == 1
+    assert pairs[(LEADER, TIED)]["status"] in ("futile", "spent")
+    assert result.verdict == "inconclusive" and result.observed_outcome is None
+    assert seq["reason"] in ("futility", "final") and decided[-1] == ["ranking-claim"]
+    assert run.members_used[FAR] == 25 and run.members_used[LEADER] == run.members_used[TIED] > 50
+    # every look after the first read independent at its 25 members
+    assert all(look["n"].get(FAR, 25) == 25 for look in seq["looks"])
+
+
+def test_a_ranking_holds_when_each_pair_crossed_at_its_own_look():
+    rng = np.random.default_rng(12)
+    values = {LEADER: {"test_accuracy": _normal(rng, 0.76, 0.01)},
+              FAR: {"test_accuracy": _normal(rng, 0.70, 0.01)},
+              TIED: {"test_accuracy": _normal(rng, 0.757, 0.01)}}  # 0.3 sd behind: crosses only at a later look
+    run = SequentialRun([_ranking_of_three()], DESIGN)
+    run_to_end(run, values)
+    result = run.results["ranking-claim"]
+    pairs = {(p["first"], p["second"]): p for p in result.details["sequential"]["pairs"]}
+    assert pairs[(LEADER, FAR)]["decided_look"] == 1 < pairs[(LEADER, TIED)]["decided_look"]
+    assert (result.observed_outcome, result.verdict) == ("holds", "reproduced")
+    assert result.details["sequential"]["stop_look"] == pairs[(LEADER, TIED)]["decided_look"]
+    assert "significantly ahead of every rival (2)" in result.reason
+
+
+def test_a_ranking_fails_when_a_rival_leads_every_expected_setup():
+    rng = np.random.default_rng(13)
+    values = {LEADER: {"test_accuracy": _normal(rng, 0.70, 0.01)},
+              FAR: {"test_accuracy": _normal(rng, 0.76, 0.01)},  # independent far ahead of the expected best
+              TIED: {"test_accuracy": _normal(rng, 0.70, 0.01)}}
+    run = SequentialRun([_ranking_of_three()], DESIGN)
+    assert run.observe(ValuesEvidence(values, run.evidence_members())) == ["ranking-claim"]
+    result = run.results["ranking-claim"]
+    assert (result.observed_outcome, result.verdict) == ("fails", "not_reproduced")
+
+
+def test_a_step_trend_releases_an_established_step_and_fails_on_a_step_significantly_worse():
+    rng = np.random.default_rng(14)
+    a01, a05, a09 = (f"resnet18/kd-a{a}" for a in (0.1, 0.5, 0.9))
+    values = {a01: {"activation_distance": _normal(rng, 0.40, 0.01)},
+              a05: {"activation_distance": _normal(rng, 0.30, 0.01)},  # 10 sds better: the first step crosses at once
+              a09: {"activation_distance": _normal(rng, 0.3002, 0.01)}}  # level: the second step never crosses
+    run = SequentialRun([_claim("trend", metric="activation_distance", arms=KD)], DESIGN)
+    assert run.observe(ValuesEvidence(values, run.evidence_members())) == []
+    assert {p.name for p in run.populations_to_grow()} == {a05, a09} and run.members_used == {a01: 25}
+    worse = {**values, a09: {"activation_distance": _normal(rng, 0.36, 0.01)}}  # 6 sds worse
+    run = SequentialRun([_claim("trend", metric="activation_distance", arms=KD)], DESIGN)
+    assert run.observe(ValuesEvidence(worse, run.evidence_members())) == ["trend-claim"]
+    result = run.results["trend-claim"]
+    assert (result.observed_outcome, result.details["sequential"]["reason"]) == ("fails", "efficacy")
+    assert "significantly worse at KD (α=0.5) → KD (α=0.9)" in result.reason
+
+
+def test_pair_futility_needs_half_the_information_and_low_conditional_power_both_ways():
+    from kdclaims.sequential_run import FUTILITY_FROM_INFORMATION, FUTILITY_POWER, _conditional_power
+
+    from statistics import NormalDist
+
+    z, t, c = 1.0, 0.6, 1.959963984540054
+    # the B-value B(t) = z sqrt(t) with drift z / sqrt(t): B(1) ~ N(B(t) + drift (1 - t), 1 - t)
+    end = NormalDist(z * math.sqrt(t) + z / math.sqrt(t) * (1 - t), math.sqrt(1 - t))
+    ahead, behind = _conditional_power(z, t, 0.025)
+    assert ahead == pytest.approx(1 - end.cdf(c), rel=1e-9) and behind == pytest.approx(end.cdf(-c), rel=1e-9)
+    assert _conditional_power(2.5, 0.5, 0.025)[0] > 0.9  # a strong trend: far from futile
+    assert (FUTILITY_FROM_INFORMATION, FUTILITY_POWER) == (0.5, 0.10)
+    rng = np.random.default_rng(15)
+    leader = _normal(rng, 0.76, 0.01)
+    values = {LEADER: {"test_accuracy": leader}, FAR: {"test_accuracy": _normal(rng, 0.70, 0.01)},
+              TIED: {"test_accuracy": leader.copy()}}  # the very same members: z = 0 at every look
+    run = SequentialRun([_ranking_of_three()], DESIGN)
+    decided = run_to_end(run, values)
+    result = run.results["ranking-claim"]
+    seq = result.details["sequential"]
+    tied = next(p for p in seq["pairs"] if p["second"] == TIED)
+    # at look 3 (100 of 385) its conditional power is already ~1% both ways, but a quarter of the information is
+    # too little to trust the trend; look 4 (200 of 385) holds more than half
+    assert seq["looks"][2]["pairs"][0]["status"] == "undecided" and max(seq["looks"][2]["pairs"][0]["conditional_power"]) < 0.02
+    assert (tied["status"], tied["decided_look"], seq["reason"], seq["stop_look"]) == ("futile", 4, "futility", 4)
+    assert len(decided) == 4 and (result.verdict, result.observed_outcome) == ("inconclusive", None)
+    assert "no outcome can be reached any more; futile: " in result.reason
+    assert run.members_used == {FAR: 25, LEADER: 200, TIED: 200}
+
+
+def test_type_one_error_of_a_pairwise_ranking_at_its_least_favourable_null():
+    """One rival level with the expected best (the claim is false), one far behind: the ranking holds only if
+    the level pair crosses, which its own group-sequential test allows with probability at most alpha."""
+    rng = np.random.default_rng(16)
+    trials, held = 1500, 0
+    claim = _ranking_of_three()
+    for _ in range(trials):
+        values = {LEADER: {"test_accuracy": _normal(rng, 0.76, 0.01)},
+                  FAR: {"test_accuracy": _normal(rng, 0.70, 0.01)},
+                  TIED: {"test_accuracy": _normal(rng, 0.76, 0.01)}}
+        run = SequentialRun([claim], DESIGN)
+        run_to_end(run, values)
+        held += run.results["ranking-claim"].observed_outcome == "holds"
+    rate, se = held / trials, math.sqrt(0.025 * 0.975 / trials)
+    assert rate <= 0.025 + 3 * se  # 0.037: a level above alpha would show
+
+
 def test_threshold_fails_at_once_on_a_member_that_reaches_the_level_and_holds_early_only_pessimistically():
     rng = np.random.default_rng(9)
     metrics = {"activation_distance": (0.35, 0.01), "js_divergence": (0.20, 0.01),
@@ -374,7 +499,7 @@ def test_the_catalogue_simulation_runs_the_engine_on_every_shipped_claim(monkeyp
     assert out["fixed_members"] == 11_553
     assert 30 * 25 + 3 < out["expected_members"] < 11_553
     assert out["agreement"] >= 0.95
-    assert set(out["reasons"]) <= {"efficacy", "equivalence", "final"} and out["reasons"]["efficacy"] > 0
+    assert set(out["reasons"]) <= set(STOP_REASONS) and out["reasons"]["efficacy"] > 0
     assert {claim_id for claim_id, _ in out["outcomes_sequential"]} == {claim.id for claim in claims}
     assert {claim.kind for claim in claims} == {"comparison", "ranking", "trend", "bound", "threshold"}
     # something is decided (not only inconclusive) for every kind
