@@ -519,6 +519,8 @@ class SequentialRun:
         claim = state.claim
         metric = claim.params["metric"]
         direction = more_similar_direction(metric)
+        for spec in state.populations:  # every population read, for the look's record (a stopped one at its limit)
+            evidence.arm(spec, metric)
         monitored = []
         for pair in state.pairs:
             if pair.status is not None:

@@ -171,3 +171,38 @@ def test_a_later_look_of_a_population_replaces_its_earlier_one_in_memory(tmp_pat
     later = bench.population(spec, 3)
     assert list(bench._populations) == [(spec, 3)] and not bench._member_values  # the look-2 logits are freed
     assert bench.population(spec, 3) is later and len(bench.member_values(spec, "activation_distance", 3)) == 3
+
+
+RANKING = """
+group: ranking
+claims:
+  - id: independent-lowest-loss
+    sentence: "independent students have the lowest test loss of three setups"
+    source: sequential smoke test
+    arch: resnet18
+    kind: ranking
+    metric: test_loss
+    candidates: [{setup: independent}, {setup: kd, alpha: 0.1}, {setup: uniform_kd, alpha: 0.9}]
+    expected_best: [{setup: independent}]
+    paper: {outcome: holds}
+"""
+
+
+def test_a_sequential_ranking_stops_training_a_rival_once_its_pair_is_decided(pytester, tmp_path):
+    """Uniform noise at alpha 0.9 is far behind on test loss (t ~ 90 at 6 seeds, see the module docstring): its
+    pair with independent crosses at the first look and its population stops at 3 members, while KD at alpha 0.1,
+    close to independent, keeps both growing to the final look."""
+    pytester.makefile(".yaml", tiny=PROFILE)
+    (pytester.mkdir("claims") / "ranking.yaml").write_text(RANKING)
+    cache = tmp_path / "cache"
+    run_claims(pytester, cache, "--sequential").assert_outcomes(passed=1)  # passes unless not reproduced
+    members = members_per_population(cache)
+    assert members["resnet18/uniform_kd-a0.9"] == 3
+    assert members["resnet18/independent"] == members["resnet18/kd-a0.1"] == 6
+    result = json.loads((cache / "evaluations" / "latest.json").read_text())["results"][0]
+    pairs = {p["second"]: p for p in result["details"]["sequential"]["pairs"]}
+    assert (pairs["resnet18/uniform_kd-a0.9"]["status"], pairs["resnet18/uniform_kd-a0.9"]["decided_look"]) == ("ahead", 1)
+    assert pairs["resnet18/kd-a0.1"]["decided_look"] != 1
+    final_look = result["details"]["sequential"]["looks"][-1]
+    assert final_look["look"] == 2 and final_look["n"]["resnet18/uniform_kd-a0.9"] == 3  # read at its 3 members
+    assert final_look["n"]["resnet18/independent"] == final_look["n"]["resnet18/kd-a0.1"] == 6
