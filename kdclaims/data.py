@@ -198,7 +198,7 @@ def _distinct_count(labels: np.ndarray) -> int:
     """How many distinct values ``labels`` holds. Class indices (0 .. a few thousand) are counted by bincount:
     np.unique's first call in a process costs ~20 ms, and in a warm run this is its only call."""
     if labels.size and labels.dtype.kind in "iu" and labels.min() >= 0 and labels.max() < 1 << 20:
-        return int(np.count_nonzero(np.bincount(labels)))
+        return int(np.count_nonzero(np.bincount(labels.astype(np.intp, copy=False))))  # uint64 included
     return int(np.unique(labels).size)
 
 
