@@ -500,6 +500,11 @@ class Cache:
     def quarantine_dir(self) -> Path:
         return self.root / "quarantine"
 
+    @property
+    def datasets_dir(self) -> Path:
+        """Where a full load of a dataset records its summary (``kdclaims.data.read_dataset_summary``)."""
+        return self.root / "datasets"
+
     def member_path(self, key: str) -> Path:
         return self.members_dir / key[:2] / f"{key}{SUFFIX}"
 

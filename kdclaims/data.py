@@ -27,6 +27,7 @@ import gzip
 import hashlib
 import http.client
 import io
+import json
 import math
 import numbers
 import os
@@ -142,27 +143,108 @@ class Dataset:
     def num_train(self) -> int:
         return int(self.train_labels_array.shape[0])
 
+    def to_summary(self) -> DatasetSummary:
+        """What a run needs of this dataset when it trains nothing (see ``DatasetSummary``)."""
+        test_labels = np.array(self.test_labels_array)  # a copy: the summary's must stay read-only
+        test_labels.flags.writeable = False
+        return DatasetSummary(
+            fingerprint=self.fingerprint, source=self.source, archive_md5=self.archive_md5,
+            num_classes=self.num_classes,
+            train=SplitSummary.of(self.train_images_array.shape, self.train_images_array.dtype,
+                                  self.train_labels_array),
+            test=SplitSummary.of(self.test_images_array.shape, self.test_images_array.dtype, test_labels),
+            test_labels_array=test_labels,
+        )
+
     def summary(self) -> dict:
         """Plain-JSON description: where it came from, what it holds, and how to recognise it again."""
+        return self.to_summary().as_dict()
 
-        def split(images: np.ndarray, labels: np.ndarray) -> dict:
-            return {
-                "count": int(labels.shape[0]),
-                "images_shape": [int(s) for s in images.shape],
-                "images_dtype": str(images.dtype),
-                "labels_dtype": str(labels.dtype),
-                "label_range": [int(labels.min()), int(labels.max())] if labels.size else None,
-                "classes_present": int(np.unique(labels).size),
-            }
 
+@dataclass(frozen=True)
+class SplitSummary:
+    """One split as ``Dataset.summary()`` describes it: its shapes and dtypes, and what its labels span."""
+
+    count: int
+    images_shape: tuple[int, ...]  # (N, C, H, W)
+    images_dtype: str
+    labels_dtype: str
+    label_range: tuple[int, int] | None  # (min, max); None for an empty split
+    classes_present: int
+
+    @classmethod
+    def of(cls, images_shape, images_dtype, labels: np.ndarray) -> SplitSummary:
+        return cls(
+            count=int(labels.shape[0]),
+            images_shape=tuple(int(s) for s in images_shape),
+            images_dtype=str(images_dtype),
+            labels_dtype=str(labels.dtype),
+            label_range=(int(labels.min()), int(labels.max())) if labels.size else None,
+            classes_present=_distinct_count(labels),
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "count": self.count,
+            "images_shape": list(self.images_shape),
+            "images_dtype": self.images_dtype,
+            "labels_dtype": self.labels_dtype,
+            "label_range": list(self.label_range) if self.label_range is not None else None,
+            "classes_present": self.classes_present,
+        }
+
+
+def _distinct_count(labels: np.ndarray) -> int:
+    """How many distinct values ``labels`` holds. Class indices (0 .. a few thousand) are counted by bincount:
+    np.unique's first call in a process costs ~20 ms, and in a warm run this is its only call."""
+    if labels.size and labels.dtype.kind in "iu" and labels.min() >= 0 and labels.max() < 1 << 20:
+        return int(np.count_nonzero(np.bincount(labels.astype(np.intp, copy=False))))  # uint64 included
+    return int(np.unique(labels).size)
+
+
+@dataclass(frozen=True, eq=False)  # eq below: the labels array does not compare to a single bool
+class DatasetSummary:
+    """A dataset without its images and training labels: all a run that trains nothing reads of it -- the
+    fingerprint (member keys), class count, image shape and training-set size (model configs, and the shapes
+    every cached member is checked against), the test labels (metrics, and each cached member's accuracy
+    recomputed), and what the evaluation records (``as_dict``, the same dict as ``Dataset.summary()``).
+    ``Dataset.to_summary()`` makes one; ``read_dataset_summary`` reads the one a full load recorded in the
+    cache, so that a warm run never unpickles the dataset."""
+
+    fingerprint: str
+    source: str
+    archive_md5: str | None
+    num_classes: int
+    train: SplitSummary
+    test: SplitSummary
+    test_labels_array: np.ndarray  # (N_test,) read-only
+
+    @property
+    def num_train(self) -> int:
+        return self.train.count
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of every image."""
+        return self.train.images_shape[1:]
+
+    def as_dict(self) -> dict:
         return {
             "source": self.source,
             "archive_md5": self.archive_md5,
             "fingerprint": self.fingerprint,
             "num_classes": self.num_classes,
-            "train": split(self.train_images_array, self.train_labels_array),
-            "test": split(self.test_images_array, self.test_labels_array),
+            "train": self.train.as_dict(),
+            "test": self.test.as_dict(),
         }
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, DatasetSummary):
+            return NotImplemented
+        return (self.as_dict() == other.as_dict() and self.test_labels_array.dtype == other.test_labels_array.dtype
+                and np.array_equal(self.test_labels_array, other.test_labels_array))
+
+    __hash__ = None  # equal summaries would need equal hashes, and an array has none
 
 
 def _torch_view(array: np.ndarray):
@@ -225,14 +307,20 @@ _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _md5_file(path: Path) -> str:
-    h = hashlib.md5()
+    return _file_digests(path, "md5")[0]
+
+
+def _file_digests(path: Path, *algorithms: str) -> tuple[str, ...]:
+    """The hex digests of ``path``'s bytes under each of ``algorithms`` (hashlib names), in one pass."""
+    hashes = [hashlib.new(name) for name in algorithms]
     try:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+                for h in hashes:
+                    h.update(chunk)
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}; check the file's permissions") from e
-    return h.hexdigest()
+    return tuple(h.hexdigest() for h in hashes)
 
 
 def _normalize_md5(value: str, what: str) -> str:
@@ -741,6 +829,28 @@ def load_cifar100(path, expected_md5: str | None = None, *, check_md5: bool = Tr
     ``check_md5``, compared with ``expected_md5``, else the sidecar ``<archive>.md5``, else the
     official CIFAR100_MD5. A folder has no MD5 to check; its fingerprint still identifies the content.
     """
+    p = _cifar_source(path)
+    source = os.path.abspath(p)
+
+    if p.is_dir():
+        layout = _folder_layout(p) or CIFAR100_LAYOUT
+        raw = _read_folder_files(p, layout)
+        where = {name: str(p / name) for name in layout.files}
+        return _build(raw, where, source, None, layout)
+
+    actual = _md5_file(p)
+    if check_md5:
+        expected, origin = _expected_archive_md5(p, expected_md5, actual)
+        if actual != expected:
+            raise DataError(f"{p}: MD5 mismatch: file has {actual}, expected {expected} ({origin}); the archive is "
+                            f"corrupt or tampered with, {_FETCH_HINT} (or delete it and any .md5 beside it)")
+    layout, raw = _read_archive_members(p)
+    where = {name: f"{p} member {layout.folder}/{name}" for name in layout.files}
+    return _build(raw, where, source, actual, layout)
+
+
+def _cifar_source(path) -> Path:
+    """The archive or extracted folder ``load_cifar100(path)`` reads: ``path`` itself, or the one in it."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"CIFAR-100 not found at {p}: run `kdclaims data fetch --data-dir DIR` "
@@ -760,32 +870,22 @@ def load_cifar100(path, expected_md5: str | None = None, *, check_md5: bool = Tr
             raise DataError(f"CIFAR-100 not found in {p}: neither {ARCHIVE_NAME} nor a {FOLDER_NAME}/ folder; "
                             f"run `kdclaims data fetch --data-dir {p}` or place {ARCHIVE_NAME} there")
         p = found
-    source = os.path.abspath(p)
+    return p
 
-    if p.is_dir():
-        layout = _folder_layout(p) or CIFAR100_LAYOUT
-        raw = _read_folder_files(p, layout)
-        where = {name: str(p / name) for name in layout.files}
-        return _build(raw, where, source, None, layout)
 
-    actual = _md5_file(p)
-    if check_md5:
-        if expected_md5 is not None:
-            expected, origin = _normalize_md5(expected_md5, "expected MD5"), "as given"
-        elif (sidecar := _read_sidecar(p)) is not None:
-            expected, origin = sidecar, f"from {_sidecar(p).name}"
-        elif p.name == CIFAR10_ARCHIVE_NAME:
-            expected, origin = CIFAR10_MD5, "the official CIFAR-10 MD5"
-        elif p.name == ARCHIVE_NAME:
-            expected, origin = CIFAR100_MD5, "the official CIFAR-100 MD5"
-        else:  # an archive of your own, under a name of its own: nothing to check against (its MD5 is recorded)
-            expected, origin = actual, ""
-        if actual != expected:
-            raise DataError(f"{p}: MD5 mismatch: file has {actual}, expected {expected} ({origin}); the archive is "
-                            f"corrupt or tampered with, {_FETCH_HINT} (or delete it and any .md5 beside it)")
-    layout, raw = _read_archive_members(p)
-    where = {name: f"{p} member {layout.folder}/{name}" for name in layout.files}
-    return _build(raw, where, source, actual, layout)
+def _expected_archive_md5(archive: Path, expected_md5: str | None, actual: str) -> tuple[str, str]:
+    """The MD5 ``archive`` must have, and where that comes from: ``expected_md5``, else the sidecar
+    ``<archive>.md5``, else the official MD5 of its name; an archive of your own, under a name of its own,
+    has nothing to be checked against (``actual``: its MD5 is recorded)."""
+    if expected_md5 is not None:
+        return _normalize_md5(expected_md5, "expected MD5"), "as given"
+    if (sidecar := _read_sidecar(archive)) is not None:
+        return sidecar, f"from {_sidecar(archive).name}"
+    if archive.name == CIFAR10_ARCHIVE_NAME:
+        return CIFAR10_MD5, "the official CIFAR-10 MD5"
+    if archive.name == ARCHIVE_NAME:
+        return CIFAR100_MD5, "the official CIFAR-100 MD5"
+    return actual, ""
 
 
 def verify(path, expected_md5: str | None = None) -> dict:
@@ -1083,11 +1183,161 @@ def write_synthetic_cifar100(dest_dir, *, num_classes: int = 100, train_per_clas
 # ---------------------------------------------------------------------------------------------
 
 
-def load_dataset(path) -> Dataset:
-    """Read the dataset at ``path``: a ``.npz`` (``load_npz``), else CIFAR's python format (``load_cifar100``)."""
+def load_dataset(path, summaries_dir=None) -> Dataset:
+    """Read the dataset at ``path``: a ``.npz`` (``load_npz``), else CIFAR's python format (``load_cifar100``).
+    With ``summaries_dir``, also record its summary there, for ``read_dataset_summary`` to read instead."""
+    if summaries_dir is None:
+        return _load_dataset(path)
+    try:
+        file = _summarized_file(path)
+        sha256 = _file_digests(file, "sha256")[0] if file is not None else None
+    except DataError:  # not there, or unreadable: the load says so, in its own words
+        file = sha256 = None
+    dataset = _load_dataset(path)
+    if file is not None:
+        try:
+            # The same bytes after the load as before it: the summary is of exactly the bytes it is filed under
+            if _file_digests(file, "sha256")[0] == sha256:
+                _write_summary(dataset.to_summary(), sha256, Path(summaries_dir))
+        except (DataError, OSError):
+            pass  # a cache that cannot take the sidecar only means the next run loads the dataset in full again
+    return dataset
+
+
+def _load_dataset(path) -> Dataset:
     if str(path).endswith(".npz"):
         return load_npz(path)
     return load_cifar100(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary sidecar: what a run that trains nothing reads instead of the dataset
+# ---------------------------------------------------------------------------------------------
+# Loading CIFAR in full (the pickle scan above) is most of what a warm run -- every member cached --
+# spends on the dataset, and all it needs is a DatasetSummary. So a full load through
+# load_dataset(path, summaries_dir) records the summary in <summaries_dir>/<sha256 of the file>.json,
+# and read_dataset_summary serves it back to a later run that finds a file with exactly those bytes:
+# * keyed by the SHA-256 of the file's bytes, hashed before and after the full load (a file replaced
+#   meanwhile records nothing), so a summary is only ever used for the bytes that were verified in full;
+# * an archive's MD5 is still computed on every read and checked as load_cifar100 checks it (against the
+#   .md5 beside it, or the official one), and must be the MD5 recorded: ``archive_md5`` is never taken on trust;
+# * plain JSON (no code runs to read it), its size bounded and every field's type, shape and range checked,
+#   the test split's description recomputed from the labels; a sidecar that does not check out is ignored
+#   (the dataset is loaded in full, and the sidecar rewritten). It is as trusted as the cache's member files
+#   beside it: a forgery consistent in every field is not detected (the Workbench compares it with the full
+#   dataset whenever it loads that one, to train).
+# An extracted folder gets no sidecar: it is several files (the official download is the archive), and it
+# is loaded in full every time, as before.
+
+SUMMARY_FORMAT = "kdclaims dataset summary"
+SUMMARY_SCHEMA = 1
+# ~5 million test labels: far beyond any dataset here, far below what would make reading it hurt
+_MAX_SUMMARY_BYTES = 64 << 20
+_MAX_DIMENSION = 1 << 31  # any count or image dimension: what numpy and torch index without surprises
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_SUMMARY_KEYS = frozenset({"format", "schema", "sha256", "fingerprint", "archive_md5", "num_classes", "train", "test",
+                           "test_labels"})
+_SPLIT_KEYS = frozenset({"count", "images_shape", "images_dtype", "labels_dtype", "label_range", "classes_present"})
+# what the loaders make (uint8 images, int64 labels): a sidecar saying anything else was not written by them
+_SUMMARY_IMAGES_DTYPE, _SUMMARY_LABELS_DTYPE = "uint8", "int64"
+
+
+def _summarized_file(path) -> Path | None:
+    """The one file ``load_dataset(path)`` reads (an .npz, or a CIFAR archive); None for an extracted folder."""
+    if str(path).endswith(".npz"):
+        p = Path(path).expanduser()
+        return p if p.is_file() else None
+    p = _cifar_source(path)
+    return p if p.is_file() else None
+
+
+def summary_sidecar_path(summaries_dir, sha256: str) -> Path:
+    """Where the summary of the dataset file whose bytes have SHA-256 ``sha256`` is recorded."""
+    return Path(summaries_dir) / f"{sha256}.json"
+
+
+def _write_summary(summary: DatasetSummary, sha256: str, summaries_dir: Path) -> None:
+    record = {"format": SUMMARY_FORMAT, "schema": SUMMARY_SCHEMA, "sha256": sha256,
+              **{k: v for k, v in summary.as_dict().items() if k != "source"},  # the path is where it is read now
+              "test_labels": summary.test_labels_array.tolist()}
+    data = json.dumps(record, separators=(",", ":")).encode("utf-8")
+    target = summary_sidecar_path(summaries_dir, sha256)
+    try:
+        if target.read_bytes() == data:
+            return  # already recorded: each training run of a warm cache would rewrite it otherwise
+    except OSError:
+        pass
+    summaries_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomically(target, data, ".summary.")
+
+
+def read_dataset_summary(path, summaries_dir) -> DatasetSummary | None:
+    """The summary of the dataset at ``path`` that a full load recorded in ``summaries_dir`` for a file with
+    exactly its bytes (see above); None when there is none to trust -- an extracted folder, no sidecar, or one
+    that does not check out: load the dataset in full then (``load_dataset``), which records it again."""
+    try:
+        file = _summarized_file(path)
+        if file is None:
+            return None
+        md5, sha256 = _file_digests(file, "md5", "sha256")
+        with open(summary_sidecar_path(summaries_dir, sha256), "rb") as f:
+            raw = f.read(_MAX_SUMMARY_BYTES + 1)
+        if len(raw) > _MAX_SUMMARY_BYTES:
+            return None
+        record = json.loads(raw)
+        archive_md5 = None if str(path).endswith(".npz") else md5
+        if archive_md5 is not None and md5 != _expected_archive_md5(file, None, md5)[0]:
+            return None  # the full load refuses it, and says why
+    except (DataError, OSError, ValueError, RecursionError):  # ValueError: not JSON (or not UTF-8)
+        return None
+    return _summary_from_record(record, sha256, archive_md5, os.path.abspath(file))
+
+
+def _is_int(value, low: int = 0, high: int = _MAX_DIMENSION) -> bool:
+    return type(value) is int and low <= value <= high  # type(): a JSON true is no count
+
+
+def _split_from_record(record) -> SplitSummary | None:
+    if not isinstance(record, dict) or set(record) != _SPLIT_KEYS:
+        return None
+    shape, label_range = record["images_shape"], record["label_range"]
+    if (not _is_int(record["count"], 1) or not isinstance(shape, list) or len(shape) != 4
+            or not all(_is_int(s, 1) for s in shape) or shape[0] != record["count"]
+            or record["images_dtype"] != _SUMMARY_IMAGES_DTYPE or record["labels_dtype"] != _SUMMARY_LABELS_DTYPE
+            or not isinstance(label_range, list) or len(label_range) != 2 or not all(_is_int(v) for v in label_range)
+            or not _is_int(record["classes_present"], 1)):
+        return None
+    return SplitSummary(count=record["count"], images_shape=tuple(shape), images_dtype=record["images_dtype"],
+                        labels_dtype=record["labels_dtype"], label_range=tuple(label_range),
+                        classes_present=record["classes_present"])
+
+
+def _summary_from_record(record, sha256: str, archive_md5: str | None, source: str) -> DatasetSummary | None:
+    """The summary a sidecar's JSON ``record`` describes, if every field is what a full load of the file with
+    ``sha256`` (and ``archive_md5``) would have recorded the way it is shaped; None otherwise."""
+    if not isinstance(record, dict) or set(record) != _SUMMARY_KEYS:
+        return None
+    if (record["format"] != SUMMARY_FORMAT or not _is_int(record["schema"]) or record["schema"] != SUMMARY_SCHEMA
+            or record["sha256"] != sha256 or record["archive_md5"] != archive_md5
+            or not isinstance(record["fingerprint"], str) or not _SHA256_RE.match(record["fingerprint"])
+            or not _is_int(record["num_classes"], 1)):
+        return None
+    num_classes = record["num_classes"]
+    train, test = _split_from_record(record["train"]), _split_from_record(record["test"])
+    labels = record["test_labels"]
+    if (train is None or test is None or train.images_shape[1:] != test.images_shape[1:]
+            or not isinstance(labels, list) or len(labels) != test.count
+            or not all(_is_int(label, 0, num_classes - 1) for label in labels)):
+        return None
+    low, high = train.label_range
+    if high >= num_classes or low > high or train.classes_present > min(train.count, high - low + 1):
+        return None
+    test_labels = np.array(labels, dtype=np.int64)
+    test_labels.flags.writeable = False
+    if SplitSummary.of(test.images_shape, test.images_dtype, test_labels) != test:
+        return None  # the test split's description is the labels': recomputed, not trusted
+    return DatasetSummary(fingerprint=record["fingerprint"], source=source, archive_md5=archive_md5,
+                          num_classes=num_classes, train=train, test=test, test_labels_array=test_labels)
 
 
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")

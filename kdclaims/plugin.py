@@ -544,7 +544,7 @@ class ClaimItem(pytest.Item):
             self.user_properties.append((POPULATION_PROPERTY, json.dumps(jsonable(state.population_records(self.claim)))))
             if state.evidence_name == "trained" and not state._sent_dataset:  # once per worker
                 state._sent_dataset = True
-                self.user_properties.append((DATASET_PROPERTY, json.dumps(jsonable(state.workbench.dataset.summary()))))
+                self.user_properties.append((DATASET_PROPERTY, json.dumps(jsonable(state.workbench.dataset_summary.as_dict()))))
         except KdclaimsError as exc:
             result = {**self.claim.as_dict(), "evidence": state.evidence_name, "verdict": "error",
                       "reason": f"not evaluated: {exc}", "observed_outcome": None, "details": {}, "error": str(exc)}

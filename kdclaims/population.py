@@ -42,7 +42,7 @@ import kdclaims
 from kdclaims import metrics
 from kdclaims.backends import BackendReport, check_concurrent_members, get_backend
 from kdclaims.cache import Cache, CorruptEntry, KnownDataset, MemberRecord, verify_entry_bytes
-from kdclaims.data import Dataset, load_dataset
+from kdclaims.data import Dataset, DatasetSummary, load_dataset, read_dataset_summary
 from kdclaims.datasets import check_data_dir, get_dataset
 from kdclaims.errors import ConfigError, DataError, KdclaimsError
 from kdclaims.paths import default_cache_dir, default_data_dir
@@ -261,14 +261,34 @@ class Workbench:
 
     @cached_property
     def dataset(self) -> Dataset:
-        return load_dataset(self.dataset_path())
+        """The whole dataset, images included: only training (``data``) reads it. Everything else reads
+        ``dataset_summary``, which a warm run gets without loading this."""
+        dataset = load_dataset(self.dataset_path(), summaries_dir=self.cache.datasets_dir)
+        summary = self.__dict__.get("dataset_summary")
+        # This run's member keys came from the summary: a summary read from the cache that the dataset
+        # contradicts (a forged sidecar, or the file replaced since) must stop it; the load rewrote the sidecar.
+        if summary is not None and summary != dataset.to_summary():
+            raise DataError(f"the dataset summary recorded in {self.cache.datasets_dir} does not match "
+                            f"{dataset.source} (rewritten now from the dataset itself): run again")
+        return dataset
+
+    @cached_property
+    def dataset_summary(self) -> DatasetSummary:
+        """What everything but training reads of the dataset (member keys, model configs, test labels, the
+        evaluation's record of it): the summary a full load recorded in the cache for these exact bytes, else
+        the dataset's own, loaded in full (which records it for the next run)."""
+        if "dataset" not in self.__dict__:
+            summary = read_dataset_summary(self.dataset_path(), self.cache.datasets_dir)
+            if summary is not None:
+                return summary
+        return self.dataset.to_summary()
 
     @cached_property
     def known_dataset(self) -> KnownDataset:
         """What every load checks a cached member against: its shapes, and its accuracy, loss and finite flag
         recomputed from its logits and these test labels (a forged or damaged entry is quarantined)."""
-        dataset = self.dataset
-        return KnownDataset(dataset.test_labels_array, dataset.num_classes, dataset.num_train)
+        summary = self.dataset_summary
+        return KnownDataset(summary.test_labels_array, summary.num_classes, summary.num_train)
 
     @cached_property
     def data(self) -> PreparedData:
@@ -279,12 +299,12 @@ class Workbench:
     @property
     def image_size(self) -> int:
         """The size the models see: the profile's, or the stored one when the profile leaves it open."""
-        return self.profile.dataset.image_size or int(self.dataset.train_images_array.shape[-1])
+        return self.profile.dataset.image_size or int(self.dataset_summary.image_shape[-1])
 
     def model_config(self, arch: str) -> dict:
         """``arch``'s build keywords under this profile, with the class count, image size and channels of the data."""
-        return self.profile.model_config(arch, self.dataset.num_classes, self.image_size,
-                                         int(self.dataset.train_images_array.shape[1]))
+        return self.profile.model_config(arch, self.dataset_summary.num_classes, self.image_size,
+                                         int(self.dataset_summary.image_shape[0]))
 
     # -- keys ------------------------------------------------------------------------------------
 
@@ -308,7 +328,7 @@ class Workbench:
             "alpha": spec.alpha,
             "temperature": spec.temperature,
             "soft_targets": self.soft_target_config(spec),
-            "data": {"fingerprint": self.dataset.fingerprint, "image_size": self.image_size},
+            "data": {"fingerprint": self.dataset_summary.fingerprint, "image_size": self.image_size},
             "init_seed": INIT_SEED,
             "seed": seed,
             "precision": self.profile.precision,
@@ -348,8 +368,8 @@ class Workbench:
         if setup.noise is not None:
             from kdclaims.training import noise_teacher_logits
 
-            return noise_teacher_logits(setup.noise_name, self.dataset.num_train,
-                                        self.dataset.num_classes)
+            return noise_teacher_logits(setup.noise_name, self.dataset_summary.num_train,
+                                        self.dataset_summary.num_classes)
         return None
 
     def _load_or_quarantine(self, key: str) -> MemberRecord | None:
@@ -588,7 +608,7 @@ class Workbench:
         key = (spec, metric, members)
         if key not in self._member_values:
             values = self.population(spec, members).values(metric, self.teacher(spec.arch).test_logits_array,
-                                                  self.dataset.test_labels_array)
+                                                  self.dataset_summary.test_labels_array)
             values.flags.writeable = False
             self._member_values[key] = values
         return self._member_values[key]
