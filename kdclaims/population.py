@@ -40,6 +40,7 @@ import numpy as np
 
 import kdclaims
 from kdclaims import metrics
+from kdclaims.arrays import keep_freed_arrays_on_the_heap
 from kdclaims.backends import BackendReport, check_concurrent_members, get_backend
 from kdclaims.cache import Cache, CorruptEntry, KnownDataset, MemberRecord, verify_entry_bytes
 from kdclaims.data import Dataset, DatasetSummary, load_dataset, read_dataset_summary
@@ -200,6 +201,7 @@ class Workbench:
         member computes what it would alone), so it is not part of any key; each member records it.
         """
         self.profile = profile
+        keep_freed_arrays_on_the_heap()  # the metrics' temporaries: see kdclaims.arrays
         self.backend = get_backend(backend or "local") if backend is None or isinstance(backend, str) else backend
         self.concurrent_members = check_concurrent_members(self.backend, concurrent_members)
         self.cache = Cache(cache_dir or default_cache_dir())
