@@ -97,3 +97,30 @@ def test_collect_only_markers_and_k_selection(pytester):
     assert "2/24 tests collected" in result.stdout.str()
     result = pytester.runpytest("claims", "--collect-only", "-q", "-m", "group_vit_kd_vs_independent", "--profile", "smoke")
     assert "12/24 tests collected" in result.stdout.str()
+
+
+def test_libyaml_and_the_pure_python_loader_read_the_catalogue_alike(monkeypatch):
+    """libyaml parses claim files when installed (a warm run reads every file); the pure-Python loader is the
+    fallback and gives the error messages. Both must read every shipped claim to the same claims and lines."""
+    import yaml
+
+    from kdclaims import claims as claims_module
+
+    if claims_module._CSafeLoader is None:
+        pytest.skip("PyYAML without libyaml: only the pure-Python loader exists here")
+    files = sorted(claims_module.CLAIMS_DIR.glob("*.yaml"))
+
+    def read_all():
+        claims_module._PARSED_FILES.clear()
+        return [repr(c) for path in files for c in claims_module.load_claim_file(path)]
+
+    used = []
+    original = claims_module._check_events
+    monkeypatch.setattr(claims_module, "_check_events", lambda source: used.append(1) or original(source))
+    with_libyaml = read_all()
+    assert len(used) == len(files)  # the fast path ran for every file
+    monkeypatch.setattr(claims_module, "_CSafeLoader", None)
+    assert read_all() == with_libyaml and len(with_libyaml) == 96
+    monkeypatch.undo()
+    claims_module._PARSED_FILES.clear()
+    assert isinstance(yaml.CSafeLoader("a: 1").get_single_node(), yaml.MappingNode)
