@@ -407,7 +407,8 @@ def sequential_plan(profile: Profile, fixed: dict) -> dict:
     return {
         "looks": list(design.looks), "spending": design.spending, "spending_name": info["spending_name"],
         "alpha": design.alpha, "information_fractions": fractions, "efficacy_z": efficacy_z,
-        "futility_rule": info["rules"]["futility"], "rules": info["rules"],
+        "futility_rule": f"comparisons: {info['rules']['futility']}; rankings and trends: {info['rules']['pair_futility']}",
+        "rules": info["rules"],
         "expected_members": total("expected_members"), "max_members": total("max_members"),
         "fixed_members": total("fixed_members"),
         "expected_members_source": (

@@ -172,7 +172,7 @@ def test_plan_sequential_prints_the_design_beside_the_fixed_one(tmp_path):
     assert 0 < made["expected_members"] <= made["max_members"]
     assert made["fixed_device_hours"] == pytest.approx(made["fixed_members"] * 36 / 3600)
     assert made["expected_device_hours"] == pytest.approx(made["expected_members"] * 36 / 3600)
-    assert "margin" in made["futility_rule"]
+    assert "margin" in made["futility_rule"] and "conditional power" in made["futility_rule"]
     assert _plan_json(*args) == made  # --json: the alias
 
     pocock = json.loads(CliRunner().invoke(plan_command, [*args, "--format", "json", "--spending", "pocock",
