@@ -234,9 +234,8 @@ def plan(profile: Profile | str, cache_dir=None, data_dir=None, archs=None, setu
     data_note = None
     try:
         bench.check_data()
-        dataset = bench.dataset
-        shape = {"train": int(dataset.train_labels.shape[0]), "test": int(dataset.test_labels.shape[0]),
-                 "classes": dataset.num_classes}
+        summary = bench.dataset_summary  # the cached summary where there is one: no unpickling, no torch
+        shape = {"train": summary.train.count, "test": summary.test.count, "classes": summary.num_classes}
         keys_known = True
     except DataError as exc:
         data_note = str(exc)
