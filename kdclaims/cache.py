@@ -729,6 +729,7 @@ def cache_info(cache: Cache) -> dict:
         "checkpoints": files(cache.checkpoints()),
         "quarantine": files(cache.quarantined()),
         "tmp_leftovers": files(cache.tmp_leftovers()),
+        "dataset_summaries": files(sorted(cache.datasets_dir.glob("*.json")) if cache.datasets_dir.is_dir() else []),
         "current_schema": CACHE_SCHEMA,
     }
 

@@ -73,7 +73,8 @@ def info(cache_dir):
     if data["unreadable_metadata"]:
         click.echo(f"  unreadable: {data['unreadable_metadata']} (run `kdclaims cache verify`)")
     for field, label in (("checkpoints", "checkpoints (members in flight)"), ("quarantine", "quarantine"),
-                         ("tmp_leftovers", "temporary leftovers")):
+                         ("tmp_leftovers", "temporary leftovers"),
+                         ("dataset_summaries", "dataset summaries (rewritten by a full load when deleted)")):
         click.echo(f"{label}: {data[field]['count']} ({_size(data[field]['bytes'])})")
 
 

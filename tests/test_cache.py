@@ -229,6 +229,10 @@ def test_info_counts_entries_by_population(cache):
     assert done.exit_code == 0
     assert "entries: 4" in done.stdout and "by setup: independent 3, kd 1" in done.stdout
     assert "old schema" in done.stdout and "quarantine: 0" in done.stdout
+    assert "dataset summaries (rewritten by a full load when deleted): 0" in done.stdout
+    cache.datasets_dir.mkdir()
+    (cache.datasets_dir / f"{'ab' * 32}.json").write_text("{}")
+    assert cache_info(cache)["dataset_summaries"] == {"count": 1, "bytes": 2}
 
 
 def test_gc_removes_leftovers_stale_checkpoints_quarantine_and_old_schema_but_not_what_is_in_use(cache):
