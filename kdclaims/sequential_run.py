@@ -590,11 +590,12 @@ class SequentialRun:
                           "sequential": self._sequential_details(state, reason_code)}
         return result
 
-    # -- ranking, trend, bound, threshold ----------------------------------------------------------
+    # -- point-estimate trend, bound, threshold -----------------------------------------------------
 
     def _combined_look(self, state: _ClaimState, evidence: _Recorder, is_final: bool,
                        look: dict) -> ClaimResult | None:
-        """Ranking, trend, bound, threshold: the kind's own rule at the look's nominal level."""
+        """A point-estimate trend, a bound, a threshold (rankings and step trends: ``_pairwise_look``): the
+        kind's own rule at the look's nominal level."""
         claim = state.claim
         kind = KINDS.get(claim.kind)
         at_level = claim.kind in ("ranking", "trend", "bound")  # kinds whose evaluate takes the level
