@@ -115,14 +115,15 @@ def draw_members(rng: np.random.Generator, params: dict, n: int = PAPER_N) -> di
     return values
 
 
-def sequential_trial(claims, design: Design, values: dict) -> tuple[SequentialRun, int]:
-    """Run the engine on one trial's members; return it and the members it trained (students)."""
+def sequential_trial(claims, design: Design, values: dict) -> tuple[SequentialRun, int, dict]:
+    """Run the engine on one trial's members; return it, the members it trained (students) and, per population,
+    the claims that needed it at the last look it grew."""
     run = SequentialRun(claims, design)
-    run.needed_at_last_growth = {}  # population -> the claims that needed it at the last look it grew
+    needed_at_last_growth: dict[str, list[str]] = {}
     while not run.done:
-        run.needed_at_last_growth.update(run.needed_by())
+        needed_at_last_growth.update(run.needed_by())
         run.observe(ValuesEvidence(values, run.evidence_members()))
-    return run, sum(run.members_used.values())
+    return run, sum(run.members_used.values()), needed_at_last_growth
 
 
 def simulate(claims, design: Design, trials: int, seed: int, null: bool) -> dict:
@@ -138,7 +139,7 @@ def simulate(claims, design: Design, trials: int, seed: int, null: bool) -> dict
     disagreements = Counter()
     for _ in range(trials):
         values = draw_members(rng, params, design.max_members)
-        run, students = sequential_trial(claims, design, values)
+        run, students, needed_at_last_growth = sequential_trial(claims, design, values)
         members.append(students)
         per_population.update(run.members_used)
         fixed = {r.claim.id: r for r in evaluate_all(claims, ValuesEvidence(values))}
@@ -153,7 +154,7 @@ def simulate(claims, design: Design, trials: int, seed: int, null: bool) -> dict
             stop_looks[seq.details["sequential"]["stop_look"]] += 1
             outcomes_seq[(claim.id, seq.observed_outcome)] += 1
             outcomes_fixed[(claim.id, fixed[claim.id].observed_outcome)] += 1
-        for claim_ids in run.needed_at_last_growth.values():  # which claims kept a population growing longest
+        for claim_ids in needed_at_last_growth.values():  # which claims kept a population growing longest
             binding.update(claim_ids)
     members = np.asarray(members, dtype=np.float64)
     return {

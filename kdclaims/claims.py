@@ -276,14 +276,7 @@ class _ClaimFileLoader(yaml.SafeLoader):
     _depth = 0
 
     def compose_node(self, parent, index):
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.composer.ComposerError(
-                None, None, "anchors and aliases (&name, *name) are not allowed in a claim file; write the value "
-                "out, or share it through defaults: or a matrix:", event.start_mark)
-        if self._depth >= MAX_NESTING:
-            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_NESTING} levels deep",
-                                              event.start_mark)
+        _refuse_node(self.peek_event(), self._depth)
         self._depth += 1
         try:
             return super().compose_node(parent, index)
@@ -297,18 +290,24 @@ class _ClaimFileLoader(yaml.SafeLoader):
 _CSafeLoader = getattr(yaml, "CSafeLoader", None) if getattr(yaml, "__with_libyaml__", False) else None
 
 
+def _refuse_node(event, depth: int) -> None:
+    """The claim-file rules for the node ``event`` starts, ``depth`` nodes deep: no anchors or aliases, nesting
+    at most MAX_NESTING (a ComposerError naming the line otherwise)."""
+    if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+        raise yaml.composer.ComposerError(
+            None, None, "anchors and aliases (&name, *name) are not allowed in a claim file; write the value "
+            "out, or share it through defaults: or a matrix:", event.start_mark)
+    if depth >= MAX_NESTING:
+        raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_NESTING} levels deep",
+                                          event.start_mark)
+
+
 def _check_events(source: str) -> None:
-    """The rules of ``_ClaimFileLoader`` on libyaml's event stream: no anchors or aliases, nesting at most
-    MAX_NESTING."""
+    """``_ClaimFileLoader``'s rules (``_refuse_node``) on libyaml's event stream, every node at its depth."""
     depth = 0
     for event in yaml.parse(source, Loader=_CSafeLoader):
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.composer.ComposerError(
-                None, None, "anchors and aliases (&name, *name) are not allowed in a claim file; write the value "
-                "out, or share it through defaults: or a matrix:", event.start_mark)
-        if isinstance(event, yaml.NodeEvent) and depth >= MAX_NESTING:  # as compose_node: any node this deep
-            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_NESTING} levels deep",
-                                              event.start_mark)
+        if isinstance(event, yaml.NodeEvent):
+            _refuse_node(event, depth)
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
         elif isinstance(event, yaml.CollectionEndEvent):

@@ -327,23 +327,26 @@ class SequentialRun:
         """Members per population at the next look (the maximum once past the last planned look)."""
         return self.design.looks[min(self.look_index, len(self.design.looks) - 1)]
 
+    def _needs(self):
+        """(claim id, population) for every population an undecided claim still needs to grow."""
+        for state in self._states.values():
+            if state.claim.id not in self.results:
+                for spec in _needed(state):
+                    yield state.claim.id, spec
+
     def populations_to_grow(self) -> list[PopulationSpec]:
         """The populations some undecided claim still needs, in first-use order: every population of an
         undecided claim, but a ranking or step trend needs only the populations of its undecided pairs."""
         out: dict[str, PopulationSpec] = {}
-        for state in self._states.values():
-            if state.claim.id not in self.results:
-                for spec in _needed(state):
-                    out.setdefault(spec.name, spec)
+        for _, spec in self._needs():
+            out.setdefault(spec.name, spec)
         return list(out.values())
 
     def needed_by(self) -> dict[str, list[str]]:
         """Population name -> the undecided claims that need it to grow (why it grows at the next look)."""
         out: dict[str, list[str]] = {}
-        for state in self._states.values():
-            if state.claim.id not in self.results:
-                for spec in _needed(state):
-                    out.setdefault(spec.name, []).append(state.claim.id)
+        for claim_id, spec in self._needs():
+            out.setdefault(spec.name, []).append(claim_id)
         return out
 
     def evidence_members(self) -> dict[str, int]:
@@ -512,20 +515,20 @@ class SequentialRun:
     def _pairwise_look(self, state: _ClaimState, evidence: _Recorder, is_final: bool,
                        look: dict) -> ClaimResult | None:
         """A ranking or a step trend: every undecided pair is tested at its own boundary (each pair is a
-        group-sequential test of its own); the claim is decided by its pairs' statuses (``_pairs_outcome``)."""
+        group-sequential test of its own); the claim is decided by its pairs' statuses (``_ways``)."""
         from kdclaims.metrics import more_similar_direction
         from kdclaims.stats import welch_t_test
 
         claim = state.claim
         metric = claim.params["metric"]
         direction = more_similar_direction(metric)
-        for spec in state.populations:  # every population read, for the look's record (a stopped one at its limit)
-            evidence.arm(spec, metric)
+        # every population read once, for the pairs and the look's record (a stopped one at its limit)
+        arms = {spec.name: evidence.arm(spec, metric) for spec in state.populations}
         monitored = []
         for pair in state.pairs:
             if pair.status is not None:
                 continue
-            first, second = evidence.arm(pair.first, metric), evidence.arm(pair.second, metric)
+            first, second = arms[pair.first.name], arms[pair.second.name]
             sizes = (first.summary.n, second.summary.n)
             if pair.sizes and sizes[0] <= pair.sizes[-1][0] and sizes[1] <= pair.sizes[-1][1]:
                 continue  # no members beyond the pair's last look: nothing new to test
@@ -552,7 +555,8 @@ class SequentialRun:
             if status is not None:
                 pair.status, pair.decided_look = status, look["look"]
             monitored.append(pair)
-        observed = _pairs_outcome(claim, state.pairs)
+        way = _decided_way(claim, state.pairs)
+        observed = way[0] if way is not None else None
         if observed is not None:
             reason_code = "efficacy"
         elif is_final:
@@ -692,31 +696,29 @@ def _needed(state: _ClaimState) -> list[PopulationSpec]:
     return list(out.values())
 
 
-def _pairs_outcome(claim: Claim, pairs: list[_Pair]) -> str | None:
-    """A ranking holds when one expected setup is ahead of every rival, fails when one rival is ahead of every
-    expected setup; a step trend holds when every step is ahead, fails when some step is behind; else None."""
+def _ways(claim: Claim, pairs: list[_Pair]) -> list[tuple[str, str, list[_Pair]]]:
+    """Every way the claim can be decided: (outcome, the status each of its pairs must reach, those pairs).
+    A ranking holds through one expected setup ahead of every rival, fails through one rival ahead of every
+    expected setup; a step trend holds through every step ahead, fails through any one step behind."""
     if claim.kind == "ranking":
-        firsts = dict.fromkeys(pair.first.name for pair in pairs)
-        seconds = dict.fromkeys(pair.second.name for pair in pairs)
-        if any(all(p.status == "ahead" for p in pairs if p.first.name == e) for e in firsts):
-            return "holds"
-        if any(all(p.status == "behind" for p in pairs if p.second.name == r) for r in seconds):
-            return "fails"
-        return None
-    if any(pair.status == "behind" for pair in pairs):
-        return "fails"
-    return "holds" if all(pair.status == "ahead" for pair in pairs) else None
+        by_first, by_second = {}, {}
+        for pair in pairs:
+            by_first.setdefault(pair.first.name, []).append(pair)
+            by_second.setdefault(pair.second.name, []).append(pair)
+        return ([("holds", "ahead", group) for group in by_first.values()]
+                + [("fails", "behind", group) for group in by_second.values()])
+    return [("holds", "ahead", pairs)] + [("fails", "behind", [pair]) for pair in pairs]
+
+
+def _decided_way(claim: Claim, pairs: list[_Pair]) -> tuple[str, str, list[_Pair]] | None:
+    """The way every pair of which reached its status, if any (two cannot: they would disagree on a pair)."""
+    return next((way for way in _ways(claim, pairs) if all(p.status == way[1] for p in way[2])), None)
 
 
 def _pairs_can_decide(claim: Claim, pairs: list[_Pair]) -> bool:
-    """Whether an outcome is still reachable: some way to "holds" or "fails" whose pairs are all decided its way
-    or still undecided (a futile or spent pair, like one decided the other way, closes every way through it)."""
-    if claim.kind == "ranking":
-        firsts = dict.fromkeys(pair.first.name for pair in pairs)
-        seconds = dict.fromkeys(pair.second.name for pair in pairs)
-        return (any(all(p.status in ("ahead", None) for p in pairs if p.first.name == e) for e in firsts)
-                or any(all(p.status in ("behind", None) for p in pairs if p.second.name == r) for r in seconds))
-    return all(pair.status in ("ahead", None) for pair in pairs) or any(pair.status is None for pair in pairs)
+    """Whether an outcome is still reachable: a way whose pairs are all decided its way or still undecided (a
+    futile or spent pair, like one decided the other way, closes every way through it)."""
+    return any(all(p.status in (status, None) for p in group) for _, status, group in _ways(claim, pairs))
 
 
 def _conditional_power(z: float, fraction: float, alpha: float) -> tuple[float, float]:
@@ -724,8 +726,10 @@ def _conditional_power(z: float, fraction: float, alpha: float) -> tuple[float, 
     current trend (the drift estimated from the data so far; Lan, Simon & Halperin's stochastic curtailment):
     ``1 - Phi((z_alpha -+ z / sqrt(t)) / sqrt(1 - t))``. z_alpha (1.96 at 0.025), not the final look's slightly larger
     boundary, so the power is if anything overstated and a futility stop comes no earlier than it should."""
-    if fraction >= 1.0 or not math.isfinite(z):
-        return (float(z > 0), float(z < 0)) if not math.isfinite(z) else (0.0, 0.0)
+    if not math.isfinite(z):  # a zero standard error: the sign is the outcome
+        return float(z > 0), float(z < 0)
+    if fraction >= 1.0:  # no information left to come
+        return 0.0, 0.0
     critical = NormalDist().inv_cdf(1.0 - alpha)
     drift = z / math.sqrt(fraction)
     spread = math.sqrt(1.0 - fraction)
@@ -735,19 +739,16 @@ def _conditional_power(z: float, fraction: float, alpha: float) -> tuple[float, 
 
 def _pairs_reason(claim: Claim, pairs: list[_Pair], observed: str | None) -> str:
     """The outcome in one sentence (which pair crossed at which look is in ``details["sequential"]["pairs"]``)."""
-    if claim.kind == "ranking" and observed == "holds":
-        leader = next(e for e in dict.fromkeys(p.first.name for p in pairs)
-                      if all(p.status == "ahead" for p in pairs if p.first.name == e))
-        won = [p for p in pairs if p.first.name == leader]
-        return f"{won[0].first.label} is significantly ahead of every rival ({len(won)}), each pair at its own boundary"
-    if claim.kind == "ranking" and observed == "fails":
-        rival = next(r for r in dict.fromkeys(p.second.name for p in pairs)
-                     if all(p.status == "behind" for p in pairs if p.second.name == r))
-        lost = [p for p in pairs if p.second.name == rival]
-        return f"{lost[0].second.label} is significantly ahead of every expected setup ({len(lost)})"
-    if observed == "holds":
-        return f"every step improves significantly ({len(pairs)}), each at its own boundary"
-    if observed == "fails":
+    way = _decided_way(claim, pairs) if observed is not None else None
+    if way is not None:
+        _, _, group = way
+        if claim.kind == "ranking" and observed == "holds":
+            return (f"{group[0].first.label} is significantly ahead of every rival ({len(group)}), each pair at its "
+                    "own boundary")
+        if claim.kind == "ranking":
+            return f"{group[0].second.label} is significantly ahead of every expected setup ({len(group)})"
+        if observed == "holds":
+            return f"every step improves significantly ({len(group)}), each at its own boundary"
         return "the metric gets significantly worse at " + ", ".join(
             f"{p.second.label} → {p.first.label}" for p in pairs if p.status == "behind")
 
