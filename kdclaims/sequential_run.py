@@ -52,8 +52,9 @@ The rules, claim by claim, at look k (information fraction t_k, see below):
   through a pair that is futile, spent or decided the other way) stops, inconclusive, on "futility".
   Futility never rejects anything, so it cannot raise a type-I error; it can only turn a late
   decision into "inconclusive" (the simulation counts how often). Pairs release populations: a
-  ranking or trend needs only the populations of its undecided pairs, and reads a population that
-  stopped growing at the members it stopped at. A trend with ``test: point_estimates`` keeps the
+  ranking or trend needs only the populations of its undecided pairs that lie on a way to an outcome
+  still reachable (a pair no such way passes through decides nothing, whatever it becomes), and reads
+  a population that stopped growing at the members it stopped at. A trend with ``test: point_estimates`` keeps the
   whole-claim rule: the fixed rule at the look's nominal level alpha_k.
 * Bound (an IUT of one-sided upper confidence bounds): at look k the bounds are the repeated
   (1 - alpha_k) bounds; it holds when every cell's upper bound is below the bound, fails when some
@@ -83,7 +84,7 @@ The rules, claim by claim, at look k (information fraction t_k, see below):
 
 Populations. A population stops growing when every claim that uses it is decided (crossed a
 boundary or reached the final look) -- for a ranking or step trend, when every pair of it the
-population belongs to is decided; ``members_used`` keeps the members it had then.
+population belongs to is decided or can no longer change the outcome; ``members_used`` keeps the members it had then.
 ``populations_to_grow`` lists the populations some undecided claim still needs.
 
 Records. Every decided claim's ``ClaimResult`` is its kind's evaluation at the stopping look with
@@ -158,7 +159,8 @@ RULES = {
     "information": ("comparison: variance-weighted information fraction of the two populations' sizes; other "
                     "kinds: min n / N over the claim's populations"),
     "populations": ("a population stops growing when every claim that uses it is decided, or, for a ranking or "
-                    "step trend, when every pair of the claim it belongs to is decided (crossed, futile or spent); "
+                    "step trend, when every pair of the claim it belongs to is decided (crossed, futile or spent) "
+                    "or lies on no way to an outcome still reachable; "
                     "a claim still undecided reads a stopped population at the members it stopped at"),
 }
 
@@ -336,7 +338,8 @@ class SequentialRun:
 
     def populations_to_grow(self) -> list[PopulationSpec]:
         """The populations some undecided claim still needs, in first-use order: every population of an
-        undecided claim, but a ranking or step trend needs only the populations of its undecided pairs."""
+        undecided claim, but a ranking or step trend needs only the populations of its undecided pairs on a way
+        to an outcome still reachable."""
         out: dict[str, PopulationSpec] = {}
         for _, spec in self._needs():
             out.setdefault(spec.name, spec)
@@ -685,14 +688,18 @@ def _pairs_of(claim: Claim) -> list[_Pair] | None:
 
 
 def _needed(state: _ClaimState) -> list[PopulationSpec]:
-    """The populations an undecided claim still needs to grow: all of them, or a pairwise claim's undecided pairs'."""
+    """The populations an undecided claim still needs to grow: all of them, or, for a pairwise claim, those of its
+    undecided pairs that lie on a way still reachable (a pair no reachable way passes through cannot change the
+    outcome, whatever it becomes)."""
     if state.pairs is None:
         return state.populations
     out: dict[str, PopulationSpec] = {}
-    for pair in state.pairs:
-        if pair.status is None:
-            for spec in pair.populations:
-                out.setdefault(spec.name, spec)
+    for _, status, group in _ways(state.claim, state.pairs):
+        if all(p.status in (status, None) for p in group):
+            for pair in group:
+                if pair.status is None:
+                    for spec in pair.populations:
+                        out.setdefault(spec.name, spec)
     return list(out.values())
 
 

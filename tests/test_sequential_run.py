@@ -314,6 +314,28 @@ def test_a_ranking_releases_a_rival_once_its_pair_crosses_and_keeps_growing_the_
     assert all(look["n"].get(FAR, 25) == 25 for look in seq["looks"])
 
 
+def test_a_ranking_stops_growing_an_undecided_pair_that_no_reachable_outcome_passes_through():
+    # expected best: uniform- and gaussian-noise KD at 0.5; rivals: independent and KD at 0.5
+    e1, e2, r1, r2 = ("resnet18/uniform_kd-a0.5", "resnet18/gaussian_kd-a0.5", "resnet18/independent",
+                      "resnet18/kd-a0.5")
+    rng = np.random.default_rng(15)
+    values = {e1: {"test_accuracy": _normal(rng, 0.70, 0.01)},  # 6 sds behind independent: cannot lead
+              e2: {"test_accuracy": _normal(rng, 0.76, 0.01)},  # 6 sds ahead of KD at 0.5: KD cannot lead
+              r1: {"test_accuracy": _normal(rng, 0.7602, 0.01)},  # level with gaussian: undecided
+              r2: {"test_accuracy": _normal(rng, 0.70, 0.01)}}  # level with uniform: undecided, but it no longer matters
+    noise = [{"setup": "uniform_kd", "alpha": 0.5}, {"setup": "gaussian_kd", "alpha": 0.5}]
+    claim = _claim("ranking", metric="test_accuracy", expected_best=noise,
+                   candidates=[*noise, {"setup": "independent"}, KD[1]])
+    run = SequentialRun([claim], DESIGN)
+    assert run.observe(ValuesEvidence(values, run.evidence_members())) == []
+    pairs = {(p.first.name, p.second.name): p.status for p in run._states["ranking-claim"].pairs}
+    assert pairs == {(e1, r1): "behind", (e1, r2): None, (e2, r1): None, (e2, r2): "ahead"}
+    # uniform can no longer hold (it is behind independent) and KD at 0.5 can no longer fail the claim (gaussian
+    # is ahead of it): whatever (uniform, KD 0.5) becomes decides nothing, so neither grows for it
+    assert {p.name for p in run.populations_to_grow()} == {e2, r1}
+    assert run.members_used == {e1: 25, r2: 25}
+
+
 def test_a_ranking_holds_when_each_pair_crossed_at_its_own_look():
     rng = np.random.default_rng(12)
     values = {LEADER: {"test_accuracy": _normal(rng, 0.76, 0.01)},
