@@ -135,6 +135,7 @@ def simulate(claims, design: Design, trials: int, seed: int, null: bool) -> dict
     per_population = Counter()  # members trained, summed over trials
     outcomes_seq, outcomes_fixed = Counter(), Counter()  # (claim id, observed outcome) -> trials
     binding = Counter()  # claim id -> (trial, population) pairs it held to the last stop among the claims using it
+    held_by = {name: Counter() for name in populations}  # population -> claim id -> trials it held it to its stop
     reasons, stop_looks = Counter(), Counter()
     disagreements = Counter()
     for _ in range(trials):
@@ -154,8 +155,9 @@ def simulate(claims, design: Design, trials: int, seed: int, null: bool) -> dict
             stop_looks[seq.details["sequential"]["stop_look"]] += 1
             outcomes_seq[(claim.id, seq.observed_outcome)] += 1
             outcomes_fixed[(claim.id, fixed[claim.id].observed_outcome)] += 1
-        for claim_ids in needed_at_last_growth.values():  # which claims kept a population growing longest
+        for name, claim_ids in needed_at_last_growth.items():  # which claims kept a population growing longest
             binding.update(claim_ids)
+            held_by[name].update(claim_ids)
     members = np.asarray(members, dtype=np.float64)
     return {
         "trials": trials, "null": null, "populations": len(populations),
@@ -168,6 +170,8 @@ def simulate(claims, design: Design, trials: int, seed: int, null: bool) -> dict
                                       for arch in sorted({spec.arch for spec in populations.values()})},
         "agreement": agree / total, "claims": len(claims), "verdicts": total,
         "outcomes_sequential": outcomes_seq, "outcomes_fixed": outcomes_fixed, "binding": binding,
+        "per_population": {name: per_population[name] / trials for name in populations},
+        "held_by": held_by,
         "reasons": dict(reasons), "stop_looks": dict(stop_looks),
         "disagreements": {" | ".join(k): v for k, v in disagreements.most_common()},
     }
@@ -237,6 +241,13 @@ def main(argv=None) -> int:
           "population at the last look it grew; every population counts once per trial per such claim):")
     for claim_id, count in paper["binding"].most_common(12):
         print(f"  {claim_id:55s} {count / args.trials:5.2f} populations per trial")
+    print("where the members go: expected members per population (of the final look's "
+          f"{design.max_members}), most first, with the claims that most often held it to the look it stopped at "
+          "(the share of trials in which each did)")
+    for name, members in sorted(paper["per_population"].items(), key=lambda item: -item[1]):
+        holders = ", ".join(f"{claim_id} {count / args.trials:.2f}"
+                            for claim_id, count in paper["held_by"][name].most_common(3))
+        print(f"  {name:28s} {members:6.1f}  {holders}")
     if args.write_expected:
         write_expected(design, args, paper)
     if args.skip_null:
