@@ -564,7 +564,7 @@ class SequentialRun:
             reason_code = "efficacy"
         elif is_final:
             reason_code = "final"
-        elif not _pairs_can_decide(claim, state.pairs):
+        elif not _reachable_ways(claim, state.pairs):
             reason_code = "futility"
         else:
             reason_code = None
@@ -694,12 +694,11 @@ def _needed(state: _ClaimState) -> list[PopulationSpec]:
     if state.pairs is None:
         return state.populations
     out: dict[str, PopulationSpec] = {}
-    for _, status, group in _ways(state.claim, state.pairs):
-        if all(p.status in (status, None) for p in group):
-            for pair in group:
-                if pair.status is None:
-                    for spec in pair.populations:
-                        out.setdefault(spec.name, spec)
+    for _, _, group in _reachable_ways(state.claim, state.pairs):
+        for pair in group:
+            if pair.status is None:
+                for spec in pair.populations:
+                    out.setdefault(spec.name, spec)
     return list(out.values())
 
 
@@ -722,10 +721,10 @@ def _decided_way(claim: Claim, pairs: list[_Pair]) -> tuple[str, str, list[_Pair
     return next((way for way in _ways(claim, pairs) if all(p.status == way[1] for p in way[2])), None)
 
 
-def _pairs_can_decide(claim: Claim, pairs: list[_Pair]) -> bool:
-    """Whether an outcome is still reachable: a way whose pairs are all decided its way or still undecided (a
-    futile or spent pair, like one decided the other way, closes every way through it)."""
-    return any(all(p.status in (status, None) for p in group) for _, status, group in _ways(claim, pairs))
+def _reachable_ways(claim: Claim, pairs: list[_Pair]) -> list[tuple[str, str, list[_Pair]]]:
+    """The ways still open: every pair of the way decided its way or still undecided (a futile or spent pair, like
+    one decided the other way, closes every way through it)."""
+    return [way for way in _ways(claim, pairs) if all(p.status in (way[1], None) for p in way[2])]
 
 
 def _conditional_power(z: float, fraction: float, alpha: float) -> tuple[float, float]:
