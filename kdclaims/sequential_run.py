@@ -48,8 +48,13 @@ The rules, claim by claim, at look k (information fraction t_k, see below):
   (FUTILITY_FROM_INFORMATION) whose conditional power under the current trend (stochastic
   curtailment: the drift estimated from the data so far) of ending beyond z_alpha is below 10%
   (FUTILITY_POWER) in both directions stops as "futile"; a pair still undecided at the final look
-  is "spent". A claim with no reachable outcome left (every way to "holds" and to "fails" passes
-  through a pair that is futile, spent or decided the other way) stops, inconclusive, on "futility".
+  is "spent". A way is also closed, for the look, while one of its undecided pairs has a predictive
+  probability below 10% of ending beyond z_alpha in the direction the way needs (Spiegelhalter, Freedman
+  & Blackburn's, flat prior on the drift: ``Phi((+-z - z_alpha sqrt(t)) / sqrt(1 - t))``; it averages the
+  conditional power over the drift's posterior, so it needs no information minimum); it reopens if members
+  grown for other claims raise the probability. A claim with no reachable outcome left (every way to
+  "holds" and to "fails" passes through a pair that is futile, spent, decided the other way or closed in
+  the way's direction) stops, inconclusive, on "futility".
   Futility never rejects anything, so it cannot raise a type-I error; it can only turn a late
   decision into "inconclusive" (the simulation counts how often). Pairs release populations: a
   ranking or trend needs only the populations of its undecided pairs that lie on a way to an outcome
@@ -93,7 +98,8 @@ design, the per-look records (look, members per population, information fraction
 efficacy boundary, nominal level, alpha spent, repeated bound vs margin), the stopping look and
 reason ("efficacy", "equivalence", "futility", "final") and the members used; a ranking's or step
 trend's ``details["sequential"]["pairs"]`` holds each pair's status, the look it was decided at and its
-last look's statistics (z, boundary, information, conditional power), and each look record lists the
+last look's statistics (z, boundary, information, conditional power, predictive probability, the directions
+closed), and each look record lists the
 pairs tested at it.
 """
 
@@ -123,6 +129,11 @@ STOP_REASONS = ("efficacy", "equivalence", "futility", "final")
 # values, fixed before any simulation of the catalogue was run with them.
 FUTILITY_FROM_INFORMATION = 0.5
 FUTILITY_POWER = 0.10
+# A way to an outcome closes (for this look: it reopens if the pair's probability rises again) while one of its
+# undecided pairs has a predictive probability (flat prior on the drift) below FUTILITY_POWER of ending beyond
+# z_alpha in the direction the way needs. No new constant and no information minimum: the predictive probability
+# averages over the drift's uncertainty, which is what makes conditional power unusable early. Pre-specified in
+# benchmarks/RESULTS.md (session 7) before it was coded or simulated.
 PAPER_EVIDENCE_MESSAGE = ("--sequential needs trained evidence (members to look at); --evidence paper has only the "
                           "paper's summary statistics: drop --sequential or use --evidence trained")
 EXPECTED_FILE = Path(__file__).with_name("sequential_expected.json")  # benchmarks/sequential_catalogue_sim.py writes it
@@ -149,8 +160,10 @@ RULES = {
               "'test: point_estimates' trends: the fixed rule at the nominal level alpha_k at each look"),
     "pair_futility": ("non-binding: a ranking's pair or a trend's step stops undecided (futile) once it holds at "
                       "least half its information and its conditional power under the current trend of ending "
-                      "beyond z_alpha either way is below 10%; a claim no outcome of which is reachable any more "
-                      "stops, inconclusive, on futility"),
+                      "beyond z_alpha either way is below 10%; a way to an outcome is closed while one of its "
+                      "undecided pairs has a predictive probability (flat prior on the drift) below 10% of ending "
+                      "beyond z_alpha in the direction the way needs (reopened if it rises again); a claim no "
+                      "outcome of which is reachable any more stops, inconclusive, on futility"),
     "bound": ("the fixed rule with repeated (1 - alpha_k) confidence bounds; 'only significant' bounds consider "
               "every cell until the final look"),
     "threshold": ("fails as soon as a member reaches the level; holds early only if fewer than one of 385 "
@@ -160,7 +173,7 @@ RULES = {
                     "kinds: min n / N over the claim's populations"),
     "populations": ("a population stops growing when every claim that uses it is decided, or, for a ranking or "
                     "step trend, when every pair of the claim it belongs to is decided (crossed, futile or spent) "
-                    "or lies on no way to an outcome still reachable; "
+                    "or lies on no way to an outcome still reachable (open); "
                     "a claim still undecided reads a stopped population at the members it stopped at"),
 }
 
@@ -291,6 +304,7 @@ class _Pair:
     status: str | None = None  # None (undecided), "ahead", "behind"
     decided_look: int | None = None
     last: dict | None = None  # the record of its last look
+    closed: tuple[str, ...] = ()  # directions ("ahead", "behind") its predictive probability closes at its last look
 
     @property
     def populations(self) -> tuple[PopulationSpec, PopulationSpec]:
@@ -545,6 +559,8 @@ class SequentialRun:
             test = welch_t_test(first.summary, second.summary, direction)
             z = _z_ratio(float(test.improvement), float(test.se), float(test.df))
             power = _conditional_power(z, fractions[-1], self.design.alpha)
+            predictive = _predictive_probability(z, fractions[-1], self.design.alpha)
+            pair.closed = tuple(d for d, p in zip(("ahead", "behind"), predictive) if p < FUTILITY_POWER)
             status = "ahead" if z > b else ("behind" if z < -b else ("spent" if final else None))
             if status is None and fractions[-1] >= FUTILITY_FROM_INFORMATION and max(power) < FUTILITY_POWER:
                 status = "futile"
@@ -554,6 +570,7 @@ class SequentialRun:
                          "information_fraction": fractions[-1], "z": z, "efficacy_boundary": b,
                          "nominal_alpha": _nominal(b), "alpha_spent": self._alpha_spent(fractions[-1], final),
                          "improvement": float(test.improvement), "conditional_power": list(power),
+                         "predictive_probability": list(predictive), "closed": list(pair.closed),
                          "status": status or "undecided"}
             if status is not None:
                 pair.status, pair.decided_look = status, look["look"]
@@ -588,7 +605,8 @@ class SequentialRun:
         verdict = "inconclusive" if observed is None else (
             "reproduced" if observed == claim.paper.outcome else "not_reproduced")
         rule = ("no outcome can be reached any more: every way to one needs a pair that is futile (conditional power "
-                f"below {FUTILITY_POWER:.0%} both ways) or decided against it" if reason_code == "futility"
+                f"below {FUTILITY_POWER:.0%} both ways), decided against it, or closed in its direction (predictive "
+                f"probability below {FUTILITY_POWER:.0%})" if reason_code == "futility"
                 else "each pair tested at its own boundary")
         summary = _pairs_reason(claim, state.pairs, observed)
         reason = f"{summary} (sequential, stopped at look {look['look']} on {reason_code}: {rule})"
@@ -722,9 +740,11 @@ def _decided_way(claim: Claim, pairs: list[_Pair]) -> tuple[str, str, list[_Pair
 
 
 def _reachable_ways(claim: Claim, pairs: list[_Pair]) -> list[tuple[str, str, list[_Pair]]]:
-    """The ways still open: every pair of the way decided its way or still undecided (a futile or spent pair, like
-    one decided the other way, closes every way through it)."""
-    return [way for way in _ways(claim, pairs) if all(p.status in (way[1], None) for p in way[2])]
+    """The ways still open: every pair of the way decided its way, or still undecided and not closed in the way's
+    direction by its predictive probability (a futile or spent pair, like one decided the other way, closes every
+    way through it)."""
+    return [way for way in _ways(claim, pairs)
+            if all(p.status == way[1] or (p.status is None and way[1] not in p.closed) for p in way[2])]
 
 
 def _conditional_power(z: float, fraction: float, alpha: float) -> tuple[float, float]:
@@ -741,6 +761,22 @@ def _conditional_power(z: float, fraction: float, alpha: float) -> tuple[float, 
     spread = math.sqrt(1.0 - fraction)
     return (0.5 * math.erfc((critical - drift) / spread / math.sqrt(2.0)),
             0.5 * math.erfc((critical + drift) / spread / math.sqrt(2.0)))
+
+
+def _predictive_probability(z: float, fraction: float, alpha: float) -> tuple[float, float]:
+    """(ahead, behind): the predictive probability of a pair's z ending beyond +-z_alpha at full information, flat
+    prior on the drift (Spiegelhalter, Freedman & Blackburn 1986): the conditional power averaged over the drift's
+    posterior N(z / sqrt(t), 1 / t), ``Phi((+-z - z_alpha sqrt(t)) / sqrt(1 - t))``. Unlike the conditional power
+    under the current trend it is not overconfident at low information, so it closes ways from the first look."""
+    if not math.isfinite(z):  # a zero standard error: the sign is the outcome
+        return float(z > 0), float(z < 0)
+    critical = NormalDist().inv_cdf(1.0 - alpha)
+    if fraction >= 1.0:  # nothing left to come: where z already is
+        return float(z > critical), float(z < -critical)
+    spread = math.sqrt(1.0 - fraction)
+    shift = critical * math.sqrt(fraction)
+    return (0.5 * math.erfc(-(z - shift) / spread / math.sqrt(2.0)),
+            0.5 * math.erfc(-(-z - shift) / spread / math.sqrt(2.0)))
 
 
 def _pairs_reason(claim: Claim, pairs: list[_Pair], observed: str | None) -> str:
@@ -761,13 +797,20 @@ def _pairs_reason(claim: Claim, pairs: list[_Pair], observed: str | None) -> str
     def pair_text(p):
         if p.last is None:
             return f"{p.first.label} vs {p.second.label}"
-        power = f", conditional power {max(p.last['conditional_power']):.2g}" if p.status == "futile" else ""
+        if p.status == "futile":
+            power = f", conditional power {max(p.last['conditional_power']):.2g}"
+        elif p.status is None and p.closed:
+            power = ", closed " + " and ".join(
+                f"{d} (predictive probability {p.last['predictive_probability'][('ahead', 'behind').index(d)]:.2g})"
+                for d in p.closed)
+        else:
+            power = ""
         return (f"{p.first.label} vs {p.second.label} (z {p.last['z']:.3g}, boundary "
                 f"{p.last['efficacy_boundary']:.3g}{power})")
 
-    futile = [p for p in pairs if p.status == "futile"]
-    if futile:
-        head, shown = "no outcome can be reached any more; futile: ", futile
+    futile = [p for p in pairs if p.status == "futile" or (p.status is None and p.closed)]
+    if futile and not _reachable_ways(claim, pairs):
+        head, shown = "no outcome can be reached any more; futile or closed: ", futile
     else:
         head, shown = "not every pair crossed its boundary by the final look; undecided: ", [
             p for p in pairs if p.status not in ("ahead", "behind")]

@@ -336,6 +336,58 @@ def test_a_ranking_stops_growing_an_undecided_pair_that_no_reachable_outcome_pas
     assert run.members_used == {e1: 25, r2: 25}
 
 
+def test_predictive_probability_is_the_conditional_power_averaged_over_the_drifts_posterior():
+    from scipy import integrate
+    from statistics import NormalDist
+
+    from kdclaims.sequential_run import _predictive_probability
+
+    c, unit = 1.959963984540054, NormalDist()
+    for z, t in ((1.0, 0.6), (-1.8, 25 / 385), (4.6, 50 / 385), (0.3, 0.26)):
+        b = z * math.sqrt(t)  # the B-value; the drift's posterior under a flat prior is N(b / t, 1 / t)
+        posterior = NormalDist(b / t, 1 / math.sqrt(t))
+
+        def power(drift, sign):  # B(1) ~ N(b + drift (1 - t), 1 - t) given the drift
+            return unit.cdf(sign * (b + drift * (1 - t)) / math.sqrt(1 - t) - c / math.sqrt(1 - t))
+
+        expected = [integrate.quad(lambda d: power(d, sign) * posterior.pdf(d), -math.inf, math.inf)[0]
+                    for sign in (1, -1)]
+        assert _predictive_probability(z, t, 0.025) == pytest.approx(expected, abs=1e-7)
+    # wider than the conditional power under the current trend, which takes the early drift at face value
+    from kdclaims.sequential_run import _conditional_power
+    assert _predictive_probability(-1.0, 0.1, 0.025)[0] > 10 * _conditional_power(-1.0, 0.1, 0.025)[0]
+    assert _predictive_probability(c * math.sqrt(0.3), 0.3, 0.025)[0] == pytest.approx(0.5)
+    assert _predictive_probability(2.5, 1.0, 0.025) == (1.0, 0.0)
+
+
+def test_a_ranking_closes_a_way_its_predictive_probability_rules_out_from_the_first_look():
+    # expected best: uniform- and gaussian-noise KD at 0.5; rivals: independent and KD at 0.5. At 25 members the
+    # pairs are about 7 sds apart, below the first look's boundary (about 8.8): nothing crosses
+    e1, e2, r1, r2 = ("resnet18/uniform_kd-a0.5", "resnet18/gaussian_kd-a0.5", "resnet18/independent",
+                      "resnet18/kd-a0.5")
+    rng = np.random.default_rng(17)
+    values = {e1: {"test_accuracy": _normal(rng, 0.74, 0.01)},  # behind both rivals: cannot end ahead of them
+              e2: {"test_accuracy": _normal(rng, 0.78, 0.01)},  # ahead of both: neither rival can end ahead of it
+              r1: {"test_accuracy": _normal(rng, 0.76, 0.01)},
+              r2: {"test_accuracy": _normal(rng, 0.76, 0.01)}}
+    noise = [{"setup": "uniform_kd", "alpha": 0.5}, {"setup": "gaussian_kd", "alpha": 0.5}]
+    claim = _claim("ranking", metric="test_accuracy", expected_best=noise,
+                   candidates=[*noise, {"setup": "independent"}, KD[1]])
+    run = SequentialRun([claim], DESIGN)
+    assert run.observe(ValuesEvidence(values, run.evidence_members())) == []
+    pairs = {(p.first.name, p.second.name): p for p in run._states["ranking-claim"].pairs}
+    assert all(p.status is None for p in pairs.values())  # no pair crossed at look 1
+    assert pairs[(e1, r1)].closed == ("ahead",) and pairs[(e2, r1)].closed == ("behind",)
+    assert pairs[(e1, r1)].last["predictive_probability"][0] < 0.001 and pairs[(e1, r1)].last["closed"] == ["ahead"]
+    # uniform's way to "holds" and each rival's way to "fails" are closed: only gaussian's way is open, so
+    # uniform stops at 25 (every way through its pairs needs a direction ruled out) and the rest grow
+    assert {p.name for p in run.populations_to_grow()} == {e2, r1, r2} and run.members_used == {e1: 25}
+    run_to_end(run, values)
+    result = run.results["ranking-claim"]
+    assert (result.observed_outcome, result.verdict) == ("holds", "reproduced")
+    assert run.members_used[e1] == 25 and run.members_used[e2] > 25
+
+
 def test_a_ranking_holds_when_each_pair_crossed_at_its_own_look():
     rng = np.random.default_rng(12)
     values = {LEADER: {"test_accuracy": _normal(rng, 0.76, 0.01)},
@@ -405,7 +457,7 @@ def test_pair_futility_needs_half_the_information_and_low_conditional_power_both
     assert seq["looks"][2]["pairs"][0]["status"] == "undecided" and max(seq["looks"][2]["pairs"][0]["conditional_power"]) < 0.02
     assert (tied["status"], tied["decided_look"], seq["reason"], seq["stop_look"]) == ("futile", 4, "futility", 4)
     assert len(decided) == 4 and (result.verdict, result.observed_outcome) == ("inconclusive", None)
-    assert "no outcome can be reached any more; futile: " in result.reason
+    assert "no outcome can be reached any more; futile or closed: " in result.reason
     assert run.members_used == {FAR: 25, LEADER: 200, TIED: 200}
 
 

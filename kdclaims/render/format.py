@@ -302,7 +302,8 @@ def ci_text(test: dict | None, direction: str | None, unicode_minus: bool = Fals
 STOP_REASON_WORDS = {
     "efficacy": "efficacy boundary crossed",
     "equivalence": "equivalence shown (repeated upper bound below the margin or bound)",
-    "futility": "futility (no outcome reachable: a pair's conditional power below 10% both ways)",
+    "futility": ("futility (no outcome reachable: a pair's conditional power below 10% both ways, or its "
+                 "predictive probability below 10% the way an outcome needs)"),
     "final": "final look reached",
 }
 LOOK_ACTION_WORDS = {**STOP_REASON_WORDS, "continue": "continue", "error": "not evaluable at this look",
