@@ -127,13 +127,13 @@ STOP_REASONS = ("efficacy", "equivalence", "futility", "final")
 # A ranking's or step trend's pair stops as futile (non-binding) once it holds at least half its information and
 # its conditional power under the current trend is below 10% in both directions: conventional stochastic-curtailment
 # values, fixed before any simulation of the catalogue was run with them.
+# The same 10% also closes a way to an outcome (for the look: it reopens if the probability rises again) while one
+# of its undecided pairs has a predictive probability (flat prior on the drift) below it of ending beyond z_alpha in
+# the direction the way needs. No information minimum there: the predictive probability averages over the drift's
+# uncertainty, which is what makes conditional power unusable early. Pre-specified in benchmarks/RESULTS.md
+# (session 7) before it was coded or simulated.
 FUTILITY_FROM_INFORMATION = 0.5
 FUTILITY_POWER = 0.10
-# A way to an outcome closes (for this look: it reopens if the pair's probability rises again) while one of its
-# undecided pairs has a predictive probability (flat prior on the drift) below FUTILITY_POWER of ending beyond
-# z_alpha in the direction the way needs. No new constant and no information minimum: the predictive probability
-# averages over the drift's uncertainty, which is what makes conditional power unusable early. Pre-specified in
-# benchmarks/RESULTS.md (session 7) before it was coded or simulated.
 PAPER_EVIDENCE_MESSAGE = ("--sequential needs trained evidence (members to look at); --evidence paper has only the "
                           "paper's summary statistics: drop --sequential or use --evidence trained")
 EXPECTED_FILE = Path(__file__).with_name("sequential_expected.json")  # benchmarks/sequential_catalogue_sim.py writes it
