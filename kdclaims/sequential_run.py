@@ -137,6 +137,7 @@ FUTILITY_POWER = 0.10
 PAPER_EVIDENCE_MESSAGE = ("--sequential needs trained evidence (members to look at); --evidence paper has only the "
                           "paper's summary statistics: drop --sequential or use --evidence trained")
 EXPECTED_FILE = Path(__file__).with_name("sequential_expected.json")  # benchmarks/sequential_catalogue_sim.py writes it
+_DIRECTIONS = ("ahead", "behind")  # a pair's two ways to cross, in the order of its (ahead, behind) chances
 _FRACTION_DIGITS = 10  # information fractions are rounded so equal looks share one boundary computation
 
 RULES = {
@@ -159,9 +160,10 @@ RULES = {
               "holds when every step has improved significantly, fails when some step worsens significantly; "
               "'test: point_estimates' trends: the fixed rule at the nominal level alpha_k at each look"),
     "pair_futility": ("non-binding: a ranking's pair or a trend's step stops undecided (futile) once it holds at "
-                      "least half its information and its conditional power under the current trend of ending "
-                      "beyond z_alpha either way is below 10%; a way to an outcome is closed while one of its "
-                      "undecided pairs has a predictive probability (flat prior on the drift) below 10% of ending "
+                      f"least {FUTILITY_FROM_INFORMATION:.0%} of its information and its conditional power under the "
+                      "current trend of ending beyond z_alpha either way is below "
+                      f"{FUTILITY_POWER:.0%}; a way to an outcome is closed while one of its undecided pairs has a "
+                      f"predictive probability (flat prior on the drift) below {FUTILITY_POWER:.0%} of ending "
                       "beyond z_alpha in the direction the way needs (reopened if it rises again); a claim no "
                       "outcome of which is reachable any more stops, inconclusive, on futility"),
     "bound": ("the fixed rule with repeated (1 - alpha_k) confidence bounds; 'only significant' bounds consider "
@@ -304,11 +306,15 @@ class _Pair:
     status: str | None = None  # None (undecided), "ahead", "behind"
     decided_look: int | None = None
     last: dict | None = None  # the record of its last look
-    closed: tuple[str, ...] = ()  # directions ("ahead", "behind") its predictive probability closes at its last look
 
     @property
     def populations(self) -> tuple[PopulationSpec, PopulationSpec]:
         return self.first, self.second
+
+    @property
+    def closed(self) -> tuple[str, ...]:
+        """The directions its predictive probability ruled out at its last look."""
+        return tuple(self.last["closed"]) if self.last is not None else ()
 
 
 class SequentialRun:
@@ -560,7 +566,6 @@ class SequentialRun:
             z = _z_ratio(float(test.improvement), float(test.se), float(test.df))
             power = _conditional_power(z, fractions[-1], self.design.alpha)
             predictive = _predictive_probability(z, fractions[-1], self.design.alpha)
-            pair.closed = tuple(d for d, p in zip(("ahead", "behind"), predictive) if p < FUTILITY_POWER)
             status = "ahead" if z > b else ("behind" if z < -b else ("spent" if final else None))
             if status is None and fractions[-1] >= FUTILITY_FROM_INFORMATION and max(power) < FUTILITY_POWER:
                 status = "futile"
@@ -570,7 +575,8 @@ class SequentialRun:
                          "information_fraction": fractions[-1], "z": z, "efficacy_boundary": b,
                          "nominal_alpha": _nominal(b), "alpha_spent": self._alpha_spent(fractions[-1], final),
                          "improvement": float(test.improvement), "conditional_power": list(power),
-                         "predictive_probability": list(predictive), "closed": list(pair.closed),
+                         "predictive_probability": list(predictive),
+                         "closed": [d for d, p in zip(_DIRECTIONS, predictive) if p < FUTILITY_POWER],
                          "status": status or "undecided"}
             if status is not None:
                 pair.status, pair.decided_look = status, look["look"]
@@ -623,7 +629,7 @@ class SequentialRun:
         kind's own rule at the look's nominal level."""
         claim = state.claim
         kind = KINDS.get(claim.kind)
-        at_level = claim.kind in ("ranking", "trend", "bound")  # kinds whose evaluate takes the level
+        at_level = claim.kind in ("trend", "bound")  # kinds whose evaluate takes the level
         interim_claim = claim
         if claim.kind == "bound" and claim.params.get("only_significant"):
             # until the final look every cell counts (which are significant is not settled; more cells only
@@ -747,36 +753,32 @@ def _reachable_ways(claim: Claim, pairs: list[_Pair]) -> list[tuple[str, str, li
             if all(p.status == way[1] or (p.status is None and way[1] not in p.closed) for p in way[2])]
 
 
-def _conditional_power(z: float, fraction: float, alpha: float) -> tuple[float, float]:
-    """(ahead, behind): the conditional power of a pair's z to end beyond +-z_alpha at full information, under the
-    current trend (the drift estimated from the data so far; Lan, Simon & Halperin's stochastic curtailment):
-    ``1 - Phi((z_alpha -+ z / sqrt(t)) / sqrt(1 - t))``. z_alpha (1.96 at 0.025), not the final look's slightly larger
-    boundary, so the power is if anything overstated and a futility stop comes no earlier than it should."""
-    if not math.isfinite(z):  # a zero standard error: the sign is the outcome
-        return float(z > 0), float(z < 0)
-    if fraction >= 1.0:  # no information left to come
-        return 0.0, 0.0
+def _chance_beyond(z: float, fraction: float, alpha: float, averaged: bool) -> tuple[float, float]:
+    """(ahead, behind): the chance that a pair's z ends beyond +-z_alpha at full information, given z at information
+    fraction t. The final z is normal with mean z / sqrt(t) (the drift estimated so far) and variance 1 - t given
+    that drift, or (1 - t) / t once the drift's own uncertainty (its flat-prior posterior N(z / sqrt(t), 1 / t)) is
+    averaged in (``averaged``). z_alpha (1.96 at 0.025), not the final look's slightly larger boundary: the chance
+    is if anything overstated, so nothing closes or stops earlier than it should."""
     critical = NormalDist().inv_cdf(1.0 - alpha)
-    drift = z / math.sqrt(fraction)
-    spread = math.sqrt(1.0 - fraction)
-    return (0.5 * math.erfc((critical - drift) / spread / math.sqrt(2.0)),
-            0.5 * math.erfc((critical + drift) / spread / math.sqrt(2.0)))
+    if not math.isfinite(z) or fraction >= 1.0:  # a zero standard error, or nothing left to come: where z is
+        return float(z > critical), float(z < -critical)
+    mean = z / math.sqrt(fraction)
+    spread = math.sqrt((1.0 - fraction) / (fraction if averaged else 1.0))
+    return (0.5 * math.erfc((critical - mean) / spread / math.sqrt(2.0)),
+            0.5 * math.erfc((critical + mean) / spread / math.sqrt(2.0)))
+
+
+def _conditional_power(z: float, fraction: float, alpha: float) -> tuple[float, float]:
+    """(ahead, behind) under the current trend (Lan, Simon & Halperin's stochastic curtailment):
+    ``1 - Phi((z_alpha -+ z / sqrt(t)) / sqrt(1 - t))``."""
+    return _chance_beyond(z, fraction, alpha, averaged=False)
 
 
 def _predictive_probability(z: float, fraction: float, alpha: float) -> tuple[float, float]:
-    """(ahead, behind): the predictive probability of a pair's z ending beyond +-z_alpha at full information, flat
-    prior on the drift (Spiegelhalter, Freedman & Blackburn 1986): the conditional power averaged over the drift's
-    posterior N(z / sqrt(t), 1 / t), ``Phi((+-z - z_alpha sqrt(t)) / sqrt(1 - t))``. Unlike the conditional power
-    under the current trend it is not overconfident at low information, so it closes ways from the first look."""
-    if not math.isfinite(z):  # a zero standard error: the sign is the outcome
-        return float(z > 0), float(z < 0)
-    critical = NormalDist().inv_cdf(1.0 - alpha)
-    if fraction >= 1.0:  # nothing left to come: where z already is
-        return float(z > critical), float(z < -critical)
-    spread = math.sqrt(1.0 - fraction)
-    shift = critical * math.sqrt(fraction)
-    return (0.5 * math.erfc(-(z - shift) / spread / math.sqrt(2.0)),
-            0.5 * math.erfc(-(-z - shift) / spread / math.sqrt(2.0)))
+    """(ahead, behind) with a flat prior on the drift (Spiegelhalter, Freedman & Blackburn 1986): the conditional
+    power averaged over the drift's posterior, ``Phi((+-z - z_alpha sqrt(t)) / sqrt(1 - t))``. Not overconfident at
+    low information, so it can close ways from the first look."""
+    return _chance_beyond(z, fraction, alpha, averaged=True)
 
 
 def _pairs_reason(claim: Claim, pairs: list[_Pair], observed: str | None) -> str:
@@ -801,8 +803,8 @@ def _pairs_reason(claim: Claim, pairs: list[_Pair], observed: str | None) -> str
             power = f", conditional power {max(p.last['conditional_power']):.2g}"
         elif p.status is None and p.closed:
             power = ", closed " + " and ".join(
-                f"{d} (predictive probability {p.last['predictive_probability'][('ahead', 'behind').index(d)]:.2g})"
-                for d in p.closed)
+                f"{d} (predictive probability {chance:.2g})"
+                for d, chance in zip(_DIRECTIONS, p.last["predictive_probability"]) if d in p.closed)
         else:
             power = ""
         return (f"{p.first.label} vs {p.second.label} (z {p.last['z']:.3g}, boundary "
@@ -823,9 +825,6 @@ def _deciding_statistic(result: ClaimResult) -> dict | None:
     from kdclaims.sequential import z_from_t
 
     d = result.details
-    if result.claim.kind == "ranking" and d.get("lead"):
-        test = d["lead"]["test"]
-        return {"what": "z of the leader's lead over its hardest rival", "z": float(z_from_t(test["t"], test["df"]))}
     if result.claim.kind == "trend" and d.get("steps"):
         z = min(float(z_from_t(s["test"]["t"], s["test"]["df"])) for s in d["steps"])
         return {"what": "z of the weakest step", "z": z}
